@@ -1,0 +1,1 @@
+//! Load generators and helpers shared by the benchmarks.

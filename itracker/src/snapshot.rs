@@ -1,0 +1,388 @@
+//! The immutable, lookup-ready view of one or more ISPs' networks.
+//!
+//! A tracker reads a [`Snapshot`] on every announce: which PID holds an address (longest-prefix
+//! match, IPv4 and IPv6), what it costs to move bytes between two PIDs (a dense matrix: PIDs
+//! number in the tens to low thousands, so `n * n` `f32`s is small and a lookup is one load),
+//! and the other PIDs ordered by cost. A snapshot is built once (from a topology file in-process,
+//! or from ALTO maps by the client) and never changes; a new topology means a new snapshot,
+//! swapped in atomically by its reader.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use prefix_trie::PrefixMap;
+
+use crate::pid::{PidId, DEFAULT_PID_NAME};
+
+/// Why a snapshot could not be built. Each variant names the PID and prefix at fault.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SnapshotError {
+    /// Two PIDs claim the same prefix; the map would be ambiguous.
+    #[error("prefix {prefix} is in PID {first} and in PID {second}")]
+    DuplicatePrefix {
+        prefix: IpNetwork,
+        first: String,
+        second: String,
+    },
+    /// The same PID name was added twice.
+    #[error("PID {0} is defined twice")]
+    DuplicatePid(String),
+    /// A cost was negative or not a number.
+    #[error("cost from {from} to {to} is {cost}, not a finite non-negative number")]
+    BadCost { from: String, to: String, cost: f64 },
+    /// More PIDs than a snapshot indexes (u16 range).
+    #[error("{0} PIDs: at most 65535 are supported")]
+    TooManyPids(usize),
+}
+
+/// What a snapshot knows about one PID.
+#[derive(Clone, Debug)]
+pub struct PidInfo {
+    /// Stable id (same name, same id, in every snapshot of this process).
+    pub id: PidId,
+    /// The PID name as published (RFC 7285 PIDName).
+    pub name: Arc<str>,
+    /// Index of the ISP (network map) this PID came from.
+    pub isp: u16,
+    /// Whether the PID is one of its ISP's own locations (not peering, transit or "the rest").
+    pub internal: bool,
+}
+
+/// A PID to add to a [`SnapshotBuilder`].
+#[derive(Clone, Debug)]
+pub struct PidSpec {
+    pub name: String,
+    pub isp: u16,
+    pub internal: bool,
+    pub prefixes: Vec<IpNetwork>,
+}
+
+/// Collects PIDs and costs, then validates and indexes them into a [`Snapshot`].
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    version: String,
+    isps: Vec<String>,
+    pids: Vec<PidSpec>,
+    costs: Vec<(usize, usize, f64)>,
+    default_cost: f64,
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// An immutable network view. Cheap to share behind an `Arc`; see the module docs.
+#[derive(Debug)]
+pub struct Snapshot {
+    version: String,
+    generation: u64,
+    isps: Vec<String>,
+    pids: Vec<PidInfo>,
+    /// `index_by_id[PidId.0]` = index in `pids`, or `u16::MAX` when this snapshot lacks it.
+    index_by_id: Vec<u16>,
+    v4: PrefixMap<Ipv4Network, u16>,
+    v6: PrefixMap<Ipv6Network, u16>,
+    /// Row-major `n * n` costs, `costs[from * n + to]`.
+    costs: Vec<f32>,
+    /// For each PID, every other PID in ascending cost order (ties keep insertion order).
+    by_cost: Vec<Vec<u16>>,
+}
+
+impl SnapshotBuilder {
+    /// Starts a snapshot whose version string is `version` (a vtag or a combination of vtags);
+    /// costs not set explicitly are `default_cost`.
+    pub fn new(version: impl Into<String>, default_cost: f64) -> Self {
+        Self {
+            version: version.into(),
+            isps: Vec::new(),
+            pids: Vec::new(),
+            costs: Vec::new(),
+            default_cost,
+        }
+    }
+
+    /// Registers an ISP (one network map) and returns its index for [`PidSpec::isp`].
+    pub fn add_isp(&mut self, name: impl Into<String>) -> u16 {
+        self.isps.push(name.into());
+        u16::try_from(self.isps.len() - 1).unwrap_or(u16::MAX)
+    }
+
+    /// Adds a PID and returns its position, to be used with [`SnapshotBuilder::set_cost`].
+    pub fn add_pid(&mut self, spec: PidSpec) -> usize {
+        self.pids.push(spec);
+        self.pids.len() - 1
+    }
+
+    /// Sets the directional cost between two PIDs added earlier.
+    pub fn set_cost(&mut self, from: usize, to: usize, cost: f64) {
+        self.costs.push((from, to, cost));
+    }
+
+    /// Validates and indexes everything. Adds a `default` PID holding `0.0.0.0/0` and `::/0`
+    /// (external, costing the default cost) when no PID covers them, so the map is complete.
+    pub fn build(mut self) -> Result<Snapshot, SnapshotError> {
+        if self.isps.is_empty() {
+            self.add_isp("default");
+        }
+        self.complete_map();
+        let n = self.pids.len();
+        if n >= usize::from(u16::MAX) {
+            return Err(SnapshotError::TooManyPids(n));
+        }
+        let mut pids = Vec::with_capacity(n);
+        let mut index_by_id: Vec<u16> = Vec::new();
+        let mut v4 = PrefixMap::new();
+        let mut v6 = PrefixMap::new();
+        for (i, spec) in self.pids.iter().enumerate() {
+            let id = PidId::intern(&spec.name);
+            let slot = id.0 as usize;
+            if index_by_id.len() <= slot {
+                index_by_id.resize(slot + 1, u16::MAX);
+            }
+            if index_by_id[slot] != u16::MAX {
+                return Err(SnapshotError::DuplicatePid(spec.name.clone()));
+            }
+            let idx = i as u16;
+            index_by_id[slot] = idx;
+            for prefix in &spec.prefixes {
+                let previous = match *prefix {
+                    IpNetwork::V4(p) => v4.insert(canonical_v4(p), idx),
+                    IpNetwork::V6(p) => v6.insert(canonical_v6(p), idx),
+                };
+                if let Some(prev) = previous {
+                    return Err(SnapshotError::DuplicatePrefix {
+                        prefix: *prefix,
+                        first: self.pids[usize::from(prev)].name.clone(),
+                        second: spec.name.clone(),
+                    });
+                }
+            }
+            pids.push(PidInfo {
+                id,
+                name: Arc::from(spec.name.as_str()),
+                isp: spec.isp,
+                internal: spec.internal,
+            });
+        }
+        let mut costs = vec![self.default_cost as f32; n * n];
+        for &(from, to, cost) in &self.costs {
+            if !cost.is_finite() || cost < 0.0 {
+                return Err(SnapshotError::BadCost {
+                    from: self.pids[from].name.clone(),
+                    to: self.pids[to].name.clone(),
+                    cost,
+                });
+            }
+            costs[from * n + to] = cost as f32;
+        }
+        let by_cost = (0..n)
+            .map(|from| {
+                let mut others: Vec<u16> = (0..n as u16).filter(|&to| usize::from(to) != from).collect();
+                others.sort_by(|&a, &b| {
+                    costs[from * n + usize::from(a)].total_cmp(&costs[from * n + usize::from(b)])
+                });
+                others
+            })
+            .collect();
+        Ok(Snapshot {
+            version: self.version,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            isps: self.isps,
+            pids,
+            index_by_id,
+            v4,
+            v6,
+            costs,
+            by_cost,
+        })
+    }
+
+    fn complete_map(&mut self) {
+        let any4: IpNetwork = Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid").into();
+        let any6: IpNetwork = Ipv6Network::new(Ipv6Addr::UNSPECIFIED, 0).expect("valid").into();
+        let has = |p: &IpNetwork| self.pids.iter().any(|s| s.prefixes.contains(p));
+        let missing: Vec<IpNetwork> = [any4, any6].into_iter().filter(|p| !has(p)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        if let Some(existing) = self.pids.iter_mut().find(|s| s.name == DEFAULT_PID_NAME) {
+            existing.prefixes.extend(missing);
+        } else {
+            self.pids.push(PidSpec {
+                name: DEFAULT_PID_NAME.to_string(),
+                isp: 0,
+                internal: false,
+                prefixes: missing,
+            });
+        }
+    }
+}
+
+fn canonical_v4(p: Ipv4Network) -> Ipv4Network {
+    Ipv4Network::new(p.network(), p.prefix()).expect("prefix length already valid")
+}
+
+fn canonical_v6(p: Ipv6Network) -> Ipv6Network {
+    Ipv6Network::new(p.network(), p.prefix()).expect("prefix length already valid")
+}
+
+impl Snapshot {
+    /// A snapshot with one `default` PID holding every address: what a tracker uses before any
+    /// topology is known (selection is then plain random).
+    pub fn single_pid() -> Snapshot {
+        SnapshotBuilder::new("none", 0.0)
+            .build()
+            .expect("the one-PID map is valid")
+    }
+
+    /// The version this snapshot was built from (network map vtag, or several joined).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Process-unique build number: peers resolved under another generation need re-resolving.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Number of PIDs.
+    pub fn len(&self) -> usize {
+        self.pids.len()
+    }
+
+    /// Never true: every map holds at least its default PID.
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty()
+    }
+
+    /// All PIDs, by index.
+    pub fn pids(&self) -> &[PidInfo] {
+        &self.pids
+    }
+
+    /// The PID at an index.
+    pub fn pid(&self, index: u16) -> &PidInfo {
+        &self.pids[usize::from(index)]
+    }
+
+    /// ISP names, by [`PidInfo::isp`].
+    pub fn isps(&self) -> &[String] {
+        &self.isps
+    }
+
+    /// Index of the PID holding `ip` (longest-prefix match; the map is complete).
+    pub fn locate(&self, ip: IpAddr) -> u16 {
+        let found = match ip {
+            IpAddr::V4(a) => self
+                .v4
+                .get_lpm(&Ipv4Network::new(a, 32).expect("/32 is valid"))
+                .map(|(_, i)| *i),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => return self.locate(IpAddr::V4(v4)),
+                None => self
+                    .v6
+                    .get_lpm(&Ipv6Network::new(a, 128).expect("/128 is valid"))
+                    .map(|(_, i)| *i),
+            },
+        };
+        found.unwrap_or(0)
+    }
+
+    /// Index of a PID by its stable id, if this snapshot has it.
+    pub fn index_of(&self, id: PidId) -> Option<u16> {
+        match self.index_by_id.get(id.0 as usize) {
+            Some(&i) if i != u16::MAX => Some(i),
+            _ => None,
+        }
+    }
+
+    /// Directional cost (p-distance) from one PID to another.
+    pub fn cost(&self, from: u16, to: u16) -> f32 {
+        self.costs[usize::from(from) * self.pids.len() + usize::from(to)]
+    }
+
+    /// Every other PID, cheapest first.
+    pub fn by_cost(&self, from: u16) -> &[u16] {
+        &self.by_cost[usize::from(from)]
+    }
+
+    /// Whether two PIDs belong to the same ISP and both are internal to it.
+    pub fn same_isp(&self, a: u16, b: u16) -> bool {
+        let (a, b) = (self.pid(a), self.pid(b));
+        a.internal && b.internal && a.isp == b.isp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNetwork {
+        s.parse().expect("test prefix")
+    }
+
+    fn two_pids() -> Snapshot {
+        let mut b = SnapshotBuilder::new("v1", 50.0);
+        let isp = b.add_isp("isp");
+        let a = b.add_pid(PidSpec {
+            name: "snap-a".into(),
+            isp,
+            internal: true,
+            prefixes: vec![net("127.1.0.0/16"), net("fd00:1::/32")],
+        });
+        let c = b.add_pid(PidSpec {
+            name: "snap-b".into(),
+            isp,
+            internal: true,
+            prefixes: vec![net("127.2.0.0/16"), net("127.2.3.0/24")],
+        });
+        b.set_cost(a, c, 5.0);
+        b.set_cost(a, a, 0.0);
+        b.build().expect("valid map")
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_the_rest_goes_to_default() {
+        let s = two_pids();
+        let name = |ip: &str| s.pid(s.locate(ip.parse().expect("ip"))).name.to_string();
+        assert_eq!(name("127.1.2.3"), "snap-a");
+        assert_eq!(name("127.2.3.4"), "snap-b");
+        assert_eq!(name("::ffff:127.1.0.9"), "snap-a");
+        assert_eq!(name("fd00:1::5"), "snap-a");
+        assert_eq!(name("8.8.8.8"), DEFAULT_PID_NAME);
+        assert_eq!(name("2001:db8::1"), DEFAULT_PID_NAME);
+    }
+
+    #[test]
+    fn costs_are_directional_and_neighbours_sorted() {
+        let s = two_pids();
+        let a = s.index_of(PidId::intern("snap-a")).expect("a");
+        let b = s.index_of(PidId::intern("snap-b")).expect("b");
+        assert_eq!(s.cost(a, b), 5.0);
+        assert_eq!(s.cost(b, a), 50.0);
+        assert_eq!(s.by_cost(a)[0], b);
+        assert!(s.same_isp(a, b));
+        assert!(!s.same_isp(a, s.locate("9.9.9.9".parse().expect("ip"))));
+    }
+
+    #[test]
+    fn duplicate_prefix_is_rejected_with_both_pids_named() {
+        let mut b = SnapshotBuilder::new("v", 1.0);
+        for name in ["dup-x", "dup-y"] {
+            b.add_pid(PidSpec {
+                name: name.into(),
+                isp: 0,
+                internal: true,
+                prefixes: vec![net("10.0.0.0/8")],
+            });
+        }
+        let err = b.build().expect_err("duplicate prefix");
+        assert!(matches!(err, SnapshotError::DuplicatePrefix { ref first, ref second, .. }
+            if first == "dup-x" && second == "dup-y"));
+    }
+
+    #[test]
+    fn generations_differ() {
+        assert_ne!(Snapshot::single_pid().generation(), Snapshot::single_pid().generation());
+    }
+}

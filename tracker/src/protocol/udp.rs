@@ -1,0 +1,1 @@
+//! BEP 15 UDP tracker codec (pure).

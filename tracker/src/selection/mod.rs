@@ -1,1 +1,342 @@
-//! selection
+//! Which peers an announce gets back: a pure function of the swarm's buckets, the network
+//! snapshot, the requester, numwant and an RNG (so answers are reproducible under a seed).
+//!
+//! Both policies work bucket by bucket and never scan the swarm: the cost is O(buckets +
+//! numwant). Rules shared by both:
+//! - the requester never appears in its own answer, no peer appears twice;
+//! - a seeder is never handed seeders;
+//! - at most `numwant` peers; a swarm smaller than the answer gives everyone.
+//!
+//! `random` draws uniformly over every eligible peer. `p4p` orders PIDs into three tiers, the
+//! requester's own PID, the other PIDs of its ISP (cheapest first, ties shuffled), and everything
+//! else (cheapest first), and gives each tier a quota:
+//! - remote peers (outside the ISP): a swarm-level share `r`, not a per-answer quota. An answer
+//!   of `n` peers carries `floor(n*r)` remote peers plus one more with probability
+//!   `frac(n*r)`, so a 4-peer answer usually has none and sometimes one, and the average over
+//!   many answers is `r`. `r` is `remote_share`, lowered to `remote_share_floor` (never 0) when
+//!   the requester's PID holds at least `seeded_pid_threshold` seeders, and raised to
+//!   `1 - same_isp_share` (at least) when the PID has no seeder at all, so that no PID is cut
+//!   off from the rest of the swarm.
+//! - the rest is local, split between the own PID and the ISP's other PIDs in the ratio
+//!   `same_pid_share : same_isp_share - same_pid_share`.
+//!
+//! When a tier runs short, the following tiers fill the answer, in preference order.
+
+use std::net::SocketAddr;
+
+use p4p_itracker::{PidId, Snapshot};
+use rand::Rng;
+
+use crate::config::{PolicyKind, SelectionConfig};
+use crate::swarm::Families;
+
+/// A swarm as selection sees it: a list of buckets, each one PID x family x seeder/leecher.
+pub trait Buckets {
+    /// Number of buckets.
+    fn count(&self) -> usize;
+    /// The bucket's PID.
+    fn pid(&self, bucket: usize) -> PidId;
+    /// Whether the bucket holds seeders.
+    fn seeders(&self, bucket: usize) -> bool;
+    /// Whether the bucket holds IPv6 peers.
+    fn v6(&self, bucket: usize) -> bool;
+    /// Peers in the bucket.
+    fn size(&self, bucket: usize) -> usize;
+    /// The peer at a position of the bucket.
+    fn peer(&self, bucket: usize, index: usize) -> SocketAddr;
+}
+
+/// Who asks.
+#[derive(Copy, Clone, Debug)]
+pub struct Requester {
+    /// Snapshot index of the requester's PID.
+    pub pid: u16,
+    pub seeder: bool,
+    pub families: Families,
+    /// Where the requester sits in the buckets (bucket, position), to leave it out.
+    pub slot: Option<(usize, usize)>,
+}
+
+/// What an answer was made of, for the locality metrics.
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+pub struct SelectionStats {
+    pub same_pid: u32,
+    pub same_isp: u32,
+    pub remote: u32,
+    /// Sum of the p-distances from the requester to every returned peer.
+    pub cost: f64,
+    /// Expected sum of p-distances of a uniformly random answer of the same size.
+    pub random_cost: f64,
+}
+
+/// Reusable working memory, so selection does not allocate per announce.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    groups: Vec<Group>,
+    members: Vec<usize>,
+}
+
+#[derive(Copy, Clone, Debug)]
+struct Group {
+    tier: u8,
+    cost: f32,
+    tiebreak: u32,
+    /// Range of `Scratch::members` holding this group's bucket indices.
+    start: usize,
+    end: usize,
+    /// Eligible peers (requester excluded).
+    size: usize,
+    take: usize,
+}
+
+/// A configured policy, ready to select.
+#[derive(Clone, Debug)]
+pub struct Selector {
+    config: SelectionConfig,
+}
+
+const TIER_PID: u8 = 0;
+const TIER_ISP: u8 = 1;
+const TIER_REMOTE: u8 = 2;
+
+impl Selector {
+    pub fn new(config: SelectionConfig) -> Self {
+        Self { config }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> PolicyKind {
+        self.config.policy
+    }
+
+    /// Chooses up to `numwant` peers for `req` and passes each to `out`.
+    pub fn select<B: Buckets, R: Rng>(
+        &self,
+        buckets: &B,
+        snap: &Snapshot,
+        req: &Requester,
+        numwant: usize,
+        rng: &mut R,
+        scratch: &mut Scratch,
+        out: &mut impl FnMut(SocketAddr),
+    ) -> SelectionStats {
+        let mut stats = SelectionStats::default();
+        if numwant == 0 {
+            return stats;
+        }
+        let total = self.group(buckets, snap, req, rng, scratch);
+        let n = numwant.min(total);
+        if n == 0 {
+            return stats;
+        }
+        let weighted: f64 = scratch.groups.iter().map(|g| f64::from(g.cost) * g.size as f64).sum();
+        stats.random_cost = weighted / total as f64 * n as f64;
+        let count = |b: usize, stats: &mut SelectionStats| {
+            let (tier, cost, _) = classify(snap, req.pid, buckets.pid(b));
+            match tier {
+                TIER_PID => stats.same_pid += 1,
+                TIER_ISP => stats.same_isp += 1,
+                _ => stats.remote += 1,
+            }
+            stats.cost += f64::from(cost);
+        };
+        match self.config.policy {
+            PolicyKind::Random => {
+                sample_group(buckets, &scratch.members, total, n, req.slot, rng, &mut |a, b| {
+                    count(b, &mut stats);
+                    out(a);
+                });
+            }
+            PolicyKind::P4p => {
+                self.quotas(buckets, snap, req, n, rng, &mut scratch.groups);
+                for g in scratch.groups.iter().filter(|g| g.take > 0) {
+                    let members = &scratch.members[g.start..g.end];
+                    sample_group(buckets, members, g.size, g.take, req.slot, rng, &mut |a, b| {
+                        count(b, &mut stats);
+                        out(a);
+                    });
+                }
+            }
+        }
+        stats
+    }
+
+    /// Gathers eligible buckets into PID groups in preference order; returns eligible peers.
+    fn group<B: Buckets, R: Rng>(
+        &self,
+        buckets: &B,
+        snap: &Snapshot,
+        req: &Requester,
+        rng: &mut R,
+        scratch: &mut Scratch,
+    ) -> usize {
+        scratch.groups.clear();
+        scratch.members.clear();
+        let eligible = |b: usize| {
+            req.families.allows(buckets.v6(b))
+                && !(req.seeder && buckets.seeders(b))
+                && buckets.size(b) > 0
+        };
+        // Buckets of one PID are gathered by sorting bucket indices by PID; the list is short.
+        let start = scratch.members.len();
+        scratch.members.extend((0..buckets.count()).filter(|&b| eligible(b)));
+        scratch.members[start..].sort_unstable_by_key(|&b| buckets.pid(b));
+        let mut total = 0;
+        let mut i = 0;
+        while i < scratch.members.len() {
+            let pid = buckets.pid(scratch.members[i]);
+            let mut j = i;
+            let mut size = 0;
+            while j < scratch.members.len() && buckets.pid(scratch.members[j]) == pid {
+                let b = scratch.members[j];
+                size += buckets.size(b);
+                if req.slot.is_some_and(|(rb, _)| rb == b) {
+                    size -= 1;
+                }
+                j += 1;
+            }
+            let (tier, cost, _) = classify(snap, req.pid, pid);
+            scratch.groups.push(Group {
+                tier,
+                cost,
+                tiebreak: rng.random(),
+                start: i,
+                end: j,
+                size,
+                take: 0,
+            });
+            total += size;
+            i = j;
+        }
+        scratch.groups.sort_unstable_by(|a, b| {
+            (a.tier.cmp(&b.tier))
+                .then(a.cost.total_cmp(&b.cost))
+                .then(a.tiebreak.cmp(&b.tiebreak))
+        });
+        total
+    }
+
+    /// Sets `take` on each group: tier quotas first, then shortfalls filled in order.
+    fn quotas<B: Buckets, R: Rng>(
+        &self,
+        buckets: &B,
+        snap: &Snapshot,
+        req: &Requester,
+        n: usize,
+        rng: &mut R,
+        groups: &mut [Group],
+    ) {
+        let c = &self.config;
+        let own_seeders = own_pid_seeders(buckets, snap, req.pid);
+        let remote_share = if own_seeders == 0 {
+            c.remote_share.max(1.0 - c.same_isp_share)
+        } else if own_seeders >= c.seeded_pid_threshold as usize {
+            c.remote_share_floor
+        } else {
+            c.remote_share
+        };
+        let remote = round_probabilistic(n as f64 * remote_share, rng).min(n);
+        let local = n - remote;
+        let pid_fraction = if c.same_isp_share > 0.0 {
+            c.same_pid_share / c.same_isp_share
+        } else {
+            1.0
+        };
+        let own = round_probabilistic(local as f64 * pid_fraction, rng).min(local);
+        let quota = [own, local - own, remote];
+        let mut left = quota;
+        for g in groups.iter_mut() {
+            let q = &mut left[usize::from(g.tier)];
+            g.take = (*q).min(g.size);
+            *q -= g.take;
+        }
+        let mut short: usize = left.iter().sum();
+        for g in groups.iter_mut() {
+            if short == 0 {
+                break;
+            }
+            let extra = (g.size - g.take).min(short);
+            g.take += extra;
+            short -= extra;
+        }
+    }
+}
+
+/// Tier, cost from the requester and snapshot index of a bucket PID.
+fn classify(snap: &Snapshot, from: u16, pid: PidId) -> (u8, f32, u16) {
+    match snap.index_of(pid) {
+        Some(to) if to == from => (TIER_PID, snap.cost(from, to), to),
+        Some(to) if snap.same_isp(from, to) => (TIER_ISP, snap.cost(from, to), to),
+        Some(to) => (TIER_REMOTE, snap.cost(from, to), to),
+        // Resolved under an older map and not re-resolved yet: treat as far away.
+        None => (TIER_REMOTE, f32::MAX, u16::MAX),
+    }
+}
+
+fn own_pid_seeders<B: Buckets>(buckets: &B, snap: &Snapshot, pid: u16) -> usize {
+    let id = snap.pid(pid).id;
+    (0..buckets.count())
+        .filter(|&b| buckets.seeders(b) && buckets.pid(b) == id)
+        .map(|b| buckets.size(b))
+        .sum()
+}
+
+/// `floor(x)` plus one with probability `frac(x)`.
+fn round_probabilistic<R: Rng>(x: f64, rng: &mut R) -> usize {
+    let whole = x.floor();
+    let extra = usize::from(rng.random::<f64>() < x - whole);
+    whole as usize + extra
+}
+
+/// Draws `take` distinct peers uniformly from a group of `size` eligible peers spread over
+/// `members` buckets, skipping the requester's slot. Stratified: the group is cut into `take`
+/// equal strata and one peer is drawn from each, so every peer has the same chance, no two
+/// picks collide, and nothing is allocated.
+fn sample_group<B: Buckets, R: Rng>(
+    buckets: &B,
+    members: &[usize],
+    size: usize,
+    take: usize,
+    skip: Option<(usize, usize)>,
+    rng: &mut R,
+    out: &mut impl FnMut(SocketAddr, usize),
+) {
+    // Rotate the strata by a random offset so the first stratum is not always first.
+    let offset = rng.random_range(0..size);
+    for s in 0..take {
+        let lo = s * size / take;
+        let hi = (s + 1) * size / take;
+        let pick = (rng.random_range(lo..hi) + offset) % size;
+        let (bucket, index) = locate(buckets, members, pick, skip);
+        out(buckets.peer(bucket, index), bucket);
+    }
+}
+
+/// The (bucket, position) at eligible position `pick` of a group, positions counted without
+/// the skipped slot.
+fn locate<B: Buckets>(
+    buckets: &B,
+    members: &[usize],
+    mut pick: usize,
+    skip: Option<(usize, usize)>,
+) -> (usize, usize) {
+    for &b in members {
+        let mut size = buckets.size(b);
+        let skipped = skip.filter(|&(sb, _)| sb == b).map(|(_, pos)| pos);
+        if skipped.is_some() {
+            size -= 1;
+        }
+        if pick < size {
+            let index = match skipped {
+                Some(pos) if pick >= pos => pick + 1,
+                _ => pick,
+            };
+            return (b, index);
+        }
+        pick -= size;
+    }
+    unreachable!("pick is below the group's eligible size")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,12 +1,52 @@
 //! The P4P iTracker: an ISP's view of its network, served as ALTO (RFC 7285).
 //!
 //! Data flows through the modules in this order:
+//! - [`model`] (also reachable as [`topology`]): PIDs, links and the P4P cost rules; a
+//!   [`Topology`] is always valid;
+//! - [`source`]: topology files (TOML), the Topology Zoo GraphML importer, the MaxMind ASN
+//!   database;
 //! - [`pid`]: the process-wide PID name interner (stable ids, never snapshot positions);
 //! - [`snapshot`]: the immutable, lookup-ready view a tracker reads on every announce
-//!   (longest-prefix match, dense cost matrix, neighbours by cost).
+//!   (longest-prefix match, dense cost matrix, neighbours by cost);
+//! - [`alto`]: RFC 7285 messages and media types;
+//! - [`server`]: the ALTO and admin HTTP(S) service;
+//! - [`client`]: what a tracker uses to fetch ALTO maps and turn them into a [`Snapshot`];
+//! - [`config`]: the server's configuration file.
 
+pub mod alto;
+pub mod client;
+pub mod config;
+pub mod model;
 pub mod pid;
+pub mod server;
 pub mod snapshot;
+pub mod source;
 
+/// The topology model under the name the tracker uses (`p4p_itracker::topology::Topology`).
+pub use model as topology;
+
+pub use model::Topology;
 pub use pid::PidId;
 pub use snapshot::{PidInfo, Snapshot, SnapshotBuilder, SnapshotError};
+
+/// The embedded default topology's text (`topology-data/default.toml`).
+pub const EMBEDDED_DEFAULT_TOML: &str = include_str!("../../topology-data/default.toml");
+
+/// The topology a tracker uses when given nothing: what a public tracker with no ISP map
+/// should assume (see `topology-data/README.md`): special-purpose ranges (loopback, private,
+/// link-local, CGNAT, documentation) apart from the public Internet, which is one external
+/// PID. Pair it with an ASN database ([`Topology::snapshot_with_asn`]) for AS-level grouping.
+pub fn embedded_default() -> Topology {
+    Topology::from_toml_str(EMBEDDED_DEFAULT_TOML)
+        .expect("topology-data/default.toml is valid (checked by a unit test)")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn embedded_default_parses_and_builds() {
+        let t = super::embedded_default();
+        let s = t.snapshot();
+        assert!(s.len() >= 2);
+    }
+}

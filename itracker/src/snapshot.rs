@@ -15,6 +15,7 @@ use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use prefix_trie::PrefixMap;
 
 use crate::pid::{PidId, DEFAULT_PID_NAME};
+use crate::source::asn::AsnDb;
 
 /// Why a snapshot could not be built. Each variant names the PID and prefix at fault.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -67,6 +68,15 @@ pub struct SnapshotBuilder {
     pids: Vec<PidSpec>,
     costs: Vec<(usize, usize, f64)>,
     default_cost: f64,
+    asn: Option<AsnClasses>,
+}
+
+/// The MaxMind fallback of a snapshot: origin AS lookups and the two AS cost classes.
+#[derive(Clone, Debug)]
+struct AsnClasses {
+    db: Arc<AsnDb>,
+    same_as: f32,
+    other_as: f32,
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -86,6 +96,7 @@ pub struct Snapshot {
     costs: Vec<f32>,
     /// For each PID, every other PID in ascending cost order (ties keep insertion order).
     by_cost: Vec<Vec<u16>>,
+    asn: Option<AsnClasses>,
 }
 
 impl SnapshotBuilder {
@@ -98,7 +109,20 @@ impl SnapshotBuilder {
             pids: Vec::new(),
             costs: Vec::new(),
             default_cost,
+            asn: None,
         }
+    }
+
+    /// Adds the MaxMind ASN fallback: between two addresses outside every internal PID,
+    /// [`Snapshot::endpoint_cost`] is `same_as` when their origin ASes match and `other_as`
+    /// when they differ (see [`crate::source::asn`]).
+    pub fn with_asn(mut self, db: Arc<AsnDb>, same_as: f64, other_as: f64) -> Self {
+        self.asn = Some(AsnClasses {
+            db,
+            same_as: same_as as f32,
+            other_as: other_as as f32,
+        });
+        self
     }
 
     /// Registers an ISP (one network map) and returns its index for [`PidSpec::isp`].
@@ -194,6 +218,7 @@ impl SnapshotBuilder {
             v6,
             costs,
             by_cost,
+            asn: self.asn,
         })
     }
 
@@ -304,6 +329,30 @@ impl Snapshot {
     /// Every other PID, cheapest first.
     pub fn by_cost(&self, from: u16) -> &[u16] {
         &self.by_cost[usize::from(from)]
+    }
+
+    /// The origin AS of an address, when the snapshot has an ASN database.
+    pub fn asn(&self, ip: IpAddr) -> Option<u32> {
+        self.asn.as_ref().and_then(|a| a.db.lookup(ip))
+    }
+
+    /// Whether the snapshot has an ASN database.
+    pub fn has_asn(&self) -> bool {
+        self.asn.is_some()
+    }
+
+    /// Cost between two addresses: the PID cost, except that two addresses outside every
+    /// internal PID whose origin ASes are both known cost the same-AS or the other-AS class.
+    pub fn endpoint_cost(&self, a: IpAddr, b: IpAddr) -> f32 {
+        let (pa, pb) = (self.locate(a), self.locate(b));
+        if let Some(classes) = &self.asn {
+            if !self.pid(pa).internal && !self.pid(pb).internal {
+                if let (Some(x), Some(y)) = (classes.db.lookup(a), classes.db.lookup(b)) {
+                    return if x == y { classes.same_as } else { classes.other_as };
+                }
+            }
+        }
+        self.cost(pa, pb)
     }
 
     /// Whether two PIDs belong to the same ISP and both are internal to it.

@@ -1,0 +1,1 @@
+//! RFC 7285 messages.

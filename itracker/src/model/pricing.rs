@@ -1,0 +1,176 @@
+//! Dynamic link prices, the P4P way.
+//!
+//! P4P's iTracker prices links so that applications steer traffic away from congested ones: for
+//! the "minimise maximum link utilisation" (MLU) objective, the price of link `e` is a dual
+//! variable updated by a projected super-gradient step,
+//! `p_e <- clamp(p_e + step * (u_e - target), 0, max)`, where `u_e` is the measured utilisation
+//! (traffic / capacity) and `target` the network's MLU target. A link above the target gets
+//! dearer, one below it cheaper, down to zero. The first measurement starts from the link's
+//! default cost. A static cost in the topology always wins over the dynamic price.
+
+use super::topology::{Link, Topology, TopologyError};
+
+/// Parameters of the price update (the `[pricing]` table of a topology file).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingConfig {
+    /// Maximum link utilisation the network aims for (0 < target <= 1).
+    pub mlu_target: f64,
+    /// Price change per unit of utilisation above (or below) the target.
+    pub step: f64,
+    /// Upper bound of a dynamic price.
+    pub max_price: f64,
+}
+
+impl Default for PricingConfig {
+    fn default() -> Self {
+        Self {
+            mlu_target: 0.8,
+            step: 10.0,
+            max_price: 1000.0,
+        }
+    }
+}
+
+impl PricingConfig {
+    /// One price update for a link whose utilisation was measured at `utilisation`.
+    pub fn next_price(&self, current: f64, utilisation: f64) -> f64 {
+        (current + self.step * (utilisation - self.mlu_target)).clamp(0.0, self.max_price)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), TopologyError> {
+        let bad = |field, value, reason| Err(TopologyError::BadSetting { field, value, reason });
+        if !(self.mlu_target > 0.0 && self.mlu_target <= 1.0) {
+            return bad("pricing.mlu_target", self.mlu_target, "must be in (0, 1]");
+        }
+        if !(self.step.is_finite() && self.step >= 0.0) {
+            return bad("pricing.step", self.step, "must be a finite number >= 0");
+        }
+        if !(self.max_price.is_finite() && self.max_price > 0.0) {
+            return bad("pricing.max_price", self.max_price, "must be a finite number > 0");
+        }
+        Ok(())
+    }
+}
+
+/// One utilisation measurement, naming its link by name or by its (from, to) PIDs.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkLoad {
+    /// Link name, as in the topology file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// PID the link leaves (with `to`, instead of `link`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// PID the link enters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Measured traffic / capacity (0 = idle, 1 = full).
+    pub utilisation: f64,
+}
+
+/// Why a link-load update was rejected (nothing is applied then).
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum LinkLoadError {
+    /// The measurement names no link, or an unknown one.
+    #[error("measurement {index}: no link {what}")]
+    UnknownLink { index: usize, what: String },
+    /// The utilisation is negative or not a number.
+    #[error("measurement {index}: utilisation {value} must be a finite number >= 0")]
+    BadUtilisation { index: usize, value: f64 },
+}
+
+impl Topology {
+    /// The cost of one link: static if configured, else its dynamic price, else the default
+    /// (`defaults.link` inside the ISP, `defaults.interdomain` on an egress link).
+    pub fn link_cost(&self, link: &Link) -> f64 {
+        link.static_cost.or(link.price).unwrap_or(if link.is_egress() {
+            self.defaults().interdomain
+        } else {
+            self.defaults().link
+        })
+    }
+
+    /// Applies utilisation measurements: every link named gets one price update. All or
+    /// nothing: on any error the topology is unchanged.
+    pub fn apply_link_loads(&mut self, loads: &[LinkLoad]) -> Result<(), LinkLoadError> {
+        let mut targets = Vec::with_capacity(loads.len());
+        for (index, load) in loads.iter().enumerate() {
+            if !(load.utilisation.is_finite() && load.utilisation >= 0.0) {
+                return Err(LinkLoadError::BadUtilisation {
+                    index,
+                    value: load.utilisation,
+                });
+            }
+            let found = self.find_link(load);
+            let Some(i) = found else {
+                let what = match (&load.link, &load.from, &load.to) {
+                    (Some(name), _, _) => format!("named {name:?}"),
+                    (None, Some(f), Some(t)) => format!("from {f:?} to {t:?}"),
+                    _ => "given (set `link`, or `from` and `to`)".to_string(),
+                };
+                return Err(LinkLoadError::UnknownLink { index, what });
+            };
+            targets.push((i, load.utilisation));
+        }
+        let (pricing, defaults_link, interdomain) = (
+            self.pricing().clone(),
+            self.defaults().link,
+            self.defaults().interdomain,
+        );
+        for (i, u) in targets {
+            let link = &mut self.links_mut()[i];
+            let start = if link.is_egress() { interdomain } else { defaults_link };
+            link.price = Some(pricing.next_price(link.price.unwrap_or(start), u));
+            link.utilisation = Some(u);
+        }
+        Ok(())
+    }
+
+    /// Carries dynamic prices (and last utilisations) over from an older topology, for every
+    /// link with the same (from, to) PID names. Called on reload so that prices survive.
+    pub fn inherit_prices(&mut self, old: &Topology) {
+        let names: Vec<(String, String)> = self
+            .links()
+            .iter()
+            .map(|l| {
+                (
+                    self.pids()[l.from].name.clone(),
+                    self.pids()[l.to].name.clone(),
+                )
+            })
+            .collect();
+        for (link, (from, to)) in self.links_mut().iter_mut().zip(names) {
+            let same = old.links().iter().find(|o| {
+                old.pids()[o.from].name == from && old.pids()[o.to].name == to
+            });
+            if let Some(o) = same.filter(|o| o.price.is_some()) {
+                link.price = o.price;
+                link.utilisation = o.utilisation;
+            }
+        }
+    }
+
+    fn find_link(&self, load: &LinkLoad) -> Option<usize> {
+        if let Some(name) = &load.link {
+            return self.links().iter().position(|l| &l.name == name);
+        }
+        let (from, to) = (self.pid_index(load.from.as_deref()?)?, self.pid_index(load.to.as_deref()?)?);
+        self.links().iter().position(|l| l.from == from && l.to == to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn price_rises_above_target_and_falls_below_it() {
+        let p = PricingConfig::default();
+        assert!(p.next_price(5.0, 0.95) > 5.0);
+        assert!(p.next_price(5.0, 0.2) < 5.0);
+        assert_eq!(p.next_price(0.1, 0.0), 0.0);
+        assert_eq!(p.next_price(999.0, 100.0), p.max_price);
+    }
+}

@@ -1,0 +1,709 @@
+#!/usr/bin/python3
+"""The locality experiment: real BitTorrent clients, our tracker, kernel byte counts.
+
+    sudo /usr/bin/python3 tests/experiment/locality.py [--preset full|ci] [--mode loopback|shaped]
+
+For each run and each policy (`random`, `p4p`) it creates fresh network namespaces of its own,
+starts p4p-tracker on the loopback multi-PID topology inside them, starts libtorrent clients
+bound to addresses of several PIDs/ISPs (seeds first, then leechers joining alternately
+between ISPs), and counts the bytes between every pair of PIDs with nftables counters in the
+namespaces' output hooks (kernel truth, not client statistics). It then writes a report
+(JSON, CSV, PNG) to the output folder. See README.md beside this file.
+
+Modes:
+- loopback: one namespace; all clients on its loopback device. Measures bytes by PID pair.
+- shaped:   one namespace per ISP joined by a veth pair whose both ends are shaped with
+            `tc qdisc ... tbf` (the transit link), so inter-ISP traffic is slow and
+            locality should also make downloads faster.
+
+Exit status: 0 when all runs completed (and, with --check, when the targets were met),
+1 on failed targets, 2 when a prerequisite is missing (message names it), 3 on a run error.
+"""
+
+import argparse
+import csv
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+SWARM = os.path.join(HERE, "swarm.py")
+PY = "/usr/bin/python3"  # Debian's python3-libtorrent lives here (the PyPI wheel can't bind outgoing)
+
+# The loopback topology (topology-data/loopback.toml + loopback-isp-b.toml): ISP A owns a1, a2;
+# ISP B owns b1, b2. These are the defaults; topology.py refines them from the files.
+from topology import load_topology  # noqa: E402  (HERE is on sys.path when run as a script)
+
+PRESETS = {
+    # The issue's reference design: 24 leechers (12 per ISP) joining alternately every 0.5 s,
+    # 3 seeds per ISP, ~1 MiB/s upload cap per client, numwant 4, 16 MiB torrent, TCP only.
+    "full": dict(leechers_per_isp=12, seeds_per_isp=3, size_mib=16, piece_kib=64, numwant=4,
+                 upload_cap_kib=1024, join_interval=0.5, runs=5, deadline_s=240,
+                 announce_interval=20, min_announce_interval=10),
+    # CI: two ISPs, 8 leechers + 2 seeds per ISP, numwant 4, a few MiB, 3 runs (median).
+    "ci": dict(leechers_per_isp=8, seeds_per_isp=2, size_mib=4, piece_kib=32, numwant=4,
+               upload_cap_kib=1024, join_interval=0.5, runs=3, deadline_s=90,
+               announce_interval=20, min_announce_interval=10),
+}
+
+_children = []  # Popen objects we started (killed by pid on exit)
+_namespaces = []  # namespaces we created (deleted on exit)
+
+
+def log(msg):
+    print(f"[locality {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(*args, check=True, input=None, capture=True):
+    r = subprocess.run(list(args), input=input, text=True,
+                       stdout=subprocess.PIPE if capture else None,
+                       stderr=subprocess.PIPE if capture else None, timeout=60)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r.stdout if capture else ""
+
+
+def cleanup():
+    for p in _children:
+        if p.poll() is None:
+            try:
+                p.kill()
+                p.wait(timeout=10)
+            except Exception:
+                pass
+    _children.clear()
+    for ns in reversed(_namespaces):
+        # Processes we did not start cannot be in a namespace we just made, but be safe:
+        # kill only pids inside our own namespace before deleting it.
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    _namespaces.clear()
+
+
+def _on_signal(signum, _frame):
+    cleanup()
+    sys.exit(128 + signum)
+
+
+# ---------------------------------------------------------------- prerequisites
+
+def find_tracker(explicit):
+    cands = [explicit, os.environ.get("P4P_TRACKER_BIN"),
+             os.path.join(REPO, "target/release/p4p-tracker"),
+             os.path.join(REPO, "target/debug/p4p-tracker")]
+    for c in cands:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return os.path.abspath(c)
+    return None
+
+
+def check_prereqs(mode, tracker):
+    """Returns a list of human-readable missing things (empty when all is there)."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (network namespaces and nftables need it): run with sudo")
+    for tool, pkg in (("ip", "iproute2"), ("nft", "nftables")) + ((("tc", "iproute2"),) if mode == "shaped" else ()):
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+            missing.append(f"`{tool}` (apt-get install {pkg})")
+    if not os.path.exists(PY):
+        missing.append(f"{PY} (apt-get install python3)")
+    else:
+        r = subprocess.run([PY, "-c", "import libtorrent as lt; print(lt.__version__)"], capture_output=True, text=True)
+        if r.returncode != 0:
+            missing.append("libtorrent for /usr/bin/python3 (apt-get install python3-libtorrent)")
+    if not tracker:
+        missing.append("p4p-tracker binary (cargo build --release -p p4p-tracker, or set P4P_TRACKER_BIN)")
+    if os.geteuid() == 0 and shutil.which("ip"):
+        probe = f"p4pexp-probe-{os.getpid()}"
+        r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+        if r.returncode != 0:
+            missing.append(f"network namespaces (ip netns add failed: {r.stderr.strip()})")
+        else:
+            r = subprocess.run(["ip", "netns", "exec", probe, "nft", "add", "table", "inet", "probe"],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                missing.append(f"nftables in a namespace ({r.stderr.strip()})")
+            if mode == "shaped":
+                r = subprocess.run(["ip", "-n", probe, "link", "add", "pv0", "type", "veth", "peer", "name", "pv1"],
+                                   capture_output=True, text=True)
+                if r.returncode == 0:
+                    r = subprocess.run(["ip", "netns", "exec", probe, "tc", "qdisc", "add", "dev", "pv0", "root",
+                                        "tbf", "rate", "8mbit", "burst", "32kb", "latency", "50ms"],
+                                       capture_output=True, text=True)
+                    if r.returncode != 0:
+                        missing.append(f"tc tbf ({r.stderr.strip()})")
+                else:
+                    missing.append(f"veth ({r.stderr.strip()})")
+            subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return missing
+
+
+# ---------------------------------------------------------------- torrent
+
+def make_torrent(outdir, size_mib, piece_kib, seed):
+    import_lt = (
+        "import libtorrent as lt, sys\n"
+        "fs = lt.file_storage(); lt.add_files(fs, sys.argv[1] + '/payload.bin')\n"
+        "ct = lt.create_torrent(fs, int(sys.argv[2]), flags=lt.create_torrent.v1_only)\n"
+        "ct.set_creator('p4p locality experiment')\n"
+        "lt.set_piece_hashes(ct, sys.argv[1])\n"
+        "open(sys.argv[3], 'wb').write(lt.bencode(ct.generate()))\n"
+        "print(lt.torrent_info(sys.argv[3]).info_hash())\n"
+    )
+    content = os.path.join(outdir, "content")
+    os.makedirs(content, exist_ok=True)
+    path = os.path.join(content, "payload.bin")
+    rng = random.Random(seed)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for _ in range(size_mib):
+            b = rng.randbytes(1 << 20)
+            h.update(b)
+            f.write(b)
+    tpath = os.path.join(outdir, "payload.torrent")
+    ih = sh(PY, "-c", import_lt, content, str(piece_kib * 1024), tpath).strip()
+    return content, tpath, {"payload.bin": h.hexdigest()}, ih
+
+
+# ---------------------------------------------------------------- layout
+
+def layout(topo, args):
+    """Clients: seeds at t=0, then leechers joining alternately A, B, A, B every join_interval.
+    Inside an ISP, clients go round-robin over its client PIDs."""
+    isps = topo["client_isps"]  # [(isp, [pid, ...]), ...]
+    host = {}
+
+    def addr(pid):
+        host[pid] = host.get(pid, 0) + 1
+        base = topo["pids"][pid]["base"]
+        return f"{base}.{host[pid] // 250}.{host[pid] % 250 + 1}"
+
+    clients = []
+    for isp, pids in isps:
+        for i in range(args.seeds_per_isp):
+            pid = pids[i % len(pids)]
+            clients.append(dict(name=f"{isp}-S{i + 1:02d}", ip=addr(pid), isp=isp, pid=pid, role="seed",
+                                join_at=0.0))
+    t = 1.0
+    for i in range(args.leechers_per_isp):
+        for isp, pids in isps:
+            pid = pids[i % len(pids)]
+            clients.append(dict(name=f"{isp}-L{i + 1:02d}", ip=addr(pid), isp=isp, pid=pid, role="leech",
+                                join_at=round(t, 3)))
+            t += args.join_interval
+    return clients
+
+
+# ---------------------------------------------------------------- nftables
+
+def nft_rules(topo, pids_here):
+    """One named counter per ordered PID pair (source prefix -> destination prefix), TCP only,
+    in the output hook: every packet a client sends is counted once, in its sender's namespace.
+    The tracker's address is in no PID, so announces are not counted."""
+    lines = ["table inet p4pexp {"]
+    names = []
+    for s in pids_here:
+        for d in topo["pids"]:
+            names.append((s, d))
+            lines.append(f"  counter c_{s}__{d} {{ }}")
+    lines.append("  chain out { type filter hook output priority 0; policy accept;")
+    for s, d in names:
+        for sp in topo["pids"][s]["prefixes"]:
+            for dp in topo["pids"][d]["prefixes"]:
+                lines.append(f"    ip saddr {sp} ip daddr {dp} meta l4proto tcp counter name c_{s}__{d}")
+    lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def read_counters(ns):
+    out = sh("ip", "netns", "exec", ns, "nft", "-j", "list", "counters", "table", "inet", "p4pexp")
+    res = {}
+    for item in json.loads(out)["nftables"]:
+        c = item.get("counter")
+        if c and c["name"].startswith("c_"):
+            s, d = c["name"][2:].split("__")
+            res[(s, d)] = (c["bytes"], c["packets"])
+    return res
+
+
+# ---------------------------------------------------------------- one run
+
+def free_port_in(ns, host):
+    code = ("import socket; s = socket.socket(); s.bind((%r, 0)); print(s.getsockname()[1])" % host)
+    return int(sh("ip", "netns", "exec", ns, PY, "-c", code).strip())
+
+
+def setup_loopback(tag):
+    ns = f"p4pexp-{os.getpid()}-{tag}"
+    sh("ip", "netns", "add", ns)
+    _namespaces.append(ns)
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+    return {"tracker_ns": ns, "tracker_host": "127.0.0.1", "ns_of_isp": {}, "default_ns": ns, "all_ns": [ns]}
+
+
+def setup_shaped(tag, topo, transit_mbit):
+    """One namespace per ISP, joined by a veth pair (the transit link), each end shaped by tbf.
+    Loopback addresses are routed over the veth (route_localnet=1): every address stays in
+    127/8 and inside namespaces this run created."""
+    isps = [isp for isp, _ in topo["client_isps"]]
+    if len(isps) != 2:
+        raise SystemExit("shaped mode supports exactly two ISPs")
+    nss = {isp: f"p4pexp-{os.getpid()}-{tag}-{isp.lower()}" for isp in isps}
+    for ns in nss.values():
+        sh("ip", "netns", "add", ns)
+        _namespaces.append(ns)
+    (ia, na), (ib, nb) = nss.items()
+    sh("ip", "link", "add", "tA", "netns", na, "type", "veth", "peer", "name", "tB", "netns", nb)
+    dev = {ia: "tA", ib: "tB"}
+    tracker_host = "127.9.0.1"
+    for isp, ns in nss.items():
+        d = dev[isp]
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1",
+           "net.ipv4.conf.default.route_localnet=1", "net.ipv4.conf.all.rp_filter=0",
+           "net.ipv4.conf.default.rp_filter=0")
+        sh("ip", "-n", ns, "addr", "del", "127.0.0.1/8", "dev", "lo")
+        sh("ip", "-n", ns, "addr", "add", "127.0.0.1/32", "dev", "lo")
+        sh("ip", "-n", ns, "link", "set", d, "up")
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.conf.{d}.route_localnet=1",
+           f"net.ipv4.conf.{d}.rp_filter=0")
+        for pid, info in topo["pids"].items():
+            for pfx in info["prefixes"]:
+                if info["isp"] == isp:
+                    net, plen = pfx.split("/")
+                    first = net.rsplit(".", 1)[0] + ".1"
+                    sh("ip", "-n", ns, "addr", "add", f"{first}/{plen}", "dev", "lo")
+                else:
+                    sh("ip", "-n", ns, "route", "add", pfx, "dev", d)
+        if isp == ia:
+            sh("ip", "-n", ns, "addr", "add", f"{tracker_host}/16", "dev", "lo")
+        else:
+            sh("ip", "-n", ns, "route", "add", "127.9.0.0/16", "dev", d)
+        # The transit link: a token bucket on each direction.
+        sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", d, "root", "tbf",
+           "rate", f"{transit_mbit}mbit", "burst", "64kb", "latency", "200ms")
+    return {"tracker_ns": na, "tracker_host": tracker_host, "ns_of_isp": nss, "default_ns": na,
+            "all_ns": list(nss.values())}
+
+
+def run_once(args, topo, tracker_bin, torrent, content, expected, clients, policy, run_idx, rundir):
+    tag = f"{run_idx}{policy[0]}"
+    os.makedirs(rundir, exist_ok=True)
+    net = setup_shaped(tag, topo, args.transit_mbit) if args.mode == "shaped" else setup_loopback(tag)
+    try:
+        groups = {}
+        for c in clients:
+            ns = net["ns_of_isp"].get(c["isp"], net["default_ns"])
+            groups.setdefault(ns, []).append(c)
+        for ns in net["all_ns"]:
+            pids_here = sorted({c["pid"] for c in groups.get(ns, [])} |
+                               ({p for p, i in topo["pids"].items() if net["ns_of_isp"].get(i["isp"]) == ns}
+                                if net["ns_of_isp"] else set(topo["pids"])))
+            sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=nft_rules(topo, pids_here))
+
+        port = free_port_in(net["tracker_ns"], net["tracker_host"])
+        cmd = [tracker_bin, "--http-bind", f"{net['tracker_host']}:{port}", "--policy", policy,
+               "--announce-interval", str(args.announce_interval),
+               "--min-announce-interval", str(args.min_announce_interval),
+               "--max-numwant", str(args.numwant)]
+        if args.alto:
+            for url in args.alto:
+                cmd += ["--alto", url]
+        else:
+            cmd += ["--topology", topo["file"]]
+        cmd += args.tracker_arg
+        tlog = open(os.path.join(rundir, "tracker.log"), "w")
+        tenv = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+        tp = subprocess.Popen(["ip", "netns", "exec", net["tracker_ns"]] + cmd, stdout=tlog, stderr=subprocess.STDOUT,
+                              env=tenv, cwd=REPO)
+        _children.append(tp)
+
+        work = tempfile.mkdtemp(prefix=f"p4pexp-{os.getpid()}-{tag}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        t0 = time.time() + 2.0 + 0.05 * len(clients)  # all processes start their clocks together
+        procs = []
+        for i, (ns, cl) in enumerate(groups.items()):
+            cfg = dict(tracker_url=f"http://{net['tracker_host']}:{port}/announce",
+                       health_url=f"http://{net['tracker_host']}:{port}/health",
+                       torrent=torrent, content_dir=content, expected_sha256=expected, work_dir=work,
+                       clients=cl, t0=t0, deadline_s=args.deadline_s, upload_cap=args.upload_cap_kib * 1024,
+                       numwant=args.numwant,
+                       result_file=os.path.join(rundir, f"swarm{i}.json"),
+                       done_file=os.path.join(rundir, f"swarm{i}.done"),
+                       stop_file=os.path.join(rundir, "stop"))
+            cpath = os.path.join(rundir, f"swarm{i}.config.json")
+            json.dump(cfg, open(cpath, "w"), indent=1)
+            slog = open(os.path.join(rundir, f"swarm{i}.log"), "w")
+            p = subprocess.Popen(["ip", "netns", "exec", ns, PY, SWARM, cpath], stdout=slog, stderr=subprocess.STDOUT)
+            _children.append(p)
+            procs.append((p, cfg))
+        hard_deadline = t0 + args.deadline_s + 30
+        while time.time() < hard_deadline:
+            if all(os.path.exists(c["done_file"]) or p.poll() is not None for p, c in procs):
+                break
+            if tp.poll() is not None:
+                raise RuntimeError(f"tracker exited ({tp.returncode}); see {rundir}/tracker.log")
+            time.sleep(0.2)
+        # Byte truth: read the kernel counters now, before the clients shut down.
+        pairs = {}
+        for ns in net["all_ns"]:
+            for k, (b, pk) in read_counters(ns).items():
+                ob, op = pairs.get(k, (0, 0))
+                pairs[k] = (ob + b, op + pk)
+        wall = time.time() - t0
+        open(os.path.join(rundir, "stop"), "w").close()
+        results = []
+        for p, c in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+            if not os.path.exists(c["result_file"]):
+                raise RuntimeError(f"swarm produced no result; see {rundir}/swarm*.log")
+            results += json.load(open(c["result_file"]))["clients"]
+        tp.terminate()
+        try:
+            tp.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            tp.kill()
+        metrics = None
+        shutil.rmtree(work, ignore_errors=True)
+        return summarize_run(topo, pairs, results, policy, run_idx, wall, args)
+    finally:
+        cleanup()
+
+
+# ---------------------------------------------------------------- numbers
+
+HEADER_BYTES = 52  # IPv4 (20) + TCP with timestamps (32); used for the payload estimate only
+
+
+def summarize_run(topo, pairs, results, policy, run_idx, wall, args):
+    pids = topo["pids"]
+    cat = {"intra_pid": 0, "inter_pid_same_isp": 0, "inter_isp": 0}
+    per_pid = {p: 0 for p in pids}
+    cost_weighted = 0.0
+    pair_rows = {}
+    for (s, d), (b, pk) in sorted(pairs.items()):
+        if b == 0:
+            continue
+        pair_rows[f"{s}>{d}"] = {"bytes": b, "packets": pk, "payload_est": max(0, b - HEADER_BYTES * pk)}
+        if s == d:
+            cat["intra_pid"] += b
+            per_pid[s] += b
+        elif pids[s]["isp"] == pids[d]["isp"]:
+            cat["inter_pid_same_isp"] += b
+        else:
+            cat["inter_isp"] += b
+        cost_weighted += b * topo["pdistance"](s, d)
+    leech = [r for r in results if r["role"] == "leech"]
+    times = [r["completion_s"] for r in leech if r["completion_s"] is not None]
+    cap = args.upload_cap_kib * 1024
+    max_up = max((r["max_upload_rate_2s"] for r in results), default=0.0)
+    total = sum(cat.values())
+    client_up = sum(r.get("client_total_up", 0) for r in results)
+    return {
+        "run": run_idx, "policy": policy, "mode": args.mode,
+        "bytes": dict(cat, total=total), "intra_pid_bytes": per_pid, "pairs": pair_rows,
+        "cost_weighted_bytes": cost_weighted,
+        "inter_isp_share": (cat["inter_isp"] / total) if total else None,
+        "completion_s": {"median": statistics.median(times) if times else None,
+                         "max": max(times) if times else None,
+                         "mean": statistics.fmean(times) if times else None},
+        "leechers": len(leech), "complete": len(times),
+        "all_complete": len(times) == len(leech),
+        "all_sha256_ok": all(r.get("sha256_ok") for r in leech),
+        "upload_cap_bps": cap, "max_client_upload_rate_2s": max_up,
+        "cap_held": max_up <= cap * 1.15,
+        "client_reported_total_up": client_up,
+        "client_vs_kernel": (client_up / total) if total else None,
+        "wall_s": wall,
+        "clients": [{k: r.get(k) for k in ("name", "isp", "pid", "role", "join_at", "completion_s", "sha256_ok",
+                                             "client_payload_up", "client_payload_down", "max_upload_rate_2s")}
+                    for r in results],
+    }
+
+
+def spread(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None
+    return {"n": len(xs), "median": statistics.median(xs), "min": min(xs), "max": max(xs),
+            "mean": statistics.fmean(xs), "stdev": statistics.stdev(xs) if len(xs) > 1 else 0.0}
+
+
+def aggregate(runs, policies, topo):
+    summary = {}
+    for pol in policies:
+        rs = [r for r in runs if r["policy"] == pol]
+        s = {k: spread([r["bytes"][k] for r in rs]) for k in ("intra_pid", "inter_pid_same_isp", "inter_isp", "total")}
+        s["intra_pid_by_pid"] = {p: spread([r["intra_pid_bytes"][p] for r in rs]) for p in topo["pids"]}
+        s["cost_weighted_bytes"] = spread([r["cost_weighted_bytes"] for r in rs])
+        s["inter_isp_share"] = spread([r["inter_isp_share"] for r in rs])
+        s["completion_median_s"] = spread([r["completion_s"]["median"] for r in rs])
+        s["completion_max_s"] = spread([r["completion_s"]["max"] for r in rs])
+        s["max_client_upload_rate_2s"] = spread([r["max_client_upload_rate_2s"] for r in rs])
+        s["client_vs_kernel"] = spread([r["client_vs_kernel"] for r in rs])
+        s["runs"] = len(rs)
+        s["all_complete"] = all(r["all_complete"] for r in rs)
+        s["all_sha256_ok"] = all(r["all_sha256_ok"] for r in rs)
+        s["cap_held"] = all(r["cap_held"] for r in rs)
+        summary[pol] = s
+    comp = {}
+    if "random" in policies and "p4p" in policies:
+        ratios, tratios, cratios = [], [], []
+        for i in sorted({r["run"] for r in runs}):
+            a = next((r for r in runs if r["run"] == i and r["policy"] == "random"), None)
+            b = next((r for r in runs if r["run"] == i and r["policy"] == "p4p"), None)
+            if not a or not b:
+                continue
+            ratios.append(a["bytes"]["inter_isp"] / max(1, b["bytes"]["inter_isp"]))
+            cratios.append(a["cost_weighted_bytes"] / max(1.0, b["cost_weighted_bytes"]))
+            if a["completion_s"]["median"] and b["completion_s"]["median"]:
+                tratios.append(b["completion_s"]["median"] / a["completion_s"]["median"])
+        comp = {"inter_isp_reduction_random_over_p4p": spread(ratios),
+                "cost_weighted_reduction_random_over_p4p": spread(cratios),
+                "median_time_p4p_over_random": spread(tratios),
+                "per_run_inter_isp_reduction": ratios, "per_run_time_ratio": tratios}
+    return summary, comp
+
+
+def checks(summary, comp, mode, min_reduction, max_time_ratio):
+    out = {}
+    for pol, s in summary.items():
+        out[f"{pol}: every download complete"] = s["all_complete"]
+        out[f"{pol}: every SHA-256 correct"] = s["all_sha256_ok"]
+        out[f"{pol}: upload cap held"] = s["cap_held"]
+    if comp.get("inter_isp_reduction_random_over_p4p"):
+        red = comp["inter_isp_reduction_random_over_p4p"]["median"]
+        out[f"inter-ISP bytes random/p4p >= {min_reduction} (median of same-run ratios: {red:.2f})"] = red >= min_reduction
+        tr = comp.get("median_time_p4p_over_random")
+        if tr and max_time_ratio:
+            out[f"median download time p4p/random <= {max_time_ratio} (median: {tr['median']:.3f})"] = tr["median"] <= max_time_ratio
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+def fmt_bytes(b):
+    return f"{b / 1048576:.1f} MiB"
+
+
+def write_report(outdir, meta, runs, summary, comp, chk, topo):
+    os.makedirs(outdir, exist_ok=True)
+    doc = {"meta": meta, "summary": summary, "comparison": comp, "checks": chk, "runs": runs}
+    with open(os.path.join(outdir, "results.json"), "w") as f:
+        json.dump(doc, f, indent=1, default=float)
+    with open(os.path.join(outdir, "runs.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        pidcols = list(topo["pids"])
+        w.writerow(["run", "policy", "mode", "intra_pid_bytes", "inter_pid_same_isp_bytes", "inter_isp_bytes",
+                    "total_bytes", "cost_weighted_bytes"] + [f"intra_{p}_bytes" for p in pidcols] +
+                   ["completion_median_s", "completion_max_s", "all_complete", "all_sha256_ok",
+                    "max_client_upload_Bps", "cap_held"])
+        for r in runs:
+            w.writerow([r["run"], r["policy"], r["mode"], r["bytes"]["intra_pid"], r["bytes"]["inter_pid_same_isp"],
+                        r["bytes"]["inter_isp"], r["bytes"]["total"], round(r["cost_weighted_bytes"])] +
+                       [r["intra_pid_bytes"][p] for p in pidcols] +
+                       [round(r["completion_s"]["median"] or -1, 3), round(r["completion_s"]["max"] or -1, 3),
+                        r["all_complete"], r["all_sha256_ok"], round(r["max_client_upload_rate_2s"]), r["cap_held"]])
+    with open(os.path.join(outdir, "clients.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "policy", "name", "isp", "pid", "role", "join_at", "completion_s", "sha256_ok",
+                    "client_payload_up", "client_payload_down", "max_upload_Bps_2s"])
+        for r in runs:
+            for c in r["clients"]:
+                w.writerow([r["run"], r["policy"], c["name"], c["isp"], c["pid"], c["role"], c["join_at"],
+                            "" if c["completion_s"] is None else round(c["completion_s"], 3), c["sha256_ok"],
+                            c["client_payload_up"], c["client_payload_down"], round(c["max_upload_rate_2s"] or 0)])
+    md = markdown_table(meta, summary, comp, chk)
+    with open(os.path.join(outdir, "report.md"), "w") as f:
+        f.write(md)
+    chart(outdir, runs, summary)
+    return md
+
+
+def markdown_table(meta, summary, comp, chk):
+    def sp(s, scale=1.0, unit="", dig=1):
+        if not s:
+            return "n/a"
+        return f"{s['median'] / scale:.{dig}f}{unit} ({s['min'] / scale:.{dig}f}–{s['max'] / scale:.{dig}f})"
+
+    M = 1048576.0
+    lines = [f"Mode `{meta['mode']}`, {meta['runs']} runs per policy, {meta['clients']}. "
+             f"Median (min–max) over runs.", "",
+             "| policy | intra-PID | inter-PID, same ISP | inter-ISP | inter-ISP share | cost-weighted (MiB x p-distance) | median download (s) | max download (s) | all complete + SHA-256 ok | max client upload (KiB/s, cap) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for pol, s in summary.items():
+        lines.append(
+            f"| `{pol}` | {sp(s['intra_pid'], M, ' MiB')} | {sp(s['inter_pid_same_isp'], M, ' MiB')} | "
+            f"{sp(s['inter_isp'], M, ' MiB')} | {sp(s['inter_isp_share'], 0.01, '%', 0)} | "
+            f"{sp(s['cost_weighted_bytes'], M, '', 0)} | {sp(s['completion_median_s'], 1, '', 2)} | "
+            f"{sp(s['completion_max_s'], 1, '', 2)} | {'yes' if s['all_complete'] and s['all_sha256_ok'] else 'NO'} | "
+            f"{sp(s['max_client_upload_rate_2s'], 1024, '', 0)} ({meta['upload_cap_kib']}) |")
+    if comp:
+        r = comp["inter_isp_reduction_random_over_p4p"]
+        c = comp["cost_weighted_reduction_random_over_p4p"]
+        t = comp["median_time_p4p_over_random"]
+        lines += ["", f"Same-run inter-ISP reduction random/p4p: **{r['median']:.1f}x** (min {r['min']:.1f}x, max {r['max']:.1f}x); "
+                  f"cost-weighted: {c['median']:.1f}x; median download time p4p/random: "
+                  f"{t['median']:.3f} ({t['min']:.3f}–{t['max']:.3f})." if t else ""]
+    lines += ["", "Checks:", ""] + [f"- {'PASS' if v else 'FAIL'}: {k}" for k, v in chk.items()]
+    lines += ["", f"Command: `{meta['command']}`", ""]
+    return "\n".join(lines)
+
+
+def chart(outdir, runs, summary):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib missing (apt-get install python3-matplotlib): no PNG chart")
+        return
+    pols = list(summary)
+    cats = [("intra_pid", "inside a PID"), ("inter_pid_same_isp", "between PIDs of one ISP"), ("inter_isp", "between ISPs")]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    width = 0.8 / len(cats)
+    for j, (k, label) in enumerate(cats):
+        med = [summary[p][k]["median"] / 1048576 for p in pols]
+        lo = [(summary[p][k]["median"] - summary[p][k]["min"]) / 1048576 for p in pols]
+        hi = [(summary[p][k]["max"] - summary[p][k]["median"]) / 1048576 for p in pols]
+        xs = [i + (j - 1) * width for i in range(len(pols))]
+        ax1.bar(xs, med, width, yerr=[lo, hi], capsize=4, label=label)
+    ax1.set_xticks(range(len(pols)))
+    ax1.set_xticklabels(pols)
+    ax1.set_ylabel("MiB on the wire (kernel counters)")
+    ax1.set_title(f"Bytes by locality (median, min–max over {summary[pols[0]]['runs']} runs)")
+    ax1.legend()
+    data = [[c["completion_s"] for r in runs if r["policy"] == p for c in r["clients"]
+             if c["role"] == "leech" and c["completion_s"] is not None] for p in pols]
+    ax2.boxplot(data)
+    ax2.set_xticks(range(1, len(pols) + 1))
+    ax2.set_xticklabels(pols)
+    ax2.set_ylabel("download time per leecher (s)")
+    ax2.set_title("Download times, all runs")
+    fig.tight_layout()
+    fig.savefig(os.path.join(outdir, "locality.png"), dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    ap.add_argument("--mode", choices=["loopback", "shaped"], default="loopback")
+    ap.add_argument("--out", help="results folder (default results/locality/<mode>-<preset>)")
+    ap.add_argument("--tracker", help="p4p-tracker binary (default: $P4P_TRACKER_BIN, target/release, target/debug)")
+    ap.add_argument("--topology", default=os.path.join(REPO, "topology-data/loopback.toml"))
+    ap.add_argument("--topology-b", default=os.path.join(REPO, "topology-data/loopback-isp-b.toml"))
+    ap.add_argument("--alto", action="append", default=[], help="iTracker IRD URL(s) instead of --topology")
+    ap.add_argument("--policies", default="random,p4p")
+    ap.add_argument("--pids-a", default="a1,a2", help="PIDs of ISP A that get clients (round-robin)")
+    ap.add_argument("--pids-b", default="b1", help="PIDs of ISP B that get clients (round-robin)")
+    ap.add_argument("--seed", type=int, default=7, help="content seed (same torrent in every run)")
+    ap.add_argument("--transit-mbit", type=float, default=24.0, help="shaped mode: transit rate per direction")
+    ap.add_argument("--check", action="store_true", help="exit 1 when the targets are not met")
+    ap.add_argument("--min-reduction", type=float, default=None, help="inter-ISP random/p4p target (default 4, ci 2)")
+    ap.add_argument("--max-time-ratio", type=float, default=None, help="median time p4p/random target (default 1.10)")
+    ap.add_argument("--tracker-arg", action="append", default=[], help="extra tracker argument (repeatable)")
+    ap.add_argument("--keep-logs", action="store_true", help="keep per-run logs in OUT/logs")
+    ap.add_argument("--check-prereqs", action="store_true", help="only check prerequisites")
+    for k, v in PRESETS["full"].items():
+        ap.add_argument("--" + k.replace("_", "-"), type=type(v), default=None)
+    args = ap.parse_args()
+    for k, v in PRESETS[args.preset].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.min_reduction is None:
+        args.min_reduction = 2.0 if args.preset == "ci" else 4.0
+    if args.max_time_ratio is None:
+        args.max_time_ratio = None if args.preset == "ci" else 1.10
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+
+    tracker = find_tracker(args.tracker)
+    missing = check_prereqs(args.mode, tracker)
+    if missing:
+        print("MISSING: " + "; ".join(missing), flush=True)
+        return 2
+    if args.check_prereqs:
+        print("all prerequisites present", flush=True)
+        return 0
+
+    topo = load_topology(args.topology, args.topology_b, args.pids_a, args.pids_b)
+    outdir = args.out or os.path.join(REPO, "results/locality", f"{args.mode}-{args.preset}")
+    os.makedirs(outdir, exist_ok=True)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    scratch = tempfile.mkdtemp(prefix=f"p4pexp-{os.getpid()}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    os.chmod(scratch, 0o755)
+    try:
+        content, tpath, expected, ih = make_torrent(scratch, args.size_mib, args.piece_kib, args.seed)
+        clients = layout(topo, args)
+        log(f"torrent {ih} ({args.size_mib} MiB), {len(clients)} clients, policies {policies}, "
+            f"{args.runs} runs, tracker {tracker}")
+        runs = []
+        t_begin = time.time()
+        for i in range(1, args.runs + 1):
+            order = policies if i % 2 else list(reversed(policies))  # alternate to cancel drift
+            for pol in order:
+                rundir = os.path.join(scratch, "logs", f"run{i}-{pol}")
+                r = run_once(args, topo, tracker, tpath, content, expected, clients, pol, i, rundir)
+                log(f"run {i} {pol}: inter-ISP {fmt_bytes(r['bytes']['inter_isp'])} of {fmt_bytes(r['bytes']['total'])}, "
+                    f"median {r['completion_s']['median']}, max {r['completion_s']['max']}, "
+                    f"complete {r['complete']}/{r['leechers']}, sha ok {r['all_sha256_ok']}, "
+                    f"max up {r['max_client_upload_rate_2s'] / 1024:.0f} KiB/s")
+                runs.append(r)
+        summary, comp = aggregate(runs, policies, topo)
+        chk = checks(summary, comp, args.mode, args.min_reduction, args.max_time_ratio)
+        cmd = "sudo /usr/bin/python3 tests/experiment/locality.py " + " ".join(
+            a if " " not in a else repr(a) for a in sys.argv[1:])
+        meta = {"mode": args.mode, "preset": args.preset, "runs": args.runs, "policies": policies,
+                "command": cmd.strip(), "tracker": tracker, "topology": topo["file"],
+                "clients": f"{args.leechers_per_isp} leechers + {args.seeds_per_isp} seeds per ISP "
+                           f"({', '.join(f'{i}: {p}' for i, p in topo['client_isps'])}), "
+                           f"{args.size_mib} MiB torrent, numwant {args.numwant}, upload cap "
+                           f"{args.upload_cap_kib} KiB/s per client, joins every {args.join_interval} s, TCP only"
+                           + (f", transit {args.transit_mbit} Mbit/s each way" if args.mode == "shaped" else ""),
+                "upload_cap_kib": args.upload_cap_kib, "seed": args.seed, "info_hash": ih,
+                "pdistance": topo["pdistance_table"], "settings": {k: getattr(args, k) for k in PRESETS["full"]},
+                "elapsed_s": time.time() - t_begin, "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+        md = write_report(outdir, meta, runs, summary, comp, chk, topo)
+        if args.keep_logs:
+            shutil.copytree(os.path.join(scratch, "logs"), os.path.join(outdir, "logs"), dirs_exist_ok=True)
+        print(md, flush=True)
+        print(f"results in {outdir}", flush=True)
+        if args.check and not all(chk.values()):
+            return 1
+        return 0
+    except RuntimeError as e:
+        log(f"run failed: {e}")
+        if os.path.isdir(os.path.join(scratch, "logs")):
+            keep = os.path.join(outdir, "failed-logs")
+            shutil.copytree(os.path.join(scratch, "logs"), keep, dirs_exist_ok=True)
+            log(f"logs kept in {keep}")
+        return 3
+    finally:
+        cleanup()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,7 @@ pub mod config;
 pub mod metrics;
 pub mod protocol;
 pub mod selection;
+pub mod service;
 pub mod server;
 pub mod swarm;
 pub mod topology;

@@ -1,1 +1,175 @@
-fn main() {}
+//! `p4p-tracker`: parses flags, loads configuration and topology, runs until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use p4p_tracker::clock::Clock;
+use p4p_tracker::config::{Config, PolicyKind, DEFAULT_CONFIG};
+use p4p_tracker::service::Tracker;
+
+/// A BitTorrent tracker (HTTP and UDP) that hands out nearby peers, using the network's map
+/// (P4P / ALTO). Runs with no arguments: HTTP and UDP on port 6969, the embedded topology.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML); see --print-config.
+    #[arg(long, env = "P4P_TRACKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the commented default configuration and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// HTTP listen address (repeatable; replaces http.bind).
+    #[arg(long, env = "P4P_TRACKER_HTTP_BIND", value_delimiter = ',')]
+    http_bind: Vec<SocketAddr>,
+    /// UDP listen address (repeatable; replaces udp.bind).
+    #[arg(long, env = "P4P_TRACKER_UDP_BIND", value_delimiter = ',')]
+    udp_bind: Vec<SocketAddr>,
+    /// Disable the UDP tracker.
+    #[arg(long)]
+    no_udp: bool,
+    /// Disable the HTTP tracker.
+    #[arg(long)]
+    no_http: bool,
+    /// Topology file (p4p-itracker TOML format) built in-process.
+    #[arg(long, env = "P4P_TRACKER_TOPOLOGY")]
+    topology: Option<PathBuf>,
+    /// iTracker IRD URL (repeatable, one per ISP).
+    #[arg(long, env = "P4P_TRACKER_ALTO", value_delimiter = ',')]
+    alto: Vec<String>,
+    /// MaxMind GeoLite2-ASN database for AS-level nearness.
+    #[arg(long, env = "P4P_TRACKER_ASN_DB")]
+    asn_db: Option<PathBuf>,
+    /// Peer selection policy.
+    #[arg(long, env = "P4P_TRACKER_POLICY")]
+    policy: Option<PolicyKind>,
+    /// Announce interval in seconds.
+    #[arg(long, env = "P4P_TRACKER_ANNOUNCE_INTERVAL")]
+    announce_interval: Option<u32>,
+    /// Minimum announce interval in seconds.
+    #[arg(long, env = "P4P_TRACKER_MIN_ANNOUNCE_INTERVAL")]
+    min_announce_interval: Option<u32>,
+    /// Most peers per answer.
+    #[arg(long, env = "P4P_TRACKER_MAX_NUMWANT")]
+    max_numwant: Option<usize>,
+    /// UDP socket workers per address (0 = one per core).
+    #[arg(long, env = "P4P_TRACKER_UDP_WORKERS")]
+    udp_workers: Option<usize>,
+    /// Swarm store: "memory" or a Redis URL.
+    #[arg(long, env = "P4P_TRACKER_STORE")]
+    store: Option<String>,
+}
+
+impl Cli {
+    /// Applies flags (and their environment variables) over the file configuration.
+    fn apply(self, mut c: Config) -> Config {
+        if !self.http_bind.is_empty() {
+            c.http.bind = self.http_bind;
+        }
+        if !self.udp_bind.is_empty() {
+            c.udp.bind = self.udp_bind;
+        }
+        if self.no_udp {
+            c.udp.bind.clear();
+        }
+        if self.no_http {
+            c.http.bind.clear();
+        }
+        if self.topology.is_some() {
+            c.topology.file = self.topology;
+        }
+        if !self.alto.is_empty() {
+            c.topology.alto = self.alto;
+        }
+        if self.asn_db.is_some() {
+            c.topology.asn_db = self.asn_db;
+        }
+        if let Some(p) = self.policy {
+            c.selection.policy = p;
+        }
+        if let Some(i) = self.announce_interval {
+            c.announce.interval = i;
+            c.announce.min_interval = c.announce.min_interval.min(i);
+        }
+        if let Some(i) = self.min_announce_interval {
+            c.announce.min_interval = i;
+        }
+        if let Some(n) = self.max_numwant {
+            c.announce.max_numwant = n;
+        }
+        if let Some(n) = self.udp_workers {
+            c.udp.workers = n;
+        }
+        if let Some(s) = self.store {
+            c.store.url = s;
+        }
+        c
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if cli.print_config {
+        print!("{DEFAULT_CONFIG}");
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let file_config = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let config = cli.apply(file_config);
+    config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let clock = Clock::new();
+    let (snapshot, source) = p4p_tracker::topology::initial_snapshot(&config.topology)
+        .context("loading the topology")?;
+    tracing::info!(
+        "topology: {source} ({} PIDs, version {}), policy {:?}",
+        snapshot.len(),
+        snapshot.version(),
+        config.selection.policy
+    );
+    let tracker = Arc::new(Tracker::new(config, clock, snapshot, true));
+    let running = p4p_tracker::server::start(tracker)
+        .await
+        .context("starting the tracker")?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

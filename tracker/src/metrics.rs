@@ -1,1 +1,189 @@
-//! metrics
+//! Prometheus metrics (text format on `GET /metrics`).
+//!
+//! Counters are plain atomics behind `prometheus-client`, cheap enough for the announce path.
+//! Store totals (torrents, peers) are read from the store when `/metrics` is scraped, not
+//! updated per announce.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::selection::SelectionStats;
+use crate::swarm::StoreTotals;
+
+/// Which front end served a request.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Protocol {
+    Http,
+    Udp,
+}
+
+/// How a request ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Outcome {
+    Ok,
+    /// Malformed request (failure reason / UDP error).
+    BadRequest,
+    /// Refused by a cap, or the store was unavailable.
+    Refused,
+    /// UDP: bad connection id.
+    BadConnection,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    protocol: Protocol,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LocalityLabels {
+    locality: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    kind: &'static str,
+}
+
+/// Every metric the tracker exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    announces: Family<RequestLabels, Counter>,
+    scrapes: Family<RequestLabels, Counter>,
+    connects: Counter,
+    returned: Family<LocalityLabels, Counter>,
+    answer_cost: Counter<f64, AtomicU64>,
+    random_cost: Counter<f64, AtomicU64>,
+    torrents: Gauge,
+    peers: Family<PeerLabels, Gauge>,
+    sweeps: Counter,
+    swept_peers: Counter,
+    /// Build number of the snapshot in use.
+    pub topology_generation: Gauge,
+    /// Seconds since the snapshot in use was built or confirmed unchanged.
+    pub topology_age_seconds: Gauge,
+    /// Failed refreshes from the iTracker (the last good snapshot keeps serving).
+    pub topology_refresh_failures: Counter,
+    /// 1 while no topology was ever loaded and selection is random.
+    pub topology_missing: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("p4p_tracker"),
+            announces: Family::default(),
+            scrapes: Family::default(),
+            connects: Counter::default(),
+            returned: Family::default(),
+            answer_cost: Counter::default(),
+            random_cost: Counter::default(),
+            torrents: Gauge::default(),
+            peers: Family::default(),
+            sweeps: Counter::default(),
+            swept_peers: Counter::default(),
+            topology_generation: Gauge::default(),
+            topology_age_seconds: Gauge::default(),
+            topology_refresh_failures: Counter::default(),
+            topology_missing: Gauge::default(),
+        };
+        let r = &mut m.registry;
+        r.register("announces", "Announces by protocol and outcome", m.announces.clone());
+        r.register("scrapes", "Scrapes by protocol and outcome", m.scrapes.clone());
+        r.register("udp_connects", "UDP connect requests answered", m.connects.clone());
+        r.register(
+            "returned_peers",
+            "Peers handed out, by locality relative to the requester (same_pid, same_isp, remote)",
+            m.returned.clone(),
+        );
+        r.register(
+            "answer_cost",
+            "Sum of p-distances from requesters to the peers they were handed",
+            m.answer_cost.clone(),
+        );
+        r.register(
+            "random_answer_cost",
+            "Expected sum of p-distances had the same answers been drawn at random",
+            m.random_cost.clone(),
+        );
+        r.register("torrents", "Torrents tracked", m.torrents.clone());
+        r.register("peers", "Peers tracked, by kind (seeders, leechers)", m.peers.clone());
+        r.register("sweeps", "Expiry sweeps run", m.sweeps.clone());
+        r.register("swept_peers", "Peers removed by expiry sweeps", m.swept_peers.clone());
+        r.register(
+            "topology_generation",
+            "Build number of the topology snapshot in use",
+            m.topology_generation.clone(),
+        );
+        r.register(
+            "topology_age_seconds",
+            "Seconds since the topology snapshot was last built or confirmed",
+            m.topology_age_seconds.clone(),
+        );
+        r.register(
+            "topology_refresh_failures",
+            "Failed topology refreshes (the last good snapshot keeps serving)",
+            m.topology_refresh_failures.clone(),
+        );
+        r.register(
+            "topology_missing",
+            "1 while no topology was ever loaded (selection is random)",
+            m.topology_missing.clone(),
+        );
+        m
+    }
+
+    /// Counts an announce.
+    pub fn announce(&self, protocol: Protocol, outcome: Outcome) {
+        self.announces.get_or_create(&RequestLabels { protocol, outcome }).inc();
+    }
+
+    /// Counts a scrape.
+    pub fn scrape(&self, protocol: Protocol, outcome: Outcome) {
+        self.scrapes.get_or_create(&RequestLabels { protocol, outcome }).inc();
+    }
+
+    /// Counts a UDP connect.
+    pub fn connect(&self) {
+        self.connects.inc();
+    }
+
+    /// Adds one answer's locality figures.
+    pub fn selection(&self, s: &SelectionStats) {
+        for (locality, n) in [("same_pid", s.same_pid), ("same_isp", s.same_isp), ("remote", s.remote)] {
+            if n > 0 {
+                self.returned.get_or_create(&LocalityLabels { locality }).inc_by(n.into());
+            }
+        }
+        self.answer_cost.inc_by(s.cost);
+        self.random_cost.inc_by(s.random_cost);
+    }
+
+    /// Records a sweep.
+    pub fn sweep(&self, removed: u64) {
+        self.sweeps.inc();
+        self.swept_peers.inc_by(removed);
+    }
+
+    /// Renders the text exposition, with store totals read now.
+    pub fn render(&self, totals: StoreTotals) -> String {
+        self.torrents.set(totals.torrents as i64);
+        self.peers.get_or_create(&PeerLabels { kind: "seeders" }).set(totals.seeders as i64);
+        self.peers.get_or_create(&PeerLabels { kind: "leechers" }).set(totals.leechers as i64);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,1 +1,104 @@
-//! server
+//! Front ends and background tasks, started and stopped together.
+//!
+//! [`start`] binds every configured listener (port 0 works: the bound addresses are returned, so
+//! tests can talk to the server), starts the HTTP server, the UDP workers and the sweeper, and
+//! returns a [`Running`] handle whose [`Running::stop`] shuts everything down gracefully.
+
+pub mod http;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::service::Tracker;
+
+/// A started tracker.
+#[derive(Debug)]
+pub struct Running {
+    /// Where HTTP listens, in the order of `config.http.bind`.
+    pub http_addrs: Vec<SocketAddr>,
+    /// Where UDP listens, in the order of `config.udp.bind`.
+    pub udp_addrs: Vec<SocketAddr>,
+    pub tracker: Arc<Tracker>,
+    http: Option<actix_web::dev::ServerHandle>,
+    tasks: Vec<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Binds and starts everything `tracker.config` asks for. Must run inside a tokio runtime.
+pub async fn start(tracker: Arc<Tracker>) -> std::io::Result<Running> {
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut http_addrs = Vec::new();
+    let mut http = None;
+    if !tracker.config.http.bind.is_empty() {
+        let mut listeners = Vec::new();
+        for addr in &tracker.config.http.bind {
+            let l = TcpListener::bind(addr)?;
+            http_addrs.push(l.local_addr()?);
+            listeners.push(l);
+        }
+        let server = http::build(tracker.clone(), listeners)?;
+        http = Some(server.handle());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!("HTTP server failed: {e}");
+            }
+        }));
+        for a in &http_addrs {
+            tracing::info!("HTTP tracker listening on http://{a}/announce");
+        }
+    }
+    let udp_addrs = Vec::new();
+    tasks.push(tokio::spawn(sweeper(tracker.clone(), shutdown_rx.clone())));
+    Ok(Running {
+        http_addrs,
+        udp_addrs,
+        tracker,
+        http,
+        tasks,
+        shutdown,
+    })
+}
+
+/// Sweeps expired peers every `swarm.sweep_interval` seconds until shutdown.
+async fn sweeper(tracker: Arc<Tracker>, mut shutdown: watch::Receiver<bool>) {
+    let period = Duration::from_secs(u64::from(tracker.config.swarm.sweep_interval));
+    let mut tick = tokio::time::interval(period);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let r = tracker.sweep().await;
+                tracing::debug!(removed = r.peers_removed, torrents = r.torrents_removed, moved = r.peers_moved, "sweep");
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+impl Running {
+    /// A receiver that turns true at shutdown, for tasks started beside the tracker.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Adds a task to be awaited at shutdown.
+    pub fn attach(&mut self, task: JoinHandle<()>) {
+        self.tasks.push(task);
+    }
+
+    /// Stops accepting, lets in-flight requests finish, stops every task.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        if let Some(h) = &self.http {
+            h.stop(true).await;
+        }
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}

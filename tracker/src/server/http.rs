@@ -1,0 +1,173 @@
+//! The HTTP front end (actix-web): thin handlers over [`Tracker`].
+//!
+//! Tracker errors are bencoded `failure reason` dictionaries with status 200: BitTorrent clients
+//! read the body, not the status.
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::http::header::{ContentType, HeaderMap};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+
+use crate::metrics::{Outcome, Protocol};
+use crate::protocol::bencode;
+use crate::protocol::http::{self as codec, AnnounceAnswer};
+use crate::service::{with_workspace, Tracker};
+use crate::swarm::Families;
+use crate::types::{normalize_ip, Announce};
+
+type State = web::Data<Arc<Tracker>>;
+
+/// Builds the HTTP server on already-bound listeners (port 0 works; tests read the port back).
+pub fn build(tracker: Arc<Tracker>, listeners: Vec<TcpListener>) -> std::io::Result<Server> {
+    let workers = match tracker.config.http.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let state = web::Data::new(tracker);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/announce", web::get().to(announce))
+            .route("/scrape", web::get().to(scrape))
+            .route("/metrics", web::get().to(metrics))
+            .route("/health", web::get().to(health))
+            .route("/topology", web::get().to(topology))
+    })
+    .workers(workers)
+    .disable_signals();
+    for l in listeners {
+        server = server.listen(l)?;
+    }
+    Ok(server.run())
+}
+
+fn bencoded(body: Vec<u8>) -> HttpResponse {
+    HttpResponse::Ok().content_type(ContentType::plaintext()).body(body)
+}
+
+fn failure(reason: &str) -> HttpResponse {
+    bencoded(bencode::failure(reason))
+}
+
+/// The client's address: the TCP peer, or the proxy's headers when configured to trust them.
+fn client_ip(req: &HttpRequest, reverse_proxy: bool) -> Option<IpAddr> {
+    if reverse_proxy {
+        return forwarded_ip(req.headers());
+    }
+    req.peer_addr().map(|a| normalize_ip(a.ip()))
+}
+
+/// The address a reverse proxy reports: the last `X-Forwarded-For` entry (the one the proxy
+/// itself appended), else `X-Real-IP`.
+fn forwarded_ip(headers: &HeaderMap) -> Option<IpAddr> {
+    let last_forwarded = headers
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last()
+        .and_then(|s| s.trim().parse().ok());
+    let real = || headers.get("x-real-ip")?.to_str().ok()?.trim().parse().ok();
+    last_forwarded.or_else(real).map(normalize_ip)
+}
+
+async fn announce(req: HttpRequest, state: State) -> HttpResponse {
+    let tracker = state.get_ref();
+    let config = &tracker.config;
+    let query = req.query_string().as_bytes();
+    let bad = |reason: &str| {
+        tracker.metrics.announce(Protocol::Http, Outcome::BadRequest);
+        failure(reason)
+    };
+    if query.len() > config.http.max_query_len {
+        return bad("query string too long");
+    }
+    let q = match codec::parse_announce(query) {
+        Ok(q) => q,
+        Err(reason) => return bad(reason),
+    };
+    let ip = match (q.ip, config.http.trust_ip_param) {
+        (Some(ip), true) => normalize_ip(ip),
+        _ => match client_ip(&req, config.http.reverse_proxy) {
+            Some(ip) => ip,
+            None => return bad("cannot determine the client address"),
+        },
+    };
+    let a = Announce {
+        info_hash: q.info_hash,
+        peer: SocketAddr::new(ip, q.port),
+        event: q.event,
+        left: q.left,
+        numwant: config.numwant(q.numwant),
+    };
+    let result = with_workspace(|mut ws| async move {
+        let r = tracker.announce(&a, Families::Both, &mut ws).await;
+        let body = r.map(|stats| {
+            let mut body = Vec::with_capacity(96 + ws.sink.len() * 18);
+            codec::encode_announce(
+                &AnnounceAnswer {
+                    stats,
+                    interval: config.announce.interval,
+                    min_interval: config.announce.min_interval,
+                    v4: &ws.sink.v4,
+                    v6: &ws.sink.v6,
+                    compact: q.compact,
+                },
+                &mut body,
+            );
+            body
+        });
+        (ws, body)
+    })
+    .await;
+    match result {
+        Ok(body) => {
+            tracker.metrics.announce(Protocol::Http, Outcome::Ok);
+            bencoded(body)
+        }
+        Err(e) => {
+            tracker.metrics.announce(Protocol::Http, Outcome::Refused);
+            failure(&e.to_string())
+        }
+    }
+}
+
+async fn scrape(req: HttpRequest, state: State) -> HttpResponse {
+    let tracker = state.get_ref();
+    let query = req.query_string().as_bytes();
+    let bad = |reason: &str| {
+        tracker.metrics.scrape(Protocol::Http, Outcome::BadRequest);
+        failure(reason)
+    };
+    if query.len() > tracker.config.http.max_query_len {
+        return bad("query string too long");
+    }
+    let mut hashes = Vec::new();
+    if let Err(reason) = codec::parse_scrape(query, tracker.config.announce.max_scrape_hashes, &mut hashes) {
+        return bad(reason);
+    }
+    let mut entries = Vec::with_capacity(hashes.len());
+    tracker.scrape(&hashes, &mut entries).await;
+    let mut body = Vec::with_capacity(16 + entries.len() * 80);
+    codec::encode_scrape(&entries, &mut body);
+    tracker.metrics.scrape(Protocol::Http, Outcome::Ok);
+    bencoded(body)
+}
+
+async fn metrics(state: State) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.render_metrics())
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().content_type(ContentType::plaintext()).body("ok\n")
+}
+
+/// Debug view of the topology in use: version, PIDs, peers per PID. No peer addresses.
+async fn topology(state: State) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::plaintext())
+        .body(state.describe_topology())
+}

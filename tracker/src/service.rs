@@ -1,0 +1,199 @@
+//! The protocol-independent tracker: store + topology + selection + metrics. The HTTP and UDP
+//! front ends parse requests, call [`Tracker::announce`] / [`Tracker::scrape`] and encode.
+
+use std::cell::Cell;
+
+use p4p_itracker::Snapshot;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::selection::{Scratch, SelectionStats, Selector};
+use crate::swarm::memory::AnnounceContext;
+use crate::swarm::{Families, MemoryStore, PeerSink, StoreError, StoreTotals, SweepReport};
+use crate::topology::TopologyHandle;
+use crate::types::{Announce, InfoHash, SwarmStats};
+
+/// Per-thread working memory for announces: RNG, selection scratch, peer lists. Reused so the
+/// hot path does not allocate.
+#[derive(Debug)]
+pub struct Workspace {
+    pub rng: SmallRng,
+    pub scratch: Scratch,
+    pub sink: PeerSink,
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Self {
+            rng: SmallRng::from_os_rng(),
+            scratch: Scratch::default(),
+            sink: PeerSink::default(),
+        }
+    }
+}
+
+thread_local! {
+    static WORKSPACE: Cell<Option<Box<Workspace>>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with this thread's workspace. The workspace is taken out of the thread-local for the
+/// duration (not borrowed), so an async caller may hold it across `.await`; a concurrent user
+/// on the same thread simply gets a fresh one.
+pub async fn with_workspace<T, F>(f: impl FnOnce(Box<Workspace>) -> F) -> T
+where
+    F: std::future::Future<Output = (Box<Workspace>, T)>,
+{
+    let ws = WORKSPACE.with(|c| c.take()).unwrap_or_default();
+    let (ws, out) = f(ws).await;
+    WORKSPACE.with(|c| c.set(Some(ws)));
+    out
+}
+
+/// The swarm store backend.
+#[derive(Debug)]
+pub enum Store {
+    Memory(MemoryStore),
+}
+
+/// The tracker shared by every front end and worker.
+#[derive(Debug)]
+pub struct Tracker {
+    pub config: Config,
+    pub clock: Clock,
+    pub metrics: Metrics,
+    pub topology: TopologyHandle,
+    store: Store,
+    selector: Selector,
+}
+
+impl Tracker {
+    /// A tracker with the memory store, serving `snapshot` (`loaded`: whether it is a real map).
+    pub fn new(config: Config, clock: Clock, snapshot: Snapshot, loaded: bool) -> Self {
+        let store = Store::Memory(MemoryStore::new(config.swarm.clone(), clock.clone()));
+        let metrics = Metrics::new();
+        metrics.topology_generation.set(snapshot.generation() as i64);
+        metrics.topology_missing.set(i64::from(!loaded));
+        let topology = TopologyHandle::new(snapshot, loaded);
+        topology.confirm(clock.now());
+        Self {
+            selector: Selector::new(config.selection.clone()),
+            config,
+            clock,
+            metrics,
+            topology,
+            store,
+        }
+    }
+
+    /// Records an announce and writes the chosen peers into `ws.sink` (cleared first).
+    pub async fn announce(
+        &self,
+        a: &Announce,
+        families: Families,
+        ws: &mut Workspace,
+    ) -> Result<SwarmStats, StoreError> {
+        ws.sink.clear();
+        let snapshot = self.topology.load();
+        let (stats, selection) = match &self.store {
+            Store::Memory(m) => m.announce(
+                a,
+                AnnounceContext {
+                    snapshot: &snapshot,
+                    selector: &self.selector,
+                    families,
+                    rng: &mut ws.rng,
+                    scratch: &mut ws.scratch,
+                    sink: &mut ws.sink,
+                },
+            )?,
+        };
+        self.record_selection(&selection);
+        Ok(stats)
+    }
+
+    fn record_selection(&self, s: &SelectionStats) {
+        if s.same_pid + s.same_isp + s.remote > 0 {
+            self.metrics.selection(s);
+        }
+    }
+
+    /// Counts for each hash, in order (unknown hashes are zeros).
+    pub async fn scrape(&self, hashes: &[InfoHash], out: &mut Vec<(InfoHash, SwarmStats)>) {
+        out.clear();
+        match &self.store {
+            Store::Memory(m) => out.extend(hashes.iter().map(|h| (*h, m.scrape(h)))),
+        }
+    }
+
+    /// Store-wide totals.
+    pub fn totals(&self) -> StoreTotals {
+        match &self.store {
+            Store::Memory(m) => m.totals(),
+        }
+    }
+
+    /// Expires peers, drops empty swarms, re-resolves PIDs after a topology change.
+    pub async fn sweep(&self) -> SweepReport {
+        let snapshot = self.topology.load_full();
+        let report = match &self.store {
+            Store::Memory(m) => m.sweep(&snapshot),
+        };
+        self.metrics.sweep(report.peers_removed);
+        report
+    }
+
+    /// Swaps in a new topology snapshot (peers are re-resolved lazily).
+    pub fn set_topology(&self, snapshot: Snapshot) {
+        self.metrics.topology_generation.set(snapshot.generation() as i64);
+        self.metrics.topology_missing.set(0);
+        self.topology.store(snapshot, self.clock.now());
+    }
+
+    /// Prometheus text exposition.
+    pub fn render_metrics(&self) -> String {
+        let age = self.clock.now().saturating_sub(self.topology.confirmed_at());
+        self.metrics.topology_age_seconds.set(age as i64);
+        self.metrics.render(self.totals())
+    }
+
+    /// The selection policy in force.
+    pub fn selector(&self) -> &Selector {
+        &self.selector
+    }
+}
+
+impl Tracker {
+    /// A JSON description of the topology in use and how many peers sit in each PID (no peer
+    /// addresses), for `GET /topology`.
+    pub fn describe_topology(&self) -> String {
+        let snap = self.topology.load();
+        let counts = match &self.store {
+            Store::Memory(m) => m.pid_counts(),
+        };
+        let pids: Vec<serde_json::Value> = snap
+            .pids()
+            .iter()
+            .map(|p| {
+                let (seeders, leechers) = counts.get(&p.id).copied().unwrap_or_default();
+                serde_json::json!({
+                    "pid": &*p.name,
+                    "isp": snap.isps().get(usize::from(p.isp)),
+                    "internal": p.internal,
+                    "seeders": seeders,
+                    "leechers": leechers,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "version": snap.version(),
+            "generation": snap.generation(),
+            "loaded": self.topology.loaded(),
+            "policy": self.selector.policy(),
+            "pids": pids,
+        });
+        format!("{doc:#}\n")
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the tracker's front ends: real servers on loopback, real sockets.
+
+mod http;

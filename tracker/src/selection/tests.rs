@@ -1,1 +1,296 @@
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use p4p_itracker::snapshot::PidSpec;
+use p4p_itracker::SnapshotBuilder;
+use proptest::prelude::*;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
 use super::*;
+
+/// Buckets as plain vectors (the memory store's shape without its storage tricks).
+#[derive(Clone, Debug, Default)]
+struct VecBuckets(Vec<(PidId, bool, Vec<SocketAddr>)>);
+
+impl Buckets for VecBuckets {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn pid(&self, b: usize) -> PidId {
+        self.0[b].0
+    }
+    fn seeders(&self, b: usize) -> bool {
+        self.0[b].1
+    }
+    fn v6(&self, b: usize) -> bool {
+        self.0[b].2.first().is_some_and(|a| a.is_ipv6())
+    }
+    fn size(&self, b: usize) -> usize {
+        self.0[b].2.len()
+    }
+    fn peer(&self, b: usize, i: usize) -> SocketAddr {
+        self.0[b].2[i]
+    }
+}
+
+/// ISP A: PIDs sel-a1 (127.1/16), sel-a2 (127.3/16, cost 2 from a1), sel-a3 (127.5/16, cost 5);
+/// ISP B: sel-b1 (127.2/16). Everything else: default.
+fn snapshot() -> Snapshot {
+    let mut b = SnapshotBuilder::new("sel", 100.0);
+    let a = b.add_isp("A");
+    let isp_b = b.add_isp("B");
+    let mut pid = |name: &str, isp, prefix: &str| {
+        b.add_pid(PidSpec {
+            name: name.into(),
+            isp,
+            internal: true,
+            prefixes: vec![prefix.parse().expect("prefix")],
+        })
+    };
+    let a1 = pid("sel-a1", a, "127.1.0.0/16");
+    let a2 = pid("sel-a2", a, "127.3.0.0/16");
+    let a3 = pid("sel-a3", a, "127.5.0.0/16");
+    let b1 = pid("sel-b1", isp_b, "127.2.0.0/16");
+    for (x, y, c) in [(a1, a2, 2.0), (a2, a1, 2.0), (a1, a3, 5.0), (a3, a1, 5.0), (a2, a3, 3.0), (a3, a2, 3.0)] {
+        b.set_cost(x, y, c);
+    }
+    for p in [a1, a2, a3, b1] {
+        b.set_cost(p, p, 0.0);
+    }
+    b.build().expect("snapshot")
+}
+
+fn addr(net: u8, host: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, net, (host >> 8) as u8, host as u8), 6881))
+}
+
+/// `seeds` and `leechers` peers in each of the given PIDs (by second octet).
+fn swarm(layout: &[(&str, u8, usize, usize)]) -> VecBuckets {
+    let mut v = VecBuckets::default();
+    for &(name, net, seeds, leechers) in layout {
+        let id = PidId::intern(name);
+        if seeds > 0 {
+            v.0.push((id, true, (0..seeds).map(|h| addr(net, 1000 + h as u16)).collect()));
+        }
+        if leechers > 0 {
+            v.0.push((id, false, (0..leechers).map(|h| addr(net, h as u16 + 1)).collect()));
+        }
+    }
+    v
+}
+
+fn p4p() -> Selector {
+    Selector::new(SelectionConfig::default())
+}
+
+fn random() -> Selector {
+    Selector::new(SelectionConfig {
+        policy: PolicyKind::Random,
+        ..SelectionConfig::default()
+    })
+}
+
+/// The requester: leecher number 1 of `net` (so it is inside the swarm and must be skipped).
+fn requester(snap: &Snapshot, buckets: &VecBuckets, net: u8, seeder: bool) -> Requester {
+    let me = if seeder { addr(net, 1000) } else { addr(net, 1) };
+    let slot = buckets.0.iter().enumerate().find_map(|(b, (_, _, peers))| {
+        peers.iter().position(|p| *p == me).map(|i| (b, i))
+    });
+    Requester {
+        pid: snap.locate(me.ip()),
+        seeder,
+        families: Families::Both,
+        slot,
+    }
+}
+
+fn run(
+    sel: &Selector,
+    snap: &Snapshot,
+    buckets: &VecBuckets,
+    req: &Requester,
+    numwant: usize,
+    rng: &mut SmallRng,
+) -> (Vec<SocketAddr>, SelectionStats) {
+    let mut out = Vec::new();
+    let mut scratch = Scratch::default();
+    let stats = sel.select(buckets, snap, req, numwant, rng, &mut scratch, &mut |a| out.push(a));
+    (out, stats)
+}
+
+#[test]
+fn shares_hold_over_many_answers() {
+    let snap = snapshot();
+    // One local seeder (below the threshold of 2): the remote share is the base 10%.
+    let b = swarm(&[("sel-a1", 1, 1, 200), ("sel-a2", 3, 0, 200), ("sel-b1", 2, 5, 200)]);
+    let req = requester(&snap, &b, 1, false);
+    let mut rng = SmallRng::seed_from_u64(1);
+    let (mut own, mut isp, mut remote) = (0u32, 0u32, 0u32);
+    for _ in 0..2000 {
+        let (peers, s) = run(&p4p(), &snap, &b, &req, 50, &mut rng);
+        assert_eq!(peers.len(), 50);
+        own += s.same_pid;
+        isp += s.same_isp;
+        remote += s.remote;
+    }
+    let total = f64::from(own + isp + remote);
+    let (own, isp, remote) = (f64::from(own) / total, f64::from(isp) / total, f64::from(remote) / total);
+    assert!((own - 0.75).abs() < 0.02, "own PID share {own}");
+    assert!((own + isp - 0.90).abs() < 0.02, "own ISP share {}", own + isp);
+    assert!((remote - 0.10).abs() < 0.02, "remote share {remote}");
+}
+
+#[test]
+fn small_answers_round_the_remote_share_per_swarm_not_per_answer() {
+    let snap = snapshot();
+    let b = swarm(&[("sel-a1", 1, 1, 50), ("sel-b1", 2, 5, 50)]);
+    let req = requester(&snap, &b, 1, false);
+    let mut rng = SmallRng::seed_from_u64(2);
+    let (mut remote, mut with_remote) = (0u32, 0u32);
+    let answers = 5000;
+    for _ in 0..answers {
+        let (peers, s) = run(&p4p(), &snap, &b, &req, 4, &mut rng);
+        assert_eq!(peers.len(), 4);
+        remote += s.remote;
+        with_remote += u32::from(s.remote > 0);
+    }
+    let share = f64::from(remote) / f64::from(4 * answers);
+    assert!((share - 0.10).abs() < 0.015, "remote share {share}");
+    assert!(with_remote < answers / 2, "most 4-peer answers carry no remote peer ({with_remote})");
+    assert!(with_remote > 0, "some do");
+}
+
+#[test]
+fn a_well_seeded_pid_drops_to_the_floor_and_an_unseeded_one_is_raised() {
+    let snap = snapshot();
+    let seeded = swarm(&[("sel-a1", 1, 5, 100), ("sel-b1", 2, 5, 100)]);
+    let unseeded = swarm(&[("sel-a1", 1, 0, 100), ("sel-b1", 2, 5, 100)]);
+    let share = |b: &VecBuckets| {
+        let req = requester(&snap, b, 1, false);
+        let mut rng = SmallRng::seed_from_u64(3);
+        let remote: u32 = (0..2000).map(|_| run(&p4p(), &snap, b, &req, 20, &mut rng).1.remote).sum();
+        f64::from(remote) / 40_000.0
+    };
+    let floor = share(&seeded);
+    let raised = share(&unseeded);
+    assert!((floor - 0.02).abs() < 0.01, "seeded PID remote share {floor}");
+    assert!(raised >= 0.099, "unseeded PID remote share {raised}");
+}
+
+#[test]
+fn a_pid_without_local_seeder_always_reaches_remote_peers() {
+    let snap = snapshot();
+    // ISP A has no seeder anywhere; only ISP B seeds.
+    let b = swarm(&[("sel-a1", 1, 0, 30), ("sel-a2", 3, 0, 30), ("sel-b1", 2, 3, 30)]);
+    let req = requester(&snap, &b, 1, false);
+    let mut rng = SmallRng::seed_from_u64(4);
+    let remote: u32 = (0..200).map(|_| run(&p4p(), &snap, &b, &req, 4, &mut rng).1.remote).sum();
+    assert!(remote > 0, "the PID is never cut off");
+}
+
+#[test]
+fn a_requester_in_an_empty_pid_still_gets_a_full_answer_cheapest_first() {
+    let snap = snapshot();
+    let b = swarm(&[("sel-a2", 3, 0, 10), ("sel-a3", 5, 0, 10), ("sel-b1", 2, 2, 30)]);
+    let req = Requester {
+        pid: snap.locate("127.1.9.9".parse().expect("ip")),
+        seeder: false,
+        families: Families::Both,
+        slot: None,
+    };
+    let mut rng = SmallRng::seed_from_u64(5);
+    let (peers, s) = run(&p4p(), &snap, &b, &req, 10, &mut rng);
+    assert_eq!(peers.len(), 10);
+    assert_eq!(s.same_pid, 0);
+    // The ISP quota goes to the cheapest other PID (a2, cost 2) before a3 (cost 5).
+    let in_a2 = peers.iter().filter(|p| matches!(p.ip(), std::net::IpAddr::V4(v) if v.octets()[1] == 3)).count();
+    assert!(in_a2 >= 8, "cheapest PID first: {in_a2} from a2 in {peers:?}");
+}
+
+#[test]
+fn every_pid_keeps_links_to_the_rest_of_the_swarm() {
+    let snap = snapshot();
+    let b = swarm(&[("sel-a1", 1, 3, 40), ("sel-a2", 3, 3, 40), ("sel-b1", 2, 3, 40)]);
+    let mut rng = SmallRng::seed_from_u64(6);
+    for net in [1u8, 3, 2] {
+        let req = requester(&snap, &b, net, false);
+        let mut reached: HashSet<u8> = HashSet::new();
+        for _ in 0..500 {
+            for p in run(&p4p(), &snap, &b, &req, 4, &mut rng).0 {
+                if let std::net::IpAddr::V4(v) = p.ip() {
+                    reached.insert(v.octets()[1]);
+                }
+            }
+        }
+        assert_eq!(reached.len(), 3, "PID 127.{net}/16 reached {reached:?}");
+    }
+}
+
+#[test]
+fn random_policy_is_uniform() {
+    let snap = snapshot();
+    let b = swarm(&[("sel-a1", 1, 0, 10), ("sel-b1", 2, 0, 10)]);
+    let req = requester(&snap, &b, 1, false);
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut hits = std::collections::HashMap::new();
+    for _ in 0..19_000 {
+        for p in run(&random(), &snap, &b, &req, 5, &mut rng).0 {
+            *hits.entry(p).or_insert(0u32) += 1;
+        }
+    }
+    assert_eq!(hits.len(), 19, "everyone but the requester");
+    // Each of 19 peers expected 5000 times.
+    for (p, n) in hits {
+        assert!((4600..5400).contains(&n), "{p} picked {n} times");
+    }
+}
+
+#[test]
+fn same_seed_same_answer() {
+    let snap = snapshot();
+    let b = swarm(&[("sel-a1", 1, 2, 50), ("sel-a2", 3, 2, 50), ("sel-b1", 2, 2, 50)]);
+    let req = requester(&snap, &b, 1, false);
+    for sel in [p4p(), random()] {
+        let a = run(&sel, &snap, &b, &req, 20, &mut SmallRng::seed_from_u64(9)).0;
+        let c = run(&sel, &snap, &b, &req, 20, &mut SmallRng::seed_from_u64(9)).0;
+        assert_eq!(a, c);
+    }
+}
+
+proptest! {
+    #[test]
+    fn answers_are_valid_whatever_the_swarm(
+        layout in proptest::collection::vec((0usize..4, 0usize..6, 0usize..30), 1..5),
+        net in prop::sample::select(vec![1u8, 2, 3, 5, 9]),
+        seeder: bool,
+        numwant in 0usize..60,
+        seed: u64,
+        use_random: bool,
+    ) {
+        let names = [("sel-a1", 1u8), ("sel-a2", 3), ("sel-b1", 2), ("sel-a3", 5)];
+        let mut spec: Vec<(&str, u8, usize, usize)> = Vec::new();
+        for (i, s, l) in layout {
+            if !spec.iter().any(|x| x.0 == names[i].0) {
+                spec.push((names[i].0, names[i].1, s, l));
+            }
+        }
+        let snap = snapshot();
+        let b = swarm(&spec);
+        let req = requester(&snap, &b, net, seeder);
+        let me = if seeder { addr(net, 1000) } else { addr(net, 1) };
+        let sel = if use_random { random() } else { p4p() };
+        let (peers, _) = run(&sel, &snap, &b, &req, numwant, &mut SmallRng::seed_from_u64(seed));
+        let eligible: HashSet<SocketAddr> = b.0.iter()
+            .filter(|(_, s, _)| !(seeder && *s))
+            .flat_map(|(_, _, p)| p.iter().copied())
+            .filter(|p| *p != me)
+            .collect();
+        prop_assert!(peers.len() <= numwant);
+        prop_assert_eq!(peers.len(), numwant.min(eligible.len()), "full answer when peers exist");
+        let unique: HashSet<SocketAddr> = peers.iter().copied().collect();
+        prop_assert_eq!(unique.len(), peers.len(), "no duplicates");
+        prop_assert!(!unique.contains(&me), "never the requester");
+        prop_assert!(unique.is_subset(&eligible), "seeders never get seeders");
+    }
+}

@@ -1,1 +1,128 @@
-fn main() {}
+//! `p4p-itracker`: wires configuration (file, environment, flags) to the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use p4p_itracker::config::{Config, DEFAULT_CONFIG_TOML};
+use p4p_itracker::Topology;
+
+/// P4P iTracker: an ISP's topology served as ALTO (RFC 7285).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML; see --print-config).
+    #[arg(long, env = "P4P_ITRACKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the commented default configuration and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Listen address and port.
+    #[arg(long, env = "P4P_ITRACKER_BIND")]
+    bind: Option<SocketAddr>,
+    /// Topology file (source of truth; rewritten by PUT /admin/topology).
+    #[arg(long, env = "P4P_ITRACKER_TOPOLOGY")]
+    topology: Option<PathBuf>,
+    /// GeoLite2-ASN database for addresses outside the ISP.
+    #[arg(long, env = "P4P_ITRACKER_ASN_DB")]
+    asn_db: Option<PathBuf>,
+    /// File holding the admin bearer token.
+    #[arg(long, env = "P4P_ITRACKER_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Admin bearer token itself (prefer the file: environments leak).
+    #[arg(long = "admin-token", env = "P4P_ITRACKER_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// File holding the read-API bearer token (unset: read API open).
+    #[arg(long, env = "P4P_ITRACKER_READ_TOKEN_FILE")]
+    read_token_file: Option<PathBuf>,
+    /// PEM certificate chain (HTTPS with --tls-key).
+    #[arg(long, env = "P4P_ITRACKER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    #[arg(long, env = "P4P_ITRACKER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a topology file and print its PIDs and costs.
+    Check {
+        /// Topology file.
+        file: PathBuf,
+    },
+    /// Turn a Topology Zoo GraphML file into a topology file skeleton (printed).
+    ImportGraphml {
+        /// GraphML file.
+        file: PathBuf,
+        /// ISP name for the skeleton (default: the graph's Network label).
+        #[arg(long)]
+        isp: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if cli.print_config {
+        print!("{DEFAULT_CONFIG_TOML}");
+        return Ok(());
+    }
+    match &cli.command {
+        Some(Command::Check { file }) => return check(file),
+        Some(Command::ImportGraphml { file, isp }) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let skeleton = p4p_itracker::source::graphml::import(&text, isp.as_deref())
+                .with_context(|| format!("importing {}", file.display()))?;
+            print!("{skeleton}");
+            return Ok(());
+        }
+        None => {}
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = merge(&cli)?;
+    let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    rt.block_on(p4p_itracker::server::run(config))
+        .context("running the server")
+}
+
+fn merge(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(b) = cli.bind {
+        config.bind = b;
+    }
+    let set = |slot: &mut Option<PathBuf>, v: &Option<PathBuf>| {
+        if v.is_some() {
+            slot.clone_from(v);
+        }
+    };
+    set(&mut config.topology, &cli.topology);
+    set(&mut config.asn_db, &cli.asn_db);
+    set(&mut config.admin_token_file, &cli.admin_token_file);
+    set(&mut config.read_token_file, &cli.read_token_file);
+    set(&mut config.tls_cert, &cli.tls_cert);
+    set(&mut config.tls_key, &cli.tls_key);
+    config.admin_token.clone_from(&cli.admin_token);
+    Ok(config)
+}
+
+fn check(file: &PathBuf) -> anyhow::Result<()> {
+    let topo = Topology::from_file(file)?;
+    let costs = topo.costs();
+    println!("isp {}  vtag {}", topo.isp(), topo.vtag());
+    for (i, pid) in topo.pids().iter().enumerate() {
+        let row: Vec<String> = (0..costs.len()).map(|j| costs.get(i, j).to_string()).collect();
+        println!("{:<24} {:?} {}", pid.name, pid.kind, row.join(" "));
+    }
+    Ok(())
+}

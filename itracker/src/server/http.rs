@@ -1,0 +1,164 @@
+//! HTTP plumbing shared by the routes: errors, bearer tokens, content negotiation, ETags.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::state::Rendered;
+use crate::alto::{media, ErrorMessage, FieldError};
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// An RFC 7285 error (always HTTP 400, `application/alto-error+json`).
+    #[error("{0}")]
+    Alto(#[from] FieldError),
+    /// The request body's media type is not the one the resource accepts.
+    #[error("expected Content-Type {0}")]
+    UnsupportedMediaType(&'static str),
+    /// The client's Accept header excludes what the resource produces.
+    #[error("this resource produces {0}")]
+    NotAcceptable(&'static str),
+    /// Missing or wrong bearer token.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// An admin update was rejected (the old map keeps serving).
+    #[error("{0}")]
+    Rejected(String),
+    /// A failure on our side.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Alto(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Alto(e) => res
+                .content_type(media::ERROR)
+                .json(ErrorMessage { meta: e.to_meta() }),
+            ApiError::Unauthorized => res
+                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                .json(serde_json::json!({ "error": self.to_string() })),
+            _ => res.json(serde_json::json!({ "error": self.to_string() })),
+        }
+    }
+}
+
+/// A bearer token, kept only as its SHA-256 so that comparing is constant-time whatever the
+/// presented token's length.
+#[derive(Clone)]
+pub struct Token([u8; 32]);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+impl Token {
+    /// Wraps a secret (surrounding whitespace, e.g. a file's final newline, is ignored).
+    pub fn new(secret: &str) -> Option<Token> {
+        let secret = secret.trim();
+        (!secret.is_empty()).then(|| Token(Sha256::digest(secret.as_bytes()).into()))
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        bool::from(self.0.ct_eq(&digest))
+    }
+}
+
+/// Checks `Authorization: Bearer <token>`. `None` as expected token means "never authorised"
+/// when `required`, and "open" otherwise.
+pub fn authorize(req: &HttpRequest, token: Option<&Token>, required: bool) -> Result<(), ApiError> {
+    let Some(token) = token else {
+        return if required { Err(ApiError::Unauthorized) } else { Ok(()) };
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(p) if token.matches(p) => Ok(()),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+/// Checks the Accept header (absent = anything; ALTO errors are always acceptable per RFC 7285
+/// section 8.3.5, so a client asking for them alone is fine too).
+pub fn check_accept(req: &HttpRequest, produces: &'static str) -> Result<(), ApiError> {
+    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let ok = accept.split(',').any(|item| {
+        let essence = item.split(';').next().unwrap_or("").trim();
+        essence == produces || essence == "*/*" || essence == "application/*"
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::NotAcceptable(produces))
+    }
+}
+
+/// Checks that a POST body is of the media type the resource accepts.
+pub fn check_content_type(req: &HttpRequest, accepts: &'static str) -> Result<(), ApiError> {
+    let essence = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match essence {
+        Some(e) if e == accepts => Ok(()),
+        _ => Err(ApiError::UnsupportedMediaType(accepts)),
+    }
+}
+
+fn none_match(req: &HttpRequest, etag: &str) -> bool {
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+/// A GET response for a rendered message: 304 when `If-None-Match` names its ETag.
+pub fn respond(req: &HttpRequest, media_type: &'static str, r: &Rendered) -> HttpResponse {
+    let etag = HeaderValue::from_str(&r.etag).unwrap_or(HeaderValue::from_static("\"\""));
+    if none_match(req, &r.etag) {
+        return HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .finish();
+    }
+    HttpResponse::Ok()
+        .content_type(media_type)
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(r.body.clone())
+}
+
+/// A POST response body.
+pub fn json(media_type: &'static str, msg: &impl serde::Serialize) -> Result<HttpResponse, ApiError> {
+    let body = serde_json::to_vec(msg).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type(media_type)
+        .body(web::Bytes::from(body)))
+}

@@ -1,0 +1,305 @@
+//! ALTO routes (RFC 7285 section 11): thin handlers over the current [`Served`] version.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::http::{authorize, check_accept, check_content_type, json, respond, ApiError};
+use super::state::{ranks, Served};
+use super::AppState;
+use crate::alto::{
+    cost, media, property, resource, Constraint, Cost, CostMapMessage, CostMapMeta, CostTable,
+    CostType, DependentMeta, EndpointCostMessage, EndpointCostMeta, EndpointCostRequest,
+    EndpointPropMessage, EndpointPropRequest, FieldError, FilteredCostMapRequest,
+    FilteredNetworkMapRequest, NetworkMapMessage, NetworkMapMeta,
+};
+
+/// Registers the ALTO routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(directory))
+        .route("/directory", web::get().to(directory))
+        .route("/networkmap", web::get().to(network_map))
+        .route("/costmap/routingcost/numerical", web::get().to(cost_map_num))
+        .route("/costmap/routingcost/ordinal", web::get().to(cost_map_ord))
+        .route("/propmap/pid", web::get().to(pid_properties))
+        .route("/networkmap/filtered", web::post().to(filtered_network_map))
+        .route("/costmap/filtered", web::post().to(filtered_cost_map))
+        .route("/endpointprop/lookup", web::post().to(endpoint_properties))
+        .route("/endpointcost/lookup", web::post().to(endpoint_cost));
+}
+
+/// Authorises a read and checks the Accept header.
+fn read(req: &HttpRequest, state: &AppState, produces: &'static str) -> Result<(), ApiError> {
+    authorize(req, state.read_token.as_ref(), false)?;
+    check_accept(req, produces)
+}
+
+async fn directory(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    read(&req, &state, media::DIRECTORY)?;
+    Ok(respond(&req, media::DIRECTORY, &state.ird))
+}
+
+async fn network_map(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    read(&req, &state, media::NETWORK_MAP)?;
+    Ok(respond(&req, media::NETWORK_MAP, &state.current().network_map_body))
+}
+
+async fn cost_map_num(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    read(&req, &state, media::COST_MAP)?;
+    Ok(respond(&req, media::COST_MAP, &state.current().cost_num))
+}
+
+async fn cost_map_ord(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    read(&req, &state, media::COST_MAP)?;
+    Ok(respond(&req, media::COST_MAP, &state.current().cost_ord))
+}
+
+async fn pid_properties(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    read(&req, &state, media::PROPMAP)?;
+    Ok(respond(&req, media::PROPMAP, &state.current().propmap))
+}
+
+/// Reads and checks a POST: token, Accept, Content-Type.
+fn post(req: &HttpRequest, state: &AppState, produces: &'static str, accepts: &'static str) -> Result<(), ApiError> {
+    read(req, state, produces)?;
+    check_content_type(req, accepts)
+}
+
+async fn filtered_network_map(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    post(&req, &state, media::NETWORK_MAP, media::NETWORK_MAP_FILTER)?;
+    let r = FilteredNetworkMapRequest::parse(&body)?;
+    let served = state.current();
+    let wanted: BTreeSet<&str> = r.pids.iter().map(String::as_str).collect();
+    let (v4, v6) = (
+        r.address_types.is_empty() || r.address_types.iter().any(|t| t == "ipv4"),
+        r.address_types.is_empty() || r.address_types.iter().any(|t| t == "ipv6"),
+    );
+    // PIDs not in the map are ignored (RFC 7285 section 11.3.1.3), as are PIDs left with no
+    // address of the requested types.
+    let network_map = served
+        .network_map
+        .network_map
+        .iter()
+        .filter(|(name, _)| wanted.is_empty() || wanted.contains(name.as_str()))
+        .map(|(name, group)| {
+            let mut g = group.clone();
+            if !v4 {
+                g.ipv4.clear();
+            }
+            if !v6 {
+                g.ipv6.clear();
+            }
+            (name.clone(), g)
+        })
+        .filter(|(_, g)| !(g.ipv4.is_empty() && g.ipv6.is_empty()))
+        .collect();
+    json(
+        media::NETWORK_MAP,
+        &NetworkMapMessage {
+            meta: NetworkMapMeta {
+                vtag: served.vtag.clone(),
+            },
+            network_map,
+        },
+    )
+}
+
+/// Whether the cost type is one we serve; `true` for ordinal.
+fn ordinal(ct: &CostType) -> Result<bool, FieldError> {
+    if ct.cost_metric != cost::ROUTINGCOST {
+        return Err(FieldError::value("cost-type/cost-metric", ct.cost_metric.clone()));
+    }
+    match ct.cost_mode.as_str() {
+        cost::NUMERICAL => Ok(false),
+        cost::ORDINAL => Ok(true),
+        other => Err(FieldError::value("cost-type/cost-mode", other)),
+    }
+}
+
+async fn filtered_cost_map(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    post(&req, &state, media::COST_MAP, media::COST_MAP_FILTER)?;
+    let r = FilteredCostMapRequest::parse(&body)?;
+    let is_ordinal = ordinal(&r.cost_type)?;
+    let served = state.current();
+    let pick = |list: &[String], name: &str| list.is_empty() || list.iter().any(|p| p == name);
+    let cost_map: CostTable = served
+        .table(is_ordinal)
+        .into_iter()
+        .filter(|(src, _)| pick(&r.srcs, src))
+        .map(|(src, row)| {
+            let row: BTreeMap<String, Cost> = row
+                .into_iter()
+                .filter(|(dst, c)| pick(&r.dsts, dst) && satisfies(&r.constraints, c.0))
+                .collect();
+            (src, row)
+        })
+        .collect();
+    json(
+        media::COST_MAP,
+        &CostMapMessage {
+            meta: CostMapMeta {
+                dependent_vtags: vec![served.vtag.clone()],
+                cost_type: CostType::routingcost(&r.cost_type.cost_mode),
+            },
+            cost_map,
+        },
+    )
+}
+
+fn satisfies(constraints: &[Constraint], cost: f64) -> bool {
+    constraints.iter().all(|c| c.accepts(cost))
+}
+
+async fn endpoint_properties(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    post(&req, &state, media::ENDPOINT_PROP, media::ENDPOINT_PROP_PARAMS)?;
+    let r = EndpointPropRequest::parse(&body)?;
+    let supported = state.prop_types();
+    if let Some(bad) = r.properties.iter().find(|p| !supported.contains(&p.as_str())) {
+        return Err(FieldError::value("properties", bad.clone()).into());
+    }
+    let served = state.current();
+    let endpoint_properties = r
+        .endpoints
+        .iter()
+        .map(|(text, ip)| (text.clone(), properties_of(&served, *ip, &r.properties)))
+        .collect();
+    json(
+        media::ENDPOINT_PROP,
+        &EndpointPropMessage {
+            meta: DependentMeta {
+                dependent_vtags: vec![served.vtag.clone()],
+            },
+            endpoint_properties,
+        },
+    )
+}
+
+fn properties_of(served: &Served, ip: IpAddr, wanted: &[String]) -> BTreeMap<String, String> {
+    let idx = served.snapshot.locate(ip);
+    let pid = served.snapshot.pid(idx);
+    let mut props = BTreeMap::new();
+    for name in wanted {
+        let value = match name.as_str() {
+            property::PID => Some(pid.name.to_string()),
+            property::INTERNAL => Some(pid.internal.to_string()),
+            // The AS only says something about addresses outside the ISP's own PIDs.
+            property::ASN if !pid.internal => served.snapshot.asn(ip).map(|a| a.to_string()),
+            _ => None,
+        };
+        if let Some(v) = value {
+            props.insert(name.clone(), v);
+        }
+    }
+    props
+}
+
+async fn endpoint_cost(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    post(&req, &state, media::ENDPOINT_COST, media::ENDPOINT_COST_PARAMS)?;
+    let r = EndpointCostRequest::parse(&body)?;
+    let is_ordinal = ordinal(&r.cost_type)?;
+    let mut srcs = r.srcs.clone();
+    if srcs.is_empty() {
+        // An empty source list means the client's own address (RFC 7285 section 11.5.1.3).
+        let ip = req.peer_addr().map(|a| a.ip()).ok_or_else(|| {
+            ApiError::Internal("no peer address for an empty srcs list".into())
+        })?;
+        srcs.push((typed(ip), ip));
+    }
+    let served = state.current();
+    let endpoint_cost_map = srcs
+        .iter()
+        .map(|(src_text, src)| {
+            let raw: Vec<f64> = r
+                .dsts
+                .iter()
+                .map(|(_, dst)| f64::from(served.snapshot.endpoint_cost(*src, *dst)))
+                .collect();
+            let values = if is_ordinal { ranks(&raw) } else { raw };
+            let row = r
+                .dsts
+                .iter()
+                .zip(values)
+                .filter(|(_, v)| satisfies(&r.constraints, *v))
+                .map(|((text, _), v)| (text.clone(), Cost(v)))
+                .collect();
+            (src_text.clone(), row)
+        })
+        .collect();
+    json(
+        media::ENDPOINT_COST,
+        &EndpointCostMessage {
+            meta: EndpointCostMeta {
+                cost_type: CostType::routingcost(&r.cost_type.cost_mode),
+            },
+            endpoint_cost_map,
+        },
+    )
+}
+
+fn typed(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => format!("ipv4:{a}"),
+        IpAddr::V6(a) => format!("ipv6:{a}"),
+    }
+}
+
+/// The IRD this server publishes.
+pub fn directory_message(with_asn: bool) -> crate::alto::DirectoryMessage {
+    use crate::alto::{DirectoryMessage, DirectoryMeta, ResourceEntry};
+    use serde_json::json;
+    let uses = vec![resource::NETWORK_MAP.to_string()];
+    let entry = |uri: &str, media_type: &str, accepts: Option<&str>, caps: Option<serde_json::Value>, uses: Vec<String>| ResourceEntry {
+        uri: uri.to_string(),
+        media_type: media_type.to_string(),
+        accepts: accepts.map(str::to_string),
+        capabilities: caps,
+        uses,
+    };
+    let both = json!([cost::NUM_ROUTINGCOST, cost::ORD_ROUTINGCOST]);
+    let filtered_caps = json!({"cost-constraints": true, "cost-type-names": both});
+    let mut props = vec![property::PID, property::INTERNAL];
+    if with_asn {
+        props.push(property::ASN);
+    }
+    let resources = BTreeMap::from([
+        (resource::NETWORK_MAP.to_string(), entry("/networkmap", media::NETWORK_MAP, None, None, vec![])),
+        (resource::COST_MAP_NUM.to_string(), entry("/costmap/routingcost/numerical", media::COST_MAP, None, Some(json!({"cost-type-names": [cost::NUM_ROUTINGCOST]})), uses.clone())),
+        (resource::COST_MAP_ORD.to_string(), entry("/costmap/routingcost/ordinal", media::COST_MAP, None, Some(json!({"cost-type-names": [cost::ORD_ROUTINGCOST]})), uses.clone())),
+        (resource::FILTERED_NETWORK_MAP.to_string(), entry("/networkmap/filtered", media::NETWORK_MAP, Some(media::NETWORK_MAP_FILTER), None, uses.clone())),
+        (resource::FILTERED_COST_MAP.to_string(), entry("/costmap/filtered", media::COST_MAP, Some(media::COST_MAP_FILTER), Some(filtered_caps.clone()), uses.clone())),
+        (resource::ENDPOINT_PROP.to_string(), entry("/endpointprop/lookup", media::ENDPOINT_PROP, Some(media::ENDPOINT_PROP_PARAMS), Some(json!({"prop-types": props})), uses.clone())),
+        (resource::ENDPOINT_COST.to_string(), entry("/endpointcost/lookup", media::ENDPOINT_COST, Some(media::ENDPOINT_COST_PARAMS), Some(filtered_caps), vec![])),
+        (resource::PID_PROPERTIES.to_string(), entry("/propmap/pid", media::PROPMAP, None, Some(json!({"mappings": {format!("{}.pid", resource::NETWORK_MAP): [property::INTERNAL, property::ISP]}})), uses)),
+    ]);
+    let mut numerical = CostType::routingcost(cost::NUMERICAL);
+    numerical.description = Some("P4P p-distance (routing cost), numerical".into());
+    let mut ordinal = CostType::routingcost(cost::ORDINAL);
+    ordinal.description = Some("P4P p-distance (routing cost), ranks per source".into());
+    DirectoryMessage {
+        meta: DirectoryMeta {
+            cost_types: BTreeMap::from([
+                (cost::NUM_ROUTINGCOST.to_string(), numerical),
+                (cost::ORD_ROUTINGCOST.to_string(), ordinal),
+            ]),
+            default_network_map: Some(resource::NETWORK_MAP.to_string()),
+        },
+        resources,
+    }
+}

@@ -1,1 +1,72 @@
 //! Load generators and helpers shared by the benchmarks.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use p4p_itracker::snapshot::PidSpec;
+use p4p_itracker::{Snapshot, SnapshotBuilder};
+use p4p_tracker::types::{Announce, Event, InfoHash};
+
+/// A two-ISP loopback snapshot: ISP A = PIDs 127.1/16 and 127.3/16, ISP B = 127.2/16 and
+/// 127.4/16 (the shape of `topology-data/loopback*.toml`).
+pub fn loopback_snapshot() -> Snapshot {
+    let mut b = SnapshotBuilder::new("bench", 100.0);
+    let a = b.add_isp("A");
+    let isp_b = b.add_isp("B");
+    let specs = [
+        ("bench-a1", a, "127.1.0.0/16"),
+        ("bench-a2", a, "127.3.0.0/16"),
+        ("bench-b1", isp_b, "127.2.0.0/16"),
+        ("bench-b2", isp_b, "127.4.0.0/16"),
+    ];
+    let ids: Vec<usize> = specs
+        .iter()
+        .map(|(name, isp, prefix)| {
+            b.add_pid(PidSpec {
+                name: (*name).into(),
+                isp: *isp,
+                internal: true,
+                prefixes: vec![prefix.parse().expect("prefix")],
+            })
+        })
+        .collect();
+    for &x in &ids {
+        for &y in &ids {
+            let same_isp = specs[x].1 == specs[y].1;
+            let cost = if x == y { 0.0 } else if same_isp { 5.0 } else { 100.0 };
+            b.set_cost(x, y, cost);
+        }
+    }
+    b.build().expect("bench snapshot")
+}
+
+/// The `i`-th peer address, spread over the four PIDs of [`loopback_snapshot`] (second octet
+/// 1..=4), ascending in `i` within each PID.
+pub fn peer_addr(i: u32) -> SocketAddr {
+    let pid = (i % 4) as u8 + 1;
+    let n = i / 4;
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::new(127, pid, (n >> 16) as u8, (n >> 8) as u8),
+        (n & 0xff) as u16 + 1024,
+    ))
+}
+
+/// An announce of peer `i` in torrent `t` (leecher unless `i % 5 == 0`).
+pub fn announce(t: u32, i: u32, numwant: usize) -> Announce {
+    let mut info_hash = [0u8; 20];
+    info_hash[..4].copy_from_slice(&t.to_be_bytes());
+    Announce {
+        info_hash: InfoHash(info_hash),
+        peer: peer_addr(i),
+        event: Event::None,
+        left: if i % 5 == 0 { 0 } else { 1 },
+        numwant,
+    }
+}
+
+/// Resident set size of this process in bytes (Linux `/proc/self/status`).
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

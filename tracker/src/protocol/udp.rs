@@ -256,7 +256,8 @@ impl<'a> InfoHashes<'a> {
     pub fn get(&self, i: usize) -> Option<InfoHash> {
         match self.0 {
             HashesRepr::Wire(bytes) => {
-                let chunk = bytes.get(i * INFO_HASH_LEN..(i + 1) * INFO_HASH_LEN)?;
+                let start = i.checked_mul(INFO_HASH_LEN)?;
+                let chunk = bytes.get(start..start.checked_add(INFO_HASH_LEN)?)?;
                 <[u8; INFO_HASH_LEN]>::try_from(chunk).ok().map(InfoHash)
             }
             HashesRepr::Typed(hashes) => hashes.get(i).copied(),
@@ -1066,6 +1067,7 @@ mod tests {
             .enumerate()
             .all(|(i, hash)| hash == InfoHash([i as u8; 20])));
         assert_eq!(scrape.info_hashes.get(74), None);
+        assert_eq!(scrape.info_hashes.get(usize::MAX), None);
     }
 
     #[test]

@@ -66,20 +66,35 @@ impl TopologyHandle {
 /// Why the configured topology could not be loaded at start.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
-    #[error("{0}")]
-    Load(String),
+    #[error("topology file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("ASN database {path}: {message}")]
+    Asn { path: String, message: String },
 }
 
 /// The snapshot to start with, and a description of where it came from: the topology file if
-/// one is configured, else the embedded default. (ALTO sources are fetched by the refresher.)
+/// one is configured, else the embedded default (`topology-data/default.toml`). ALTO sources
+/// replace it once the refresher has fetched them.
 pub fn initial_snapshot(
     config: &crate::config::TopologyConfig,
 ) -> Result<(Snapshot, String), TopologyError> {
-    match &config.file {
-        Some(path) => Err(TopologyError::Load(format!(
-            "topology files are not supported yet: {}",
-            path.display()
-        ))),
-        None => Ok((Snapshot::single_pid(), "no map (one PID)".to_string())),
-    }
+    use p4p_itracker::source::asn::AsnDb;
+    let asn = match &config.asn_db {
+        Some(path) => Some(Arc::new(AsnDb::open(path).map_err(|e| TopologyError::Asn {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?)),
+        None => None,
+    };
+    let (topology, source) = match &config.file {
+        Some(path) => {
+            let t = p4p_itracker::Topology::from_file(path).map_err(|e| TopologyError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            (t, format!("file {}", path.display()))
+        }
+        None => (p4p_itracker::embedded_default(), "embedded default".to_string()),
+    };
+    Ok((topology.snapshot_with_asn(asn), source))
 }

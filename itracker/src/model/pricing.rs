@@ -33,9 +33,12 @@ impl Default for PricingConfig {
 }
 
 impl PricingConfig {
-    /// One price update for a link whose utilisation was measured at `utilisation`.
+    /// One price update for a link whose utilisation was measured at `utilisation`. Prices
+    /// are kept to 4 decimal places so that published costs read `4`, not
+    /// `3.9999999999999996`.
     pub fn next_price(&self, current: f64, utilisation: f64) -> f64 {
-        (current + self.step * (utilisation - self.mlu_target)).clamp(0.0, self.max_price)
+        let p = (current + self.step * (utilisation - self.mlu_target)).clamp(0.0, self.max_price);
+        (p * 1e4).round() / 1e4
     }
 
     pub(crate) fn validate(&self) -> Result<(), TopologyError> {

@@ -27,7 +27,9 @@ pub fn test_config() -> Config {
 /// Starts a tracker with `config` and `snapshot`; returns it running.
 pub async fn start_tracker(config: Config, snapshot: Snapshot) -> Running {
     let tracker = Arc::new(Tracker::new(config, Clock::new(), snapshot, true));
-    p4p_tracker::server::start(tracker).await.expect("tracker starts")
+    p4p_tracker::server::start(tracker)
+        .await
+        .expect("tracker starts")
 }
 
 /// Percent-encodes every byte (what clients do for binary values).
@@ -66,9 +68,15 @@ pub fn http_get_with(from: IpAddr, server: SocketAddr, path: &str, headers: &str
         .position(|w| w == b"\r\n\r\n")
         .expect("HTTP header end");
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    assert!(head.starts_with("HTTP/1.1 200"), "unexpected status: {head}");
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "unexpected status: {head}"
+    );
     let body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         return dechunk(&body);
     }
     body
@@ -77,9 +85,13 @@ pub fn http_get_with(from: IpAddr, server: SocketAddr, path: &str, headers: &str
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let line_end = b.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..line_end]).expect("hex").trim(), 16)
-            .expect("chunk size");
+        let line_end = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..line_end]).expect("hex").trim(), 16)
+                .expect("chunk size");
         if size == 0 {
             return out;
         }
@@ -95,7 +107,10 @@ pub type Dict = BTreeMap<Vec<u8>, Value>;
 pub fn decode_dict(body: &[u8]) -> Dict {
     match serde_bencode::from_bytes::<Value>(body) {
         Ok(Value::Dict(d)) => d.into_iter().collect(),
-        other => panic!("not a bencoded dictionary: {other:?} from {:?}", String::from_utf8_lossy(body)),
+        other => panic!(
+            "not a bencoded dictionary: {other:?} from {:?}",
+            String::from_utf8_lossy(body)
+        ),
     }
 }
 
@@ -131,4 +146,162 @@ pub fn announce_path(info_hash: &[u8; 20], port: u16, left: u64, extra: &str) ->
         pct(info_hash),
         pct(b"-XX0001-000000000000"),
     )
+}
+
+/// A BEP 15 client on its own socket bound to a chosen loopback source address.
+pub mod udp {
+    use std::net::{IpAddr, SocketAddr, UdpSocket};
+    use std::time::Duration;
+
+    use p4p_tracker::protocol::udp::{
+        parse_response, AddressFamily, AnnounceRequest, ConnectRequest, ConnectionId, InfoHashes,
+        Request, ResponseView, ScrapeRequest, ScrapeStats, TransactionId,
+    };
+    use p4p_tracker::types::{Event, InfoHash, PeerId};
+
+    /// An announce answer, decoded.
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct Announced {
+        pub interval: u32,
+        pub leechers: u32,
+        pub seeders: u32,
+        pub peers: Vec<SocketAddr>,
+    }
+
+    pub struct Client {
+        socket: UdpSocket,
+        server: SocketAddr,
+        next_tid: u32,
+    }
+
+    impl Client {
+        pub fn new(from: &str, server: SocketAddr) -> Client {
+            let from: IpAddr = from.parse().expect("source address");
+            let socket = UdpSocket::bind(SocketAddr::new(from, 0)).expect("bind client");
+            socket
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            Client {
+                socket,
+                server,
+                next_tid: 1,
+            }
+        }
+
+        fn family(&self) -> AddressFamily {
+            AddressFamily::of(self.server)
+        }
+
+        fn tid(&mut self) -> TransactionId {
+            self.next_tid += 1;
+            TransactionId(self.next_tid)
+        }
+
+        /// Sends raw bytes.
+        pub fn send(&self, bytes: &[u8]) {
+            self.socket.send_to(bytes, self.server).expect("send");
+        }
+
+        /// Receives one datagram (panics after 5 s of silence).
+        pub fn recv(&self) -> Vec<u8> {
+            let mut buf = vec![0u8; 65536];
+            let (n, _) = self
+                .socket
+                .recv_from(&mut buf)
+                .expect("an answer within 5 s");
+            buf.truncate(n);
+            buf
+        }
+
+        /// Sends a request and returns the raw answer.
+        pub fn exchange(&self, request: &Request<'_>) -> Vec<u8> {
+            let mut buf = Vec::new();
+            request.write(&mut buf);
+            self.send(&buf);
+            self.recv()
+        }
+
+        pub fn connect(&mut self) -> ConnectionId {
+            let tid = self.tid();
+            let answer = self.exchange(&Request::Connect(ConnectRequest {
+                transaction_id: tid,
+            }));
+            match parse_response(&answer, self.family()) {
+                Ok(ResponseView::Connect(c)) if c.transaction_id == tid => c.connection_id,
+                other => panic!("expected a connect answer, got {other:?}"),
+            }
+        }
+
+        pub fn announce_request(
+            &mut self,
+            connection_id: ConnectionId,
+            info_hash: [u8; 20],
+            port: u16,
+            left: u64,
+            event: Event,
+            numwant: i32,
+        ) -> AnnounceRequest {
+            AnnounceRequest {
+                connection_id,
+                transaction_id: self.tid(),
+                info_hash: InfoHash(info_hash),
+                peer_id: PeerId(*b"-XX0001-000000000000"),
+                downloaded: 0,
+                left,
+                uploaded: 0,
+                event,
+                ip: 0,
+                key: 0,
+                numwant,
+                port,
+            }
+        }
+
+        /// Sends an announce; `Err(message)` for an error answer.
+        pub fn send_announce(&mut self, r: &AnnounceRequest) -> Result<Announced, String> {
+            let answer = self.exchange(&Request::Announce(*r));
+            match parse_response(&answer, self.family()) {
+                Ok(ResponseView::Announce(a)) if a.transaction_id == r.transaction_id => {
+                    let mut peers: Vec<SocketAddr> = a.peers.iter().collect();
+                    peers.sort();
+                    Ok(Announced {
+                        interval: a.interval,
+                        leechers: a.leechers,
+                        seeders: a.seeders,
+                        peers,
+                    })
+                }
+                Ok(ResponseView::Error(e)) => Err(String::from_utf8_lossy(e.message).to_string()),
+                other => panic!("expected an announce answer, got {other:?}"),
+            }
+        }
+
+        /// Connects (if needed) and announces.
+        pub fn announce(
+            &mut self,
+            info_hash: [u8; 20],
+            port: u16,
+            left: u64,
+            event: Event,
+        ) -> Result<Announced, String> {
+            let c = self.connect();
+            let r = self.announce_request(c, info_hash, port, left, event, -1);
+            self.send_announce(&r)
+        }
+
+        pub fn scrape(&mut self, hashes: &[InfoHash]) -> Result<Vec<ScrapeStats>, String> {
+            let connection_id = self.connect();
+            let tid = self.tid();
+            let answer = self.exchange(&Request::Scrape(ScrapeRequest {
+                connection_id,
+                transaction_id: tid,
+                info_hashes: InfoHashes::from_slice(hashes),
+            }));
+            match parse_response(&answer, self.family()) {
+                Ok(ResponseView::Scrape(s)) if s.transaction_id == tid => Ok(s.iter().collect()),
+                Ok(ResponseView::Error(e)) => Err(String::from_utf8_lossy(e.message).to_string()),
+                other => panic!("expected a scrape answer, got {other:?}"),
+            }
+        }
+    }
 }

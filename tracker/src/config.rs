@@ -107,7 +107,7 @@ pub struct SwarmConfig {
 }
 
 /// Where the network map comes from.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopologyConfig {
     /// iTracker IRD URLs (ALTO), one per ISP. Takes precedence over `file`.
@@ -204,6 +204,18 @@ impl Default for SwarmConfig {
     }
 }
 
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        Self {
+            alto: Vec::new(),
+            file: None,
+            asn_db: None,
+            refresh_interval: 60,
+            interdomain_cost: 100.0,
+        }
+    }
+}
+
 impl Default for SelectionConfig {
     fn default() -> Self {
         Self {
@@ -243,9 +255,16 @@ impl Config {
     /// Checks relations between fields that types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.selection;
-        let shares = [s.same_pid_share, s.same_isp_share, s.remote_share, s.remote_share_floor];
+        let shares = [
+            s.same_pid_share,
+            s.same_isp_share,
+            s.remote_share,
+            s.remote_share_floor,
+        ];
         if shares.iter().any(|x| !(0.0..=1.0).contains(x)) {
-            return Err(ConfigError::Invalid("selection shares must be within 0..=1".into()));
+            return Err(ConfigError::Invalid(
+                "selection shares must be within 0..=1".into(),
+            ));
         }
         if s.same_pid_share > s.same_isp_share {
             return Err(ConfigError::Invalid(
@@ -258,14 +277,20 @@ impl Config {
             ));
         }
         if self.announce.max_numwant == 0 || self.announce.default_numwant == 0 {
-            return Err(ConfigError::Invalid("announce numwant limits must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "announce numwant limits must be positive".into(),
+            ));
         }
         if self.swarm.peer_timeout == 0 || self.swarm.sweep_interval == 0 {
-            return Err(ConfigError::Invalid("swarm timeouts must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "swarm timeouts must be positive".into(),
+            ));
         }
         if self.swarm.peer_timeout >= 30_000 {
             // Peers store their expiry as 16-bit wrapping seconds (see swarm::memory).
-            return Err(ConfigError::Invalid("swarm.peer_timeout must be below 30000 s".into()));
+            return Err(ConfigError::Invalid(
+                "swarm.peer_timeout must be below 30000 s".into(),
+            ));
         }
         Ok(())
     }

@@ -99,9 +99,21 @@ impl Metrics {
             topology_missing: Gauge::default(),
         };
         let r = &mut m.registry;
-        r.register("announces", "Announces by protocol and outcome", m.announces.clone());
-        r.register("scrapes", "Scrapes by protocol and outcome", m.scrapes.clone());
-        r.register("udp_connects", "UDP connect requests answered", m.connects.clone());
+        r.register(
+            "announces",
+            "Announces by protocol and outcome",
+            m.announces.clone(),
+        );
+        r.register(
+            "scrapes",
+            "Scrapes by protocol and outcome",
+            m.scrapes.clone(),
+        );
+        r.register(
+            "udp_connects",
+            "UDP connect requests answered",
+            m.connects.clone(),
+        );
         r.register(
             "returned_peers",
             "Peers handed out, by locality relative to the requester (same_pid, same_isp, remote)",
@@ -118,9 +130,17 @@ impl Metrics {
             m.random_cost.clone(),
         );
         r.register("torrents", "Torrents tracked", m.torrents.clone());
-        r.register("peers", "Peers tracked, by kind (seeders, leechers)", m.peers.clone());
+        r.register(
+            "peers",
+            "Peers tracked, by kind (seeders, leechers)",
+            m.peers.clone(),
+        );
         r.register("sweeps", "Expiry sweeps run", m.sweeps.clone());
-        r.register("swept_peers", "Peers removed by expiry sweeps", m.swept_peers.clone());
+        r.register(
+            "swept_peers",
+            "Peers removed by expiry sweeps",
+            m.swept_peers.clone(),
+        );
         r.register(
             "topology_generation",
             "Build number of the topology snapshot in use",
@@ -146,12 +166,16 @@ impl Metrics {
 
     /// Counts an announce.
     pub fn announce(&self, protocol: Protocol, outcome: Outcome) {
-        self.announces.get_or_create(&RequestLabels { protocol, outcome }).inc();
+        self.announces
+            .get_or_create(&RequestLabels { protocol, outcome })
+            .inc();
     }
 
     /// Counts a scrape.
     pub fn scrape(&self, protocol: Protocol, outcome: Outcome) {
-        self.scrapes.get_or_create(&RequestLabels { protocol, outcome }).inc();
+        self.scrapes
+            .get_or_create(&RequestLabels { protocol, outcome })
+            .inc();
     }
 
     /// Counts a UDP connect.
@@ -161,9 +185,15 @@ impl Metrics {
 
     /// Adds one answer's locality figures.
     pub fn selection(&self, s: &SelectionStats) {
-        for (locality, n) in [("same_pid", s.same_pid), ("same_isp", s.same_isp), ("remote", s.remote)] {
+        for (locality, n) in [
+            ("same_pid", s.same_pid),
+            ("same_isp", s.same_isp),
+            ("remote", s.remote),
+        ] {
             if n > 0 {
-                self.returned.get_or_create(&LocalityLabels { locality }).inc_by(n.into());
+                self.returned
+                    .get_or_create(&LocalityLabels { locality })
+                    .inc_by(n.into());
             }
         }
         self.answer_cost.inc_by(s.cost);
@@ -179,8 +209,12 @@ impl Metrics {
     /// Renders the text exposition, with store totals read now.
     pub fn render(&self, totals: StoreTotals) -> String {
         self.torrents.set(totals.torrents as i64);
-        self.peers.get_or_create(&PeerLabels { kind: "seeders" }).set(totals.seeders as i64);
-        self.peers.get_or_create(&PeerLabels { kind: "leechers" }).set(totals.leechers as i64);
+        self.peers
+            .get_or_create(&PeerLabels { kind: "seeders" })
+            .set(totals.seeders as i64);
+        self.peers
+            .get_or_create(&PeerLabels { kind: "leechers" })
+            .set(totals.leechers as i64);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -23,6 +23,8 @@ pub struct Workspace {
     pub rng: SmallRng,
     pub scratch: Scratch,
     pub sink: PeerSink,
+    /// Scrape results, reused between scrapes.
+    pub scrape: Vec<(InfoHash, SwarmStats)>,
 }
 
 impl Default for Workspace {
@@ -31,6 +33,7 @@ impl Default for Workspace {
             rng: SmallRng::from_os_rng(),
             scratch: Scratch::default(),
             sink: PeerSink::default(),
+            scrape: Vec::new(),
         }
     }
 }
@@ -74,7 +77,9 @@ impl Tracker {
     pub fn new(config: Config, clock: Clock, snapshot: Snapshot, loaded: bool) -> Self {
         let store = Store::Memory(MemoryStore::new(config.swarm.clone(), clock.clone()));
         let metrics = Metrics::new();
-        metrics.topology_generation.set(snapshot.generation() as i64);
+        metrics
+            .topology_generation
+            .set(snapshot.generation() as i64);
         metrics.topology_missing.set(i64::from(!loaded));
         let topology = TopologyHandle::new(snapshot, loaded);
         topology.confirm(clock.now());
@@ -147,14 +152,19 @@ impl Tracker {
 
     /// Swaps in a new topology snapshot (peers are re-resolved lazily).
     pub fn set_topology(&self, snapshot: Snapshot) {
-        self.metrics.topology_generation.set(snapshot.generation() as i64);
+        self.metrics
+            .topology_generation
+            .set(snapshot.generation() as i64);
         self.metrics.topology_missing.set(0);
         self.topology.store(snapshot, self.clock.now());
     }
 
     /// Prometheus text exposition.
     pub fn render_metrics(&self) -> String {
-        let age = self.clock.now().saturating_sub(self.topology.confirmed_at());
+        let age = self
+            .clock
+            .now()
+            .saturating_sub(self.topology.confirmed_at());
         self.metrics.topology_age_seconds.set(age as i64);
         self.metrics.render(self.totals())
     }

@@ -94,7 +94,10 @@ mod tests {
     #[test]
     fn mapped_ipv6_becomes_ipv4() {
         let mapped: IpAddr = "::ffff:127.0.0.2".parse().expect("ip");
-        assert_eq!(normalize_ip(mapped), "127.0.0.2".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            normalize_ip(mapped),
+            "127.0.0.2".parse::<IpAddr>().expect("ip")
+        );
         let v6: IpAddr = "::1".parse().expect("ip");
         assert_eq!(normalize_ip(v6), v6);
     }

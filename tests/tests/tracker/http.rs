@@ -39,14 +39,20 @@ impl Server {
     }
 
     async fn announce(&self, from: &str, port: u16, left: u64, extra: &str) -> Dict {
-        let d = self.get(from, announce_path(&HASH, port, left, extra)).await;
+        let d = self
+            .get(from, announce_path(&HASH, port, left, extra))
+            .await;
         assert_eq!(failure(&d), None, "announce from {from} failed");
         d
     }
 
     async fn scrape(&self, hashes: &[[u8; 20]]) -> Dict {
-        let q: Vec<String> = hashes.iter().map(|h| format!("info_hash={}", pct(h))).collect();
-        self.get("127.0.0.1", format!("/scrape?{}", q.join("&"))).await
+        let q: Vec<String> = hashes
+            .iter()
+            .map(|h| format!("info_hash={}", pct(h)))
+            .collect();
+        self.get("127.0.0.1", format!("/scrape?{}", q.join("&")))
+            .await
     }
 }
 
@@ -91,7 +97,11 @@ async fn stopped_removes_the_peer_and_seeders_get_no_seeders() {
     s.announce("127.0.0.3", 6002, 0, "&event=started").await;
     s.announce("127.0.0.4", 6003, 10, "&event=started").await;
     let d = s.announce("127.0.0.5", 6004, 0, "").await;
-    assert_eq!(peers_v4(&d), v4(&["127.0.0.4:6003"]), "a seeder gets leechers only");
+    assert_eq!(
+        peers_v4(&d),
+        v4(&["127.0.0.4:6003"]),
+        "a seeder gets leechers only"
+    );
     let d = s.announce("127.0.0.4", 6003, 10, "&event=stopped").await;
     assert_eq!(counts(&d), (3, 0));
     assert!(peers_v4(&d).is_empty(), "a stopping peer gets no peers");
@@ -129,12 +139,20 @@ async fn scrape_counts_known_and_unknown_hashes() {
     let entry = |h: &[u8; 20]| match files.get(&h.to_vec()) {
         Some(serde_bencode::value::Value::Dict(e)) => {
             let e: Dict = e.clone().into_iter().collect();
-            (int(&e, "complete"), int(&e, "downloaded"), int(&e, "incomplete"))
+            (
+                int(&e, "complete"),
+                int(&e, "downloaded"),
+                int(&e, "incomplete"),
+            )
         }
         other => panic!("scrape entry: {other:?}"),
     };
     assert_eq!(entry(&HASH), (2, 1, 1));
-    assert_eq!(entry(&[7; 20]), (0, 0, 0), "unknown hashes are answered with zeros");
+    assert_eq!(
+        entry(&[7; 20]),
+        (0, 0, 0),
+        "unknown hashes are answered with zeros"
+    );
     s.running.stop().await;
 }
 
@@ -179,7 +197,9 @@ async fn dictionary_form_when_compact_is_zero() {
         panic!("peers is a list")
     };
     assert_eq!(list.len(), 1);
-    let serde_bencode::value::Value::Dict(p) = &list[0] else { panic!("peer dict") };
+    let serde_bencode::value::Value::Dict(p) = &list[0] else {
+        panic!("peer dict")
+    };
     let p: Dict = p.clone().into_iter().collect();
     assert_eq!(bytes(&p, "ip"), b"127.0.0.2".to_vec());
     assert_eq!(int(&p, "port"), 6001);
@@ -191,9 +211,17 @@ async fn ip_parameter_and_proxy_headers_are_ignored_unless_configured() {
     let s = Server::start().await;
     s.announce("127.0.0.2", 6001, 10, "&ip=10.9.9.9").await;
     let d = s
-        .get_with("127.0.0.3", announce_path(&HASH, 6002, 10, ""), "X-Forwarded-For: 10.8.8.8\r\n")
+        .get_with(
+            "127.0.0.3",
+            announce_path(&HASH, 6002, 10, ""),
+            "X-Forwarded-For: 10.8.8.8\r\n",
+        )
         .await;
-    assert_eq!(peers_v4(&d), v4(&["127.0.0.2:6001"]), "the source address, not ip=");
+    assert_eq!(
+        peers_v4(&d),
+        v4(&["127.0.0.2:6001"]),
+        "the source address, not ip="
+    );
     let d = s.announce("127.0.0.4", 6003, 10, "").await;
     assert_eq!(peers_v4(&d), v4(&["127.0.0.2:6001", "127.0.0.3:6002"]));
     s.running.stop().await;
@@ -209,12 +237,24 @@ async fn ip_parameter_and_proxy_headers_are_ignored_unless_configured() {
     let mut config = test_config();
     config.http.reverse_proxy = true;
     let s = Server::with(config).await;
-    s.get_with("127.0.0.3", announce_path(&HASH, 6002, 10, ""), "X-Forwarded-For: 1.1.1.1, 10.8.8.8\r\n")
-        .await;
-    s.get_with("127.0.0.3", announce_path(&HASH, 6003, 10, ""), "X-Real-IP: 10.7.7.7\r\n")
-        .await;
+    s.get_with(
+        "127.0.0.3",
+        announce_path(&HASH, 6002, 10, ""),
+        "X-Forwarded-For: 1.1.1.1, 10.8.8.8\r\n",
+    )
+    .await;
+    s.get_with(
+        "127.0.0.3",
+        announce_path(&HASH, 6003, 10, ""),
+        "X-Real-IP: 10.7.7.7\r\n",
+    )
+    .await;
     let d = s
-        .get_with("127.0.0.5", announce_path(&HASH, 6004, 10, ""), "X-Real-IP: 10.6.6.6\r\n")
+        .get_with(
+            "127.0.0.5",
+            announce_path(&HASH, 6004, 10, ""),
+            "X-Real-IP: 10.6.6.6\r\n",
+        )
         .await;
     assert_eq!(peers_v4(&d), v4(&["10.8.8.8:6002", "10.7.7.7:6003"]));
     s.running.stop().await;
@@ -229,20 +269,68 @@ async fn bad_requests_get_their_failure_reason_and_change_nothing() {
     let peer = pct(b"-XX0001-000000000000");
     let h = pct(&HASH);
     let cases: Vec<(String, &str)> = vec![
-        (format!("/announce?peer_id={peer}&port=1&left=0"), "missing info_hash"),
-        (format!("/announce?info_hash={}&peer_id={peer}&port=1&left=0", pct(&HASH[..19])), "invalid info_hash: must be 20 bytes"),
-        (format!("/announce?info_hash={h}%41&peer_id={peer}&port=1&left=0"), "invalid info_hash: must be 20 bytes"),
-        (format!("/announce?info_hash={h}&port=1&left=0"), "missing peer_id"),
-        (format!("/announce?info_hash={h}&peer_id=abc&port=1&left=0"), "invalid peer_id: must be 20 bytes"),
-        (format!("/announce?info_hash={h}&peer_id={peer}&left=0"), "missing port"),
-        (format!("/announce?info_hash={h}&peer_id={peer}&port=99999&left=0"), "invalid port"),
-        (format!("/announce?info_hash={h}&peer_id={peer}&port=abc&left=0"), "invalid port"),
-        (format!("/announce?info_hash={h}&peer_id={peer}&port=1&left=-5"), "invalid left"),
-        (format!("/announce?info_hash={h}&peer_id={peer}&port=1&left=0&downloaded=1e3"), "invalid downloaded"),
-        (format!("/announce?info_hash={h}&peer_id={peer}&port=1&left=0&event=paused2"), "invalid event"),
-        (format!("/announce?info_hash={h}&peer_id={peer}&port=1&left=0&key={}", "k".repeat(400)), "query string too long"),
-        ("/scrape".to_string(), "missing info_hash (full scrapes are not served)"),
-        (format!("/scrape?info_hash={}", pct(b"short")), "invalid info_hash: must be 20 bytes"),
+        (
+            format!("/announce?peer_id={peer}&port=1&left=0"),
+            "missing info_hash",
+        ),
+        (
+            format!(
+                "/announce?info_hash={}&peer_id={peer}&port=1&left=0",
+                pct(&HASH[..19])
+            ),
+            "invalid info_hash: must be 20 bytes",
+        ),
+        (
+            format!("/announce?info_hash={h}%41&peer_id={peer}&port=1&left=0"),
+            "invalid info_hash: must be 20 bytes",
+        ),
+        (
+            format!("/announce?info_hash={h}&port=1&left=0"),
+            "missing peer_id",
+        ),
+        (
+            format!("/announce?info_hash={h}&peer_id=abc&port=1&left=0"),
+            "invalid peer_id: must be 20 bytes",
+        ),
+        (
+            format!("/announce?info_hash={h}&peer_id={peer}&left=0"),
+            "missing port",
+        ),
+        (
+            format!("/announce?info_hash={h}&peer_id={peer}&port=99999&left=0"),
+            "invalid port",
+        ),
+        (
+            format!("/announce?info_hash={h}&peer_id={peer}&port=abc&left=0"),
+            "invalid port",
+        ),
+        (
+            format!("/announce?info_hash={h}&peer_id={peer}&port=1&left=-5"),
+            "invalid left",
+        ),
+        (
+            format!("/announce?info_hash={h}&peer_id={peer}&port=1&left=0&downloaded=1e3"),
+            "invalid downloaded",
+        ),
+        (
+            format!("/announce?info_hash={h}&peer_id={peer}&port=1&left=0&event=paused2"),
+            "invalid event",
+        ),
+        (
+            format!(
+                "/announce?info_hash={h}&peer_id={peer}&port=1&left=0&key={}",
+                "k".repeat(400)
+            ),
+            "query string too long",
+        ),
+        (
+            "/scrape".to_string(),
+            "missing info_hash (full scrapes are not served)",
+        ),
+        (
+            format!("/scrape?info_hash={}", pct(b"short")),
+            "invalid info_hash: must be 20 bytes",
+        ),
     ];
     for (path, reason) in cases {
         let d = s.get("127.0.0.9", path.clone()).await;
@@ -263,8 +351,13 @@ async fn caps_give_a_failure_reason() {
     s.announce("127.0.0.2", 6001, 10, "").await;
     let d = s.get("127.0.0.3", announce_path(&HASH, 6001, 10, "")).await;
     assert_eq!(failure(&d).as_deref(), Some("swarm is full"));
-    let d = s.get("127.0.0.3", announce_path(&[9; 20], 6001, 10, "")).await;
-    assert_eq!(failure(&d).as_deref(), Some("tracker is tracking too many torrents"));
+    let d = s
+        .get("127.0.0.3", announce_path(&[9; 20], 6001, 10, ""))
+        .await;
+    assert_eq!(
+        failure(&d).as_deref(),
+        Some("tracker is tracking too many torrents")
+    );
     s.running.stop().await;
 }
 
@@ -289,7 +382,10 @@ async fn one_swarm_holds_both_families_and_answers_carry_both() {
     let d = s.announce("127.0.0.3", 6003, 10, "").await;
     assert_eq!(peers_v4(&d), v4(&["127.0.0.2:6002"]));
     let six: Vec<SocketAddrV6> = decode_compact_v6(&bytes(&d, "peers6")).expect("18-byte entries");
-    assert_eq!(six, vec!["[::1]:6001".parse::<SocketAddrV6>().expect("addr")]);
+    assert_eq!(
+        six,
+        vec!["[::1]:6001".parse::<SocketAddrV6>().expect("addr")]
+    );
     s.running.stop().await;
 }
 
@@ -300,13 +396,22 @@ async fn metrics_and_health_answer() {
     let addr = s.addr;
     let (metrics, health) = tokio::task::spawn_blocking(move || {
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
-        (http_get_from(ip, addr, "/metrics"), http_get_from(ip, addr, "/health"))
+        (
+            http_get_from(ip, addr, "/metrics"),
+            http_get_from(ip, addr, "/health"),
+        )
     })
     .await
     .expect("thread");
     let metrics = String::from_utf8(metrics).expect("utf-8");
-    assert!(metrics.contains("p4p_tracker_announces_total{protocol=\"Http\",outcome=\"Ok\"} 1"), "{metrics}");
-    assert!(metrics.contains("p4p_tracker_peers{kind=\"leechers\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("p4p_tracker_announces_total{protocol=\"Http\",outcome=\"Ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("p4p_tracker_peers{kind=\"leechers\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(health, b"ok\n".to_vec());
     s.running.stop().await;
 }

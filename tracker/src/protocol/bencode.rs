@@ -87,7 +87,14 @@ mod tests {
     #[test]
     fn nested_values_encode() {
         let mut out = Vec::new();
-        Writer::new(&mut out).dict().bytes(b"a").list().int(-3).bytes(b"").end().end();
+        Writer::new(&mut out)
+            .dict()
+            .bytes(b"a")
+            .list()
+            .int(-3)
+            .bytes(b"")
+            .end()
+            .end();
         assert_eq!(out, b"d1:ali-3e0:ee".to_vec());
     }
 }

@@ -31,12 +31,13 @@ pub struct AnnounceQuery {
 
 /// Splits a query string into decoded (key, value) pairs.
 fn pairs(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    query.split(|&b| b == b'&').filter(|p| !p.is_empty()).map(|p| {
-        match p.iter().position(|&b| b == b'=') {
+    query
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.iter().position(|&b| b == b'=') {
             Some(i) => (&p[..i], &p[i + 1..]),
             None => (p, &p[p.len()..]),
-        }
-    })
+        })
 }
 
 /// Decodes a percent-encoded value into `out`, refusing more than `N` bytes.
@@ -110,10 +111,18 @@ pub fn parse_announce(query: &[u8]) -> Result<AnnounceQuery, &'static str> {
     for (key, value) in pairs(query) {
         match key {
             b"info_hash" if info_hash.is_none() => {
-                info_hash = Some(decode_exact::<20>(value, "invalid info_hash: must be 20 bytes")?)
+                info_hash = Some(decode_exact::<20>(
+                    value,
+                    "invalid info_hash: must be 20 bytes",
+                )?)
             }
             b"info_hash" => return Err("more than one info_hash in an announce"),
-            b"peer_id" => peer_id = Some(decode_exact::<20>(value, "invalid peer_id: must be 20 bytes")?),
+            b"peer_id" => {
+                peer_id = Some(decode_exact::<20>(
+                    value,
+                    "invalid peer_id: must be 20 bytes",
+                )?)
+            }
             b"port" => port = Some(number::<u16>(value, "invalid port")?),
             b"uploaded" => q.uploaded = number(value, "invalid uploaded")?,
             b"downloaded" => q.downloaded = number(value, "invalid downloaded")?,
@@ -148,7 +157,10 @@ pub fn parse_scrape(query: &[u8], max: usize, out: &mut Vec<InfoHash>) -> Result
             if out.len() == max {
                 return Err("too many info_hash values in one scrape");
             }
-            out.push(InfoHash(decode_exact::<20>(value, "invalid info_hash: must be 20 bytes")?));
+            out.push(InfoHash(decode_exact::<20>(
+                value,
+                "invalid info_hash: must be 20 bytes",
+            )?));
         }
     }
     if out.is_empty() {
@@ -250,7 +262,10 @@ pub fn decode_compact_v4(b: &[u8]) -> Option<Vec<SocketAddrV4>> {
     Some(
         b.chunks_exact(6)
             .map(|c| {
-                SocketAddrV4::new([c[0], c[1], c[2], c[3]].into(), u16::from_be_bytes([c[4], c[5]]))
+                SocketAddrV4::new(
+                    [c[0], c[1], c[2], c[3]].into(),
+                    u16::from_be_bytes([c[4], c[5]]),
+                )
             })
             .collect(),
     )

@@ -55,6 +55,8 @@ pub struct Requester {
     pub families: Families,
     /// Where the requester sits in the buckets (bucket, position), to leave it out.
     pub slot: Option<(usize, usize)>,
+    /// Most peers wanted.
+    pub numwant: usize,
 }
 
 /// What an answer was made of, for the locality metrics.
@@ -115,12 +117,12 @@ impl Selector {
         buckets: &B,
         snap: &Snapshot,
         req: &Requester,
-        numwant: usize,
         rng: &mut R,
         scratch: &mut Scratch,
         out: &mut impl FnMut(SocketAddr),
     ) -> SelectionStats {
         let mut stats = SelectionStats::default();
+        let numwant = req.numwant;
         if numwant == 0 {
             return stats;
         }
@@ -129,7 +131,11 @@ impl Selector {
         if n == 0 {
             return stats;
         }
-        let weighted: f64 = scratch.groups.iter().map(|g| f64::from(g.cost) * g.size as f64).sum();
+        let weighted: f64 = scratch
+            .groups
+            .iter()
+            .map(|g| f64::from(g.cost) * g.size as f64)
+            .sum();
         stats.random_cost = weighted / total as f64 * n as f64;
         let count = |b: usize, stats: &mut SelectionStats| {
             let (tier, cost, _) = classify(snap, req.pid, buckets.pid(b));
@@ -142,19 +148,35 @@ impl Selector {
         };
         match self.config.policy {
             PolicyKind::Random => {
-                sample_group(buckets, &scratch.members, total, n, req.slot, rng, &mut |a, b| {
-                    count(b, &mut stats);
-                    out(a);
-                });
+                sample_group(
+                    buckets,
+                    &scratch.members,
+                    total,
+                    n,
+                    req.slot,
+                    rng,
+                    &mut |a, b| {
+                        count(b, &mut stats);
+                        out(a);
+                    },
+                );
             }
             PolicyKind::P4p => {
                 self.quotas(buckets, snap, req, n, rng, &mut scratch.groups);
                 for g in scratch.groups.iter().filter(|g| g.take > 0) {
                     let members = &scratch.members[g.start..g.end];
-                    sample_group(buckets, members, g.size, g.take, req.slot, rng, &mut |a, b| {
-                        count(b, &mut stats);
-                        out(a);
-                    });
+                    sample_group(
+                        buckets,
+                        members,
+                        g.size,
+                        g.take,
+                        req.slot,
+                        rng,
+                        &mut |a, b| {
+                            count(b, &mut stats);
+                            out(a);
+                        },
+                    );
                 }
             }
         }
@@ -179,7 +201,9 @@ impl Selector {
         };
         // Buckets of one PID are gathered by sorting bucket indices by PID; the list is short.
         let start = scratch.members.len();
-        scratch.members.extend((0..buckets.count()).filter(|&b| eligible(b)));
+        scratch
+            .members
+            .extend((0..buckets.count()).filter(|&b| eligible(b)));
         scratch.members[start..].sort_unstable_by_key(|&b| buckets.pid(b));
         let mut total = 0;
         let mut i = 0;

@@ -52,7 +52,14 @@ fn snapshot() -> Snapshot {
     let a2 = pid("sel-a2", a, "127.3.0.0/16");
     let a3 = pid("sel-a3", a, "127.5.0.0/16");
     let b1 = pid("sel-b1", isp_b, "127.2.0.0/16");
-    for (x, y, c) in [(a1, a2, 2.0), (a2, a1, 2.0), (a1, a3, 5.0), (a3, a1, 5.0), (a2, a3, 3.0), (a3, a2, 3.0)] {
+    for (x, y, c) in [
+        (a1, a2, 2.0),
+        (a2, a1, 2.0),
+        (a1, a3, 5.0),
+        (a3, a1, 5.0),
+        (a2, a3, 3.0),
+        (a3, a2, 3.0),
+    ] {
         b.set_cost(x, y, c);
     }
     for p in [a1, a2, a3, b1] {
@@ -62,7 +69,10 @@ fn snapshot() -> Snapshot {
 }
 
 fn addr(net: u8, host: u16) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, net, (host >> 8) as u8, host as u8), 6881))
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::new(127, net, (host >> 8) as u8, host as u8),
+        6881,
+    ))
 }
 
 /// `seeds` and `leechers` peers in each of the given PIDs (by second octet).
@@ -71,10 +81,18 @@ fn swarm(layout: &[(&str, u8, usize, usize)]) -> VecBuckets {
     for &(name, net, seeds, leechers) in layout {
         let id = PidId::intern(name);
         if seeds > 0 {
-            v.0.push((id, true, (0..seeds).map(|h| addr(net, 1000 + h as u16)).collect()));
+            v.0.push((
+                id,
+                true,
+                (0..seeds).map(|h| addr(net, 1000 + h as u16)).collect(),
+            ));
         }
         if leechers > 0 {
-            v.0.push((id, false, (0..leechers).map(|h| addr(net, h as u16 + 1)).collect()));
+            v.0.push((
+                id,
+                false,
+                (0..leechers).map(|h| addr(net, h as u16 + 1)).collect(),
+            ));
         }
     }
     v
@@ -93,15 +111,22 @@ fn random() -> Selector {
 
 /// The requester: leecher number 1 of `net` (so it is inside the swarm and must be skipped).
 fn requester(snap: &Snapshot, buckets: &VecBuckets, net: u8, seeder: bool) -> Requester {
-    let me = if seeder { addr(net, 1000) } else { addr(net, 1) };
-    let slot = buckets.0.iter().enumerate().find_map(|(b, (_, _, peers))| {
-        peers.iter().position(|p| *p == me).map(|i| (b, i))
-    });
+    let me = if seeder {
+        addr(net, 1000)
+    } else {
+        addr(net, 1)
+    };
+    let slot = buckets
+        .0
+        .iter()
+        .enumerate()
+        .find_map(|(b, (_, _, peers))| peers.iter().position(|p| *p == me).map(|i| (b, i)));
     Requester {
         pid: snap.locate(me.ip()),
         seeder,
         families: Families::Both,
         slot,
+        numwant: 0,
     }
 }
 
@@ -115,7 +140,8 @@ fn run(
 ) -> (Vec<SocketAddr>, SelectionStats) {
     let mut out = Vec::new();
     let mut scratch = Scratch::default();
-    let stats = sel.select(buckets, snap, req, numwant, rng, &mut scratch, &mut |a| out.push(a));
+    let req = Requester { numwant, ..*req };
+    let stats = sel.select(buckets, snap, &req, rng, &mut scratch, &mut |a| out.push(a));
     (out, stats)
 }
 
@@ -123,7 +149,11 @@ fn run(
 fn shares_hold_over_many_answers() {
     let snap = snapshot();
     // One local seeder (below the threshold of 2): the remote share is the base 10%.
-    let b = swarm(&[("sel-a1", 1, 1, 200), ("sel-a2", 3, 0, 200), ("sel-b1", 2, 5, 200)]);
+    let b = swarm(&[
+        ("sel-a1", 1, 1, 200),
+        ("sel-a2", 3, 0, 200),
+        ("sel-b1", 2, 5, 200),
+    ]);
     let req = requester(&snap, &b, 1, false);
     let mut rng = SmallRng::seed_from_u64(1);
     let (mut own, mut isp, mut remote) = (0u32, 0u32, 0u32);
@@ -135,9 +165,17 @@ fn shares_hold_over_many_answers() {
         remote += s.remote;
     }
     let total = f64::from(own + isp + remote);
-    let (own, isp, remote) = (f64::from(own) / total, f64::from(isp) / total, f64::from(remote) / total);
+    let (own, isp, remote) = (
+        f64::from(own) / total,
+        f64::from(isp) / total,
+        f64::from(remote) / total,
+    );
     assert!((own - 0.75).abs() < 0.02, "own PID share {own}");
-    assert!((own + isp - 0.90).abs() < 0.02, "own ISP share {}", own + isp);
+    assert!(
+        (own + isp - 0.90).abs() < 0.02,
+        "own ISP share {}",
+        own + isp
+    );
     assert!((remote - 0.10).abs() < 0.02, "remote share {remote}");
 }
 
@@ -157,7 +195,10 @@ fn small_answers_round_the_remote_share_per_swarm_not_per_answer() {
     }
     let share = f64::from(remote) / f64::from(4 * answers);
     assert!((share - 0.10).abs() < 0.015, "remote share {share}");
-    assert!(with_remote < answers / 2, "most 4-peer answers carry no remote peer ({with_remote})");
+    assert!(
+        with_remote < answers / 2,
+        "most 4-peer answers carry no remote peer ({with_remote})"
+    );
     assert!(with_remote > 0, "some do");
 }
 
@@ -169,12 +210,17 @@ fn a_well_seeded_pid_drops_to_the_floor_and_an_unseeded_one_is_raised() {
     let share = |b: &VecBuckets| {
         let req = requester(&snap, b, 1, false);
         let mut rng = SmallRng::seed_from_u64(3);
-        let remote: u32 = (0..2000).map(|_| run(&p4p(), &snap, b, &req, 20, &mut rng).1.remote).sum();
+        let remote: u32 = (0..2000)
+            .map(|_| run(&p4p(), &snap, b, &req, 20, &mut rng).1.remote)
+            .sum();
         f64::from(remote) / 40_000.0
     };
     let floor = share(&seeded);
     let raised = share(&unseeded);
-    assert!((floor - 0.02).abs() < 0.01, "seeded PID remote share {floor}");
+    assert!(
+        (floor - 0.02).abs() < 0.01,
+        "seeded PID remote share {floor}"
+    );
     assert!(raised >= 0.099, "unseeded PID remote share {raised}");
 }
 
@@ -182,36 +228,57 @@ fn a_well_seeded_pid_drops_to_the_floor_and_an_unseeded_one_is_raised() {
 fn a_pid_without_local_seeder_always_reaches_remote_peers() {
     let snap = snapshot();
     // ISP A has no seeder anywhere; only ISP B seeds.
-    let b = swarm(&[("sel-a1", 1, 0, 30), ("sel-a2", 3, 0, 30), ("sel-b1", 2, 3, 30)]);
+    let b = swarm(&[
+        ("sel-a1", 1, 0, 30),
+        ("sel-a2", 3, 0, 30),
+        ("sel-b1", 2, 3, 30),
+    ]);
     let req = requester(&snap, &b, 1, false);
     let mut rng = SmallRng::seed_from_u64(4);
-    let remote: u32 = (0..200).map(|_| run(&p4p(), &snap, &b, &req, 4, &mut rng).1.remote).sum();
+    let remote: u32 = (0..200)
+        .map(|_| run(&p4p(), &snap, &b, &req, 4, &mut rng).1.remote)
+        .sum();
     assert!(remote > 0, "the PID is never cut off");
 }
 
 #[test]
 fn a_requester_in_an_empty_pid_still_gets_a_full_answer_cheapest_first() {
     let snap = snapshot();
-    let b = swarm(&[("sel-a2", 3, 0, 10), ("sel-a3", 5, 0, 10), ("sel-b1", 2, 2, 30)]);
+    let b = swarm(&[
+        ("sel-a2", 3, 0, 10),
+        ("sel-a3", 5, 0, 10),
+        ("sel-b1", 2, 2, 30),
+    ]);
     let req = Requester {
         pid: snap.locate("127.1.9.9".parse().expect("ip")),
         seeder: false,
         families: Families::Both,
         slot: None,
+        numwant: 0,
     };
     let mut rng = SmallRng::seed_from_u64(5);
     let (peers, s) = run(&p4p(), &snap, &b, &req, 10, &mut rng);
     assert_eq!(peers.len(), 10);
     assert_eq!(s.same_pid, 0);
     // The ISP quota goes to the cheapest other PID (a2, cost 2) before a3 (cost 5).
-    let in_a2 = peers.iter().filter(|p| matches!(p.ip(), std::net::IpAddr::V4(v) if v.octets()[1] == 3)).count();
-    assert!(in_a2 >= 8, "cheapest PID first: {in_a2} from a2 in {peers:?}");
+    let in_a2 = peers
+        .iter()
+        .filter(|p| matches!(p.ip(), std::net::IpAddr::V4(v) if v.octets()[1] == 3))
+        .count();
+    assert!(
+        in_a2 >= 8,
+        "cheapest PID first: {in_a2} from a2 in {peers:?}"
+    );
 }
 
 #[test]
 fn every_pid_keeps_links_to_the_rest_of_the_swarm() {
     let snap = snapshot();
-    let b = swarm(&[("sel-a1", 1, 3, 40), ("sel-a2", 3, 3, 40), ("sel-b1", 2, 3, 40)]);
+    let b = swarm(&[
+        ("sel-a1", 1, 3, 40),
+        ("sel-a2", 3, 3, 40),
+        ("sel-b1", 2, 3, 40),
+    ]);
     let mut rng = SmallRng::seed_from_u64(6);
     for net in [1u8, 3, 2] {
         let req = requester(&snap, &b, net, false);
@@ -249,7 +316,11 @@ fn random_policy_is_uniform() {
 #[test]
 fn same_seed_same_answer() {
     let snap = snapshot();
-    let b = swarm(&[("sel-a1", 1, 2, 50), ("sel-a2", 3, 2, 50), ("sel-b1", 2, 2, 50)]);
+    let b = swarm(&[
+        ("sel-a1", 1, 2, 50),
+        ("sel-a2", 3, 2, 50),
+        ("sel-b1", 2, 2, 50),
+    ]);
     let req = requester(&snap, &b, 1, false);
     for sel in [p4p(), random()] {
         let a = run(&sel, &snap, &b, &req, 20, &mut SmallRng::seed_from_u64(9)).0;

@@ -44,7 +44,9 @@ pub fn build(tracker: Arc<Tracker>, listeners: Vec<TcpListener>) -> std::io::Res
 }
 
 fn bencoded(body: Vec<u8>) -> HttpResponse {
-    HttpResponse::Ok().content_type(ContentType::plaintext()).body(body)
+    HttpResponse::Ok()
+        .content_type(ContentType::plaintext())
+        .body(body)
 }
 
 fn failure(reason: &str) -> HttpResponse {
@@ -77,7 +79,9 @@ async fn announce(req: HttpRequest, state: State) -> HttpResponse {
     let config = &tracker.config;
     let query = req.query_string().as_bytes();
     let bad = |reason: &str| {
-        tracker.metrics.announce(Protocol::Http, Outcome::BadRequest);
+        tracker
+            .metrics
+            .announce(Protocol::Http, Outcome::BadRequest);
         failure(reason)
     };
     if query.len() > config.http.max_query_len {
@@ -144,7 +148,11 @@ async fn scrape(req: HttpRequest, state: State) -> HttpResponse {
         return bad("query string too long");
     }
     let mut hashes = Vec::new();
-    if let Err(reason) = codec::parse_scrape(query, tracker.config.announce.max_scrape_hashes, &mut hashes) {
+    if let Err(reason) = codec::parse_scrape(
+        query,
+        tracker.config.announce.max_scrape_hashes,
+        &mut hashes,
+    ) {
         return bad(reason);
     }
     let mut entries = Vec::with_capacity(hashes.len());
@@ -162,7 +170,9 @@ async fn metrics(state: State) -> HttpResponse {
 }
 
 async fn health() -> HttpResponse {
-    HttpResponse::Ok().content_type(ContentType::plaintext()).body("ok\n")
+    HttpResponse::Ok()
+        .content_type(ContentType::plaintext())
+        .body("ok\n")
 }
 
 /// Debug view of the topology in use: version, PIDs, peers per PID. No peer addresses.

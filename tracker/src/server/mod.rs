@@ -5,6 +5,7 @@
 //! returns a [`Running`] handle whose [`Running::stop`] shuts everything down gracefully.
 
 pub mod http;
+pub mod udp;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub struct Running {
     pub tracker: Arc<Tracker>,
     http: Option<actix_web::dev::ServerHandle>,
     tasks: Vec<JoinHandle<()>>,
+    udp_threads: Vec<std::thread::JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -52,7 +54,26 @@ pub async fn start(tracker: Arc<Tracker>) -> std::io::Result<Running> {
             tracing::info!("HTTP tracker listening on http://{a}/announce");
         }
     }
-    let udp_addrs = Vec::new();
+    let mut udp_addrs = Vec::new();
+    let mut udp_threads = Vec::new();
+    if !tracker.config.udp.bind.is_empty() {
+        let issuer = Arc::new(crate::protocol::connection_id::ConnectionIdIssuer::random());
+        let workers = match tracker.config.udp.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        for addr in &tracker.config.udp.bind {
+            let (sockets, bound) = udp::bind(*addr, workers)?;
+            udp_addrs.push(bound);
+            tracing::info!("UDP tracker listening on udp://{bound}/announce ({workers} workers)");
+            udp_threads.extend(udp::spawn_workers(
+                tracker.clone(),
+                issuer.clone(),
+                sockets,
+                shutdown_rx.clone(),
+            )?);
+        }
+    }
     tasks.push(tokio::spawn(sweeper(tracker.clone(), shutdown_rx.clone())));
     Ok(Running {
         http_addrs,
@@ -60,6 +81,7 @@ pub async fn start(tracker: Arc<Tracker>) -> std::io::Result<Running> {
         tracker,
         http,
         tasks,
+        udp_threads,
         shutdown,
     })
 }
@@ -100,5 +122,12 @@ impl Running {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
+        let threads = self.udp_threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 }

@@ -127,7 +127,11 @@ impl Bucket {
         } else {
             Peers::V4(Vec::new())
         };
-        Self { pid, seeders, peers }
+        Self {
+            pid,
+            seeders,
+            peers,
+        }
     }
 
     fn v6(&self) -> bool {
@@ -368,7 +372,10 @@ impl MemoryStore {
         let generation = snap.generation() as u32;
 
         if a.event == Event::Stopped {
-            return Ok((self.stop(a, &key, pid, generation), SelectionStats::default()));
+            return Ok((
+                self.stop(a, &key, pid, generation),
+                SelectionStats::default(),
+            ));
         }
         let mut swarm = match self.swarms.get_mut(&a.info_hash) {
             Some(s) => s,
@@ -414,17 +421,14 @@ impl MemoryStore {
             seeder,
             families: ctx.families,
             slot: Some(slot),
+            numwant: a.numwant,
         };
         let sink = ctx.sink;
-        let stats = ctx.selector.select(
-            &*swarm,
-            snap,
-            &req,
-            a.numwant,
-            ctx.rng,
-            ctx.scratch,
-            &mut |p| sink.push(p),
-        );
+        let stats = ctx
+            .selector
+            .select(&*swarm, snap, &req, ctx.rng, ctx.scratch, &mut |p| {
+                sink.push(p)
+            });
         Ok((swarm.stats(), stats))
     }
 
@@ -441,7 +445,11 @@ impl MemoryStore {
     }
 
     fn gauge(&self, seeder: bool, delta: i64) {
-        let g = if seeder { &self.seeders } else { &self.leechers };
+        let g = if seeder {
+            &self.seeders
+        } else {
+            &self.leechers
+        };
         g.fetch_add(delta, Ordering::Relaxed);
     }
 

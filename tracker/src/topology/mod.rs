@@ -80,9 +80,11 @@ pub fn initial_snapshot(
 ) -> Result<(Snapshot, String), TopologyError> {
     use p4p_itracker::source::asn::AsnDb;
     let asn = match &config.asn_db {
-        Some(path) => Some(Arc::new(AsnDb::open(path).map_err(|e| TopologyError::Asn {
-            path: path.display().to_string(),
-            message: e.to_string(),
+        Some(path) => Some(Arc::new(AsnDb::open(path).map_err(|e| {
+            TopologyError::Asn {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }
         })?)),
         None => None,
     };
@@ -94,7 +96,10 @@ pub fn initial_snapshot(
             })?;
             (t, format!("file {}", path.display()))
         }
-        None => (p4p_itracker::embedded_default(), "embedded default".to_string()),
+        None => (
+            p4p_itracker::embedded_default(),
+            "embedded default".to_string(),
+        ),
     };
     Ok((topology.snapshot_with_asn(asn), source))
 }

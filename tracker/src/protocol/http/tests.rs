@@ -32,20 +32,65 @@ fn a_full_announce_parses_with_raw_binary_hash() {
 fn bad_requests_get_their_specific_reason() {
     let h = enc(&[1; 20]);
     let cases: &[(&str, &str)] = &[
-        ("peer_id=-qB4650-abcdefghijkl&port=1&left=0", "missing info_hash"),
-        (&format!("info_hash={}&peer_id=-qB4650-abcdefghijkl&port=1&left=0", enc(&[1; 19])), "invalid info_hash: must be 20 bytes"),
-        (&format!("info_hash={}&peer_id=-qB4650-abcdefghijkl&port=1&left=0", enc(&[1; 21])), "invalid info_hash: must be 20 bytes"),
+        (
+            "peer_id=-qB4650-abcdefghijkl&port=1&left=0",
+            "missing info_hash",
+        ),
+        (
+            &format!(
+                "info_hash={}&peer_id=-qB4650-abcdefghijkl&port=1&left=0",
+                enc(&[1; 19])
+            ),
+            "invalid info_hash: must be 20 bytes",
+        ),
+        (
+            &format!(
+                "info_hash={}&peer_id=-qB4650-abcdefghijkl&port=1&left=0",
+                enc(&[1; 21])
+            ),
+            "invalid info_hash: must be 20 bytes",
+        ),
         (&format!("info_hash={h}&port=1&left=0"), "missing peer_id"),
-        (&format!("info_hash={h}&peer_id=short&port=1&left=0"), "invalid peer_id: must be 20 bytes"),
-        (&format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&left=0"), "missing port"),
-        (&format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=70000&left=0"), "invalid port"),
-        (&format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=0&left=0"), "invalid port"),
-        (&format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=1"), "missing left"),
-        (&format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=1&left=x"), "invalid left"),
-        (&format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=1&left=0&uploaded=-1"), "invalid uploaded"),
-        (&format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=1&left=0&numwant=many"), "invalid numwant"),
-        (&format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=1&left=0&event=exploded"), "invalid event"),
-        (&format!("info_hash={h}&info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=1&left=0"), "more than one info_hash in an announce"),
+        (
+            &format!("info_hash={h}&peer_id=short&port=1&left=0"),
+            "invalid peer_id: must be 20 bytes",
+        ),
+        (
+            &format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&left=0"),
+            "missing port",
+        ),
+        (
+            &format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=70000&left=0"),
+            "invalid port",
+        ),
+        (
+            &format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=0&left=0"),
+            "invalid port",
+        ),
+        (
+            &format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=1"),
+            "missing left",
+        ),
+        (
+            &format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=1&left=x"),
+            "invalid left",
+        ),
+        (
+            &format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=1&left=0&uploaded=-1"),
+            "invalid uploaded",
+        ),
+        (
+            &format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=1&left=0&numwant=many"),
+            "invalid numwant",
+        ),
+        (
+            &format!("info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=1&left=0&event=exploded"),
+            "invalid event",
+        ),
+        (
+            &format!("info_hash={h}&info_hash={h}&peer_id=-qB4650-abcdefghijkl&port=1&left=0"),
+            "more than one info_hash in an announce",
+        ),
     ];
     for (q, reason) in cases {
         assert_eq!(parse_announce(q.as_bytes()), Err(*reason), "query {q}");
@@ -58,7 +103,10 @@ fn scrape_takes_several_hashes_up_to_the_limit() {
     let q = format!("info_hash={}&info_hash={}", enc(&[1; 20]), enc(&[2; 20]));
     parse_scrape(q.as_bytes(), 74, &mut out).expect("valid");
     assert_eq!(out, vec![InfoHash([1; 20]), InfoHash([2; 20])]);
-    assert_eq!(parse_scrape(q.as_bytes(), 1, &mut out), Err("too many info_hash values in one scrape"));
+    assert_eq!(
+        parse_scrape(q.as_bytes(), 1, &mut out),
+        Err("too many info_hash values in one scrape")
+    );
     assert!(parse_scrape(b"", 74, &mut out).is_err());
 }
 
@@ -88,12 +136,19 @@ mod serde_bytes_compat {
 
 #[test]
 fn compact_answer_decodes_with_a_real_bencode_parser() {
-    let v4 = ["10.0.0.1:80".parse().expect("a"), "10.0.0.2:81".parse().expect("a")];
+    let v4 = [
+        "10.0.0.1:80".parse().expect("a"),
+        "10.0.0.2:81".parse().expect("a"),
+    ];
     let v6 = ["[::1]:6881".parse().expect("a")];
     let mut out = Vec::new();
     encode_announce(
         &AnnounceAnswer {
-            stats: SwarmStats { complete: 2, incomplete: 3, downloaded: 4 },
+            stats: SwarmStats {
+                complete: 2,
+                incomplete: 3,
+                downloaded: 4,
+            },
             interval: 1800,
             min_interval: 900,
             v4: &v4,
@@ -103,7 +158,10 @@ fn compact_answer_decodes_with_a_real_bencode_parser() {
         &mut out,
     );
     let a: Answer = serde_bencode::from_bytes(&out).expect("bencode");
-    assert_eq!((a.complete, a.incomplete, a.interval, a.min_interval), (2, 3, 1800, 900));
+    assert_eq!(
+        (a.complete, a.incomplete, a.interval, a.min_interval),
+        (2, 3, 1800, 900)
+    );
     assert_eq!(decode_compact_v4(&a.peers).expect("v4"), v4.to_vec());
     assert_eq!(decode_compact_v6(&a.peers6).expect("v6"), v6.to_vec());
 }
@@ -125,18 +183,35 @@ fn dictionary_answer_lists_ip_and_port() {
         &mut out,
     );
     let text = String::from_utf8_lossy(&out);
-    assert!(text.contains("5:peersld2:ip8:10.0.0.14:porti80eed2:ip3:::14:porti6881eee"), "{text}");
+    assert!(
+        text.contains("5:peersld2:ip8:10.0.0.14:porti80eed2:ip3:::14:porti6881eee"),
+        "{text}"
+    );
     serde_bencode::from_bytes::<serde_bencode::value::Value>(&out).expect("valid bencode");
 }
 
 #[test]
 fn scrape_answer_is_valid_bencode_keyed_by_raw_hash() {
     let mut out = Vec::new();
-    let s = SwarmStats { complete: 1, incomplete: 2, downloaded: 3 };
-    encode_scrape(&[(InfoHash([9; 20]), s), (InfoHash([3; 20]), SwarmStats::default())], &mut out);
+    let s = SwarmStats {
+        complete: 1,
+        incomplete: 2,
+        downloaded: 3,
+    };
+    encode_scrape(
+        &[
+            (InfoHash([9; 20]), s),
+            (InfoHash([3; 20]), SwarmStats::default()),
+        ],
+        &mut out,
+    );
     let v: serde_bencode::value::Value = serde_bencode::from_bytes(&out).expect("bencode");
-    let serde_bencode::value::Value::Dict(top) = v else { panic!("dict") };
-    let serde_bencode::value::Value::Dict(files) = &top[&b"files".to_vec()] else { panic!("files") };
+    let serde_bencode::value::Value::Dict(top) = v else {
+        panic!("dict")
+    };
+    let serde_bencode::value::Value::Dict(files) = &top[&b"files".to_vec()] else {
+        panic!("files")
+    };
     assert_eq!(files.len(), 2);
     assert!(files.contains_key(&vec![9u8; 20]));
 }

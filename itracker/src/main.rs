@@ -31,7 +31,11 @@ struct Cli {
     #[arg(long, env = "P4P_ITRACKER_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
     /// Admin bearer token itself (prefer the file: environments leak).
-    #[arg(long = "admin-token", env = "P4P_ITRACKER_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long = "admin-token",
+        env = "P4P_ITRACKER_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     admin_token: Option<String>,
     /// File holding the read-API bearer token (unset: read API open).
     #[arg(long, env = "P4P_ITRACKER_READ_TOKEN_FILE")]
@@ -83,8 +87,7 @@ fn main() -> anyhow::Result<()> {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let config = merge(&cli)?;
@@ -121,7 +124,9 @@ fn check(file: &PathBuf) -> anyhow::Result<()> {
     let costs = topo.costs();
     println!("isp {}  vtag {}", topo.isp(), topo.vtag());
     for (i, pid) in topo.pids().iter().enumerate() {
-        let row: Vec<String> = (0..costs.len()).map(|j| costs.get(i, j).to_string()).collect();
+        let row: Vec<String> = (0..costs.len())
+            .map(|j| costs.get(i, j).to_string())
+            .collect();
         println!("{:<24} {:?} {}", pid.name, pid.kind, row.join(" "));
     }
     Ok(())

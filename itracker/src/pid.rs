@@ -48,7 +48,12 @@ impl PidId {
 
     /// The stable id of `name`, allocating one the first time a name is seen.
     pub fn intern(name: &str) -> PidId {
-        if let Some(id) = INTERNER.read().unwrap_or_else(|e| e.into_inner()).ids.get(name) {
+        if let Some(id) = INTERNER
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .ids
+            .get(name)
+        {
             return *id;
         }
         INTERNER

@@ -201,7 +201,9 @@ impl SnapshotBuilder {
         }
         let by_cost = (0..n)
             .map(|from| {
-                let mut others: Vec<u16> = (0..n as u16).filter(|&to| usize::from(to) != from).collect();
+                let mut others: Vec<u16> = (0..n as u16)
+                    .filter(|&to| usize::from(to) != from)
+                    .collect();
                 others.sort_by(|&a, &b| {
                     costs[from * n + usize::from(a)].total_cmp(&costs[from * n + usize::from(b)])
                 });
@@ -223,8 +225,12 @@ impl SnapshotBuilder {
     }
 
     fn complete_map(&mut self) {
-        let any4: IpNetwork = Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid").into();
-        let any6: IpNetwork = Ipv6Network::new(Ipv6Addr::UNSPECIFIED, 0).expect("valid").into();
+        let any4: IpNetwork = Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0)
+            .expect("valid")
+            .into();
+        let any6: IpNetwork = Ipv6Network::new(Ipv6Addr::UNSPECIFIED, 0)
+            .expect("valid")
+            .into();
         let has = |p: &IpNetwork| self.pids.iter().any(|s| s.prefixes.contains(p));
         let missing: Vec<IpNetwork> = [any4, any6].into_iter().filter(|p| !has(p)).collect();
         if missing.is_empty() {
@@ -348,7 +354,11 @@ impl Snapshot {
         if let Some(classes) = &self.asn {
             if !self.pid(pa).internal && !self.pid(pb).internal {
                 if let (Some(x), Some(y)) = (classes.db.lookup(a), classes.db.lookup(b)) {
-                    return if x == y { classes.same_as } else { classes.other_as };
+                    return if x == y {
+                        classes.same_as
+                    } else {
+                        classes.other_as
+                    };
                 }
             }
         }
@@ -426,12 +436,17 @@ mod tests {
             });
         }
         let err = b.build().expect_err("duplicate prefix");
-        assert!(matches!(err, SnapshotError::DuplicatePrefix { ref first, ref second, .. }
-            if first == "dup-x" && second == "dup-y"));
+        assert!(
+            matches!(err, SnapshotError::DuplicatePrefix { ref first, ref second, .. }
+            if first == "dup-x" && second == "dup-y")
+        );
     }
 
     #[test]
     fn generations_differ() {
-        assert_ne!(Snapshot::single_pid().generation(), Snapshot::single_pid().generation());
+        assert_ne!(
+            Snapshot::single_pid().generation(),
+            Snapshot::single_pid().generation()
+        );
     }
 }

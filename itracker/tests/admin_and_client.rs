@@ -17,16 +17,30 @@ fn updated(outcome: FetchOutcome) -> IspMap {
 fn admin_calls_without_the_right_token_are_rejected() {
     let t = start("loopback.toml", |_| {});
     let topo = std::fs::read_to_string(&t.topology).expect("topology");
-    for auth in [None, Some("Bearer wrong"), Some("Basic czNjcmV0"), Some("Bearer ")] {
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Basic czNjcmV0"),
+        Some("Bearer "),
+    ] {
         let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
         let r = put(&format!("{}/admin/topology", t.base), &topo, &headers);
         assert_eq!(r.status, 401, "{auth:?}");
-        let r = post(&format!("{}/admin/link-load", t.base), "application/json", r#"{"links": []}"#, &headers);
+        let r = post(
+            &format!("{}/admin/link-load", t.base),
+            "application/json",
+            r#"{"links": []}"#,
+            &headers,
+        );
         assert_eq!(r.status, 401, "{auth:?}");
     }
     // No token configured at all: the admin API is closed.
     let closed = start("loopback.toml", |c| c.admin_token = None);
-    let r = put(&format!("{}/admin/topology", closed.base), &topo, &[("Authorization", &bearer())]);
+    let r = put(
+        &format!("{}/admin/topology", closed.base),
+        &topo,
+        &[("Authorization", &bearer())],
+    );
     assert_eq!(r.status, 401);
 }
 
@@ -36,17 +50,35 @@ fn a_bad_topology_is_rejected_with_the_reason_and_the_old_map_keeps_serving() {
     let before = get(&format!("{}/networkmap", t.base), &[]);
     let file_before = std::fs::read_to_string(&t.topology).expect("file");
     let bad = file_before.replace("127.3.0.0/16", "127.1.0.0/16");
-    let r = put(&format!("{}/admin/topology", t.base), &bad, &[("Authorization", &bearer())]);
+    let r = put(
+        &format!("{}/admin/topology", t.base),
+        &bad,
+        &[("Authorization", &bearer())],
+    );
     assert_eq!(r.status, 422);
-    assert!(r.body.contains("127.1.0.0/16") && r.body.contains("a1") && r.body.contains("a2"), "{}", r.body);
-    for broken in ["isp = ", "isp = \"x\"\n[[pid]]\nname = \"bad name\"\nkind = \"internal\"\n"] {
-        let r = put(&format!("{}/admin/topology", t.base), broken, &[("Authorization", &bearer())]);
+    assert!(
+        r.body.contains("127.1.0.0/16") && r.body.contains("a1") && r.body.contains("a2"),
+        "{}",
+        r.body
+    );
+    for broken in [
+        "isp = ",
+        "isp = \"x\"\n[[pid]]\nname = \"bad name\"\nkind = \"internal\"\n",
+    ] {
+        let r = put(
+            &format!("{}/admin/topology", t.base),
+            broken,
+            &[("Authorization", &bearer())],
+        );
         assert_eq!(r.status, 422, "{}", r.body);
     }
     let after = get(&format!("{}/networkmap", t.base), &[]);
     assert_eq!(after.body, before.body);
     assert_eq!(after.etag, before.etag);
-    assert_eq!(std::fs::read_to_string(&t.topology).expect("file"), file_before);
+    assert_eq!(
+        std::fs::read_to_string(&t.topology).expect("file"),
+        file_before
+    );
 }
 
 #[test]
@@ -54,29 +86,57 @@ fn a_good_topology_is_served_written_to_the_file_and_prices_survive_a_reload() {
     let t = start("loopback.toml", |_| {});
     let auth = [("Authorization", bearer())];
     let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let r = post(&format!("{}/admin/link-load", t.base), "application/json",
-        r#"{"links": [{"link": "a1->a2", "utilisation": 1.0}]}"#, &auth);
+    let r = post(
+        &format!("{}/admin/link-load", t.base),
+        "application/json",
+        r#"{"links": [{"link": "a1->a2", "utilisation": 1.0}]}"#,
+        &auth,
+    );
     assert_eq!(r.status, 200, "{}", r.body);
-    let priced = get(&format!("{}/costmap/routingcost/numerical", t.base), &[]).json()["cost-map"]["a1"]["a2"].clone();
+    let priced = get(&format!("{}/costmap/routingcost/numerical", t.base), &[]).json()["cost-map"]
+        ["a1"]["a2"]
+        .clone();
     assert_eq!(priced, serde_json::json!(4), "2 + 10 * (1.0 - 0.8)");
 
-    let new = std::fs::read_to_string(&t.topology).expect("file").replace("127.3.0.0/16", "127.5.0.0/16");
+    let new = std::fs::read_to_string(&t.topology)
+        .expect("file")
+        .replace("127.3.0.0/16", "127.5.0.0/16");
     let r = put(&format!("{}/admin/topology", t.base), &new, &auth);
     assert_eq!(r.status, 200, "{}", r.body);
     let nm = get(&format!("{}/networkmap", t.base), &[]).json();
-    assert_eq!(nm["network-map"]["a2"]["ipv4"], serde_json::json!(["127.5.0.0/16"]));
-    assert_eq!(std::fs::read_to_string(&t.topology).expect("file"), new, "file rewritten");
+    assert_eq!(
+        nm["network-map"]["a2"]["ipv4"],
+        serde_json::json!(["127.5.0.0/16"])
+    );
+    assert_eq!(
+        std::fs::read_to_string(&t.topology).expect("file"),
+        new,
+        "file rewritten"
+    );
     let cm = get(&format!("{}/costmap/routingcost/numerical", t.base), &[]).json();
-    assert_eq!(cm["cost-map"]["a1"]["a2"], priced, "dynamic price survived the update");
+    assert_eq!(
+        cm["cost-map"]["a1"]["a2"], priced,
+        "dynamic price survived the update"
+    );
 
     // SIGHUP's path: reload from the file.
     let outcome = t.server.state().reload().expect("reload");
-    assert_eq!(outcome.vtag, nm["meta"]["vtag"]["tag"].as_str().expect("tag"));
+    assert_eq!(
+        outcome.vtag,
+        nm["meta"]["vtag"]["tag"].as_str().expect("tag")
+    );
     let cm = get(&format!("{}/costmap/routingcost/numerical", t.base), &[]).json();
-    assert_eq!(cm["cost-map"]["a1"]["a2"], priced, "dynamic price survived the reload");
+    assert_eq!(
+        cm["cost-map"]["a1"]["a2"], priced,
+        "dynamic price survived the reload"
+    );
 
-    let r = post(&format!("{}/admin/link-load", t.base), "application/json",
-        r#"{"links": [{"link": "no-such-link", "utilisation": 0.5}]}"#, &auth);
+    let r = post(
+        &format!("{}/admin/link-load", t.base),
+        "application/json",
+        r#"{"links": [{"link": "no-such-link", "utilisation": 0.5}]}"#,
+        &auth,
+    );
     assert_eq!(r.status, 422);
     assert!(r.body.contains("no-such-link"));
 }
@@ -87,11 +147,19 @@ fn the_client_round_trips_against_the_real_server() {
     let mut client = AltoClient::new(format!("{}/directory", t.base));
     let map = updated(client.fetch().expect("first fetch"));
     assert_eq!(map.isp, "isp-a");
-    assert_eq!(client.fetch().expect("second fetch"), FetchOutcome::Unchanged);
+    assert_eq!(
+        client.fetch().expect("second fetch"),
+        FetchOutcome::Unchanged
+    );
 
     let snap = map.snapshot(100.0);
     let at = |ip: &str| snap.locate(ip.parse().expect("ip"));
-    let (a1, a2, tb, def) = (at("127.1.0.9"), at("127.3.2.1"), at("127.2.0.1"), at("8.8.8.8"));
+    let (a1, a2, tb, def) = (
+        at("127.1.0.9"),
+        at("127.3.2.1"),
+        at("127.2.0.1"),
+        at("8.8.8.8"),
+    );
     assert_eq!(&*snap.pid(a1).name, "a1");
     assert_eq!(&*snap.pid(a2).name, "a2");
     assert_eq!(&*snap.pid(tb).name, "transit-b");
@@ -105,27 +173,49 @@ fn the_client_round_trips_against_the_real_server() {
     assert_eq!(snap.index_of(PidId::intern("a1")), Some(a1));
 
     // A link-load changes costs only: the client sees it through the cost map's ETag.
-    let r = post(&format!("{}/admin/link-load", t.base), "application/json",
-        r#"{"links": [{"from": "a1", "to": "a2", "utilisation": 0.3}]}"#, &[("Authorization", &bearer())]);
+    let r = post(
+        &format!("{}/admin/link-load", t.base),
+        "application/json",
+        r#"{"links": [{"from": "a1", "to": "a2", "utilisation": 0.3}]}"#,
+        &[("Authorization", &bearer())],
+    );
     assert_eq!(r.status, 200);
     let map2 = updated(client.fetch().expect("third fetch"));
     assert_eq!(map2.vtag, map.vtag);
     assert_ne!(map2.cost_etag, map.cost_etag);
     let snap2 = map2.snapshot(100.0);
-    assert_eq!(snap2.cost(a1, a2), 0.0, "price fell: 2 + 10 * (0.3 - 0.8) < 0");
+    assert_eq!(
+        snap2.cost(a1, a2),
+        0.0,
+        "price fell: 2 + 10 * (0.3 - 0.8) < 0"
+    );
 }
 
 #[test]
 fn two_isps_combine_into_one_snapshot_each_authoritative_for_its_own_prefixes() {
     let a = start("loopback.toml", |_| {});
     let b = start("loopback-isp-b.toml", |_| {});
-    let fetch = |base: &str| updated(AltoClient::new(format!("{base}/directory")).fetch().expect("fetch"));
+    let fetch = |base: &str| {
+        updated(
+            AltoClient::new(format!("{base}/directory"))
+                .fetch()
+                .expect("fetch"),
+        )
+    };
     let (ma, mb) = (fetch(&a.base), fetch(&b.base));
     let snap = combine(&[ma, mb], 500.0);
-    let at = |ip: &str| snap.pid(snap.locate(ip.parse().expect("ip"))).name.to_string();
+    let at = |ip: &str| {
+        snap.pid(snap.locate(ip.parse().expect("ip")))
+            .name
+            .to_string()
+    };
     assert_eq!(at("127.1.0.1"), "isp-a:a1");
     assert_eq!(at("127.3.0.1"), "isp-a:a2");
-    assert_eq!(at("127.2.0.1"), "isp-b:b1", "B's internal prefix beats A's transit-b PID");
+    assert_eq!(
+        at("127.2.0.1"),
+        "isp-b:b1",
+        "B's internal prefix beats A's transit-b PID"
+    );
     assert_eq!(at("127.4.0.1"), "isp-b:b2");
     assert_eq!(at("8.8.8.8"), "isp-a:default");
     let idx = |n: &str| snap.index_of(PidId::intern(n)).expect(n);
@@ -141,10 +231,21 @@ fn two_isps_combine_into_one_snapshot_each_authoritative_for_its_own_prefixes() 
 fn a_read_token_closes_the_alto_api_to_strangers() {
     let t = start("loopback.toml", |c| c.read_token = Some("reader".into()));
     assert_eq!(get(&format!("{}/networkmap", t.base), &[]).status, 401);
-    assert_eq!(get(&format!("{}/networkmap", t.base), &[("Authorization", "Bearer reader")]).status, 200);
+    assert_eq!(
+        get(
+            &format!("{}/networkmap", t.base),
+            &[("Authorization", "Bearer reader")]
+        )
+        .status,
+        200
+    );
     let mut client = AltoClient::new(format!("{}/directory", t.base)).with_token("reader");
     assert!(matches!(client.fetch(), Ok(FetchOutcome::Updated(_))));
-    assert_eq!(get(&format!("{}/health", t.base), &[]).status, 200, "health stays open");
+    assert_eq!(
+        get(&format!("{}/health", t.base), &[]).status,
+        200,
+        "health stays open"
+    );
 }
 
 #[test]
@@ -155,18 +256,42 @@ fn with_an_asn_database_outside_addresses_carry_their_as() {
     let types = ird["resources"]["endpoint-property"]["capabilities"]["prop-types"].to_string();
     assert!(types.contains("priv:asn"), "{types}");
     let body = r#"{"properties": ["priv:asn", "default-network-map.pid"], "endpoints": ["ipv4:1.0.0.1", "ipv4:12.81.92.1", "ipv4:127.1.0.1"]}"#;
-    let r = post(&format!("{}/endpointprop/lookup", t.base), p4p_itracker::alto::media::ENDPOINT_PROP_PARAMS, body, &[]);
+    let r = post(
+        &format!("{}/endpointprop/lookup", t.base),
+        p4p_itracker::alto::media::ENDPOINT_PROP_PARAMS,
+        body,
+        &[],
+    );
     let ep = r.json();
     Schemas::load().check("InfoResourceEndpointProperties", &ep);
-    assert_eq!(ep["endpoint-properties"]["ipv4:1.0.0.1"]["priv:asn"], "15169");
-    assert_eq!(ep["endpoint-properties"]["ipv4:12.81.92.1"]["priv:asn"], "7018");
-    assert!(ep["endpoint-properties"]["ipv4:127.1.0.1"].get("priv:asn").is_none(), "internal PIDs carry no AS");
+    assert_eq!(
+        ep["endpoint-properties"]["ipv4:1.0.0.1"]["priv:asn"],
+        "15169"
+    );
+    assert_eq!(
+        ep["endpoint-properties"]["ipv4:12.81.92.1"]["priv:asn"],
+        "7018"
+    );
+    assert!(
+        ep["endpoint-properties"]["ipv4:127.1.0.1"]
+            .get("priv:asn")
+            .is_none(),
+        "internal PIDs carry no AS"
+    );
 
     let body = r#"{"cost-type": {"cost-mode": "numerical", "cost-metric": "routingcost"},
         "endpoints": {"srcs": ["ipv4:12.81.92.1"], "dsts": ["ipv4:12.81.96.1", "ipv4:1.0.0.1"]}}"#;
-    let r = post(&format!("{}/endpointcost/lookup", t.base), p4p_itracker::alto::media::ENDPOINT_COST_PARAMS, body, &[]);
+    let r = post(
+        &format!("{}/endpointcost/lookup", t.base),
+        p4p_itracker::alto::media::ENDPOINT_COST_PARAMS,
+        body,
+        &[],
+    );
     let ec = r.json();
     let row = &ec["endpoint-cost-map"]["ipv4:12.81.92.1"];
-    assert_eq!(row["ipv4:12.81.96.1"], 20, "same AS 7018: defaults.same_asn");
+    assert_eq!(
+        row["ipv4:12.81.96.1"], 20,
+        "same AS 7018: defaults.same_asn"
+    );
     assert_eq!(row["ipv4:1.0.0.1"], 100, "different AS: interdomain");
 }

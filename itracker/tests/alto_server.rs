@@ -18,16 +18,25 @@ fn every_get_resource_has_its_media_type_and_validates_against_the_schemas() {
         assert_eq!(r.content_type, media::DIRECTORY);
         let ird = r.json();
         schemas.check("InfoResourceDirectory", &ird);
-        assert_eq!(ird["meta"]["default-alto-network-map"], "default-network-map");
+        assert_eq!(
+            ird["meta"]["default-alto-network-map"],
+            "default-network-map"
+        );
         assert!(ird["meta"]["cost-types"]["num-routingcost"].is_object());
     }
     let nm = get(&format!("{}/networkmap", t.base), &[]);
     assert_eq!(nm.content_type, media::NETWORK_MAP);
     let nmj = nm.json();
     schemas.check("InfoResourceNetworkMap", &nmj);
-    let vtag = nmj["meta"]["vtag"]["tag"].as_str().expect("vtag").to_string();
+    let vtag = nmj["meta"]["vtag"]["tag"]
+        .as_str()
+        .expect("vtag")
+        .to_string();
     assert_eq!(nm.etag.as_deref(), Some(format!("\"{vtag}\"").as_str()));
-    assert_eq!(nmj["network-map"]["newy-us-abilene"]["ipv4"], json!(["128.36.0.0/16", "210.150.0.0/23"]));
+    assert_eq!(
+        nmj["network-map"]["newy-us-abilene"]["ipv4"],
+        json!(["128.36.0.0/16", "210.150.0.0/23"])
+    );
     assert_eq!(nmj["network-map"]["default"]["ipv6"], json!(["::/0"]));
     for (path, mode) in [("numerical", "numerical"), ("ordinal", "ordinal")] {
         let r = get(&format!("{}/costmap/routingcost/{path}", t.base), &[]);
@@ -36,21 +45,37 @@ fn every_get_resource_has_its_media_type_and_validates_against_the_schemas() {
         schemas.check("InfoResourceCostMap", &cm);
         assert_eq!(cm["meta"]["cost-type"]["cost-mode"], mode);
         assert_eq!(cm["meta"]["dependent-vtags"][0]["tag"], vtag.as_str());
-        assert_eq!(cm["meta"]["dependent-vtags"][0]["resource-id"], "default-network-map");
+        assert_eq!(
+            cm["meta"]["dependent-vtags"][0]["resource-id"],
+            "default-network-map"
+        );
     }
     let cm = get(&format!("{}/costmap/routingcost/numerical", t.base), &[]).json();
     assert_eq!(cm["cost-map"]["newy-us-abilene"]["peering-to-geant"], 29);
     assert_eq!(cm["cost-map"]["newy-us-abilene"]["wash-us-abilene"], 0);
     let ord = get(&format!("{}/costmap/routingcost/ordinal", t.base), &[]).json();
-    assert_eq!(ord["cost-map"]["newy-us-abilene"]["wash-us-abilene"], 1, "cheapest ranks 1");
+    assert_eq!(
+        ord["cost-map"]["newy-us-abilene"]["wash-us-abilene"], 1,
+        "cheapest ranks 1"
+    );
     let pm = get(&format!("{}/propmap/pid", t.base), &[]);
     assert_eq!(pm.content_type, media::PROPMAP);
     let pmj = pm.json();
-    assert_eq!(pmj["property-map"]["default-network-map.pid:newy-us-abilene"]["priv:p4p-internal"], "true");
-    assert_eq!(pmj["property-map"]["default-network-map.pid:provider"]["priv:p4p-internal"], "false");
+    assert_eq!(
+        pmj["property-map"]["default-network-map.pid:newy-us-abilene"]["priv:p4p-internal"],
+        "true"
+    );
+    assert_eq!(
+        pmj["property-map"]["default-network-map.pid:provider"]["priv:p4p-internal"],
+        "false"
+    );
     assert_eq!(get(&format!("{}/health", t.base), &[]).status, 200);
     let metrics = get(&format!("{}/metrics", t.base), &[]);
-    assert!(metrics.body.contains("p4p_itracker_http_requests_total"), "{}", metrics.body);
+    assert!(
+        metrics.body.contains("p4p_itracker_http_requests_total"),
+        "{}",
+        metrics.body
+    );
 }
 
 #[test]
@@ -59,8 +84,16 @@ fn every_post_service_answers_with_its_media_type_and_valid_messages() {
     let schemas = Schemas::load();
     let req = json!({"pids": ["newy-us-abilene", "no-such-pid"], "address-types": ["ipv4"]});
     schemas.check("ReqFilteredNetworkMap", &req);
-    let r = post(&format!("{}/networkmap/filtered", t.base), media::NETWORK_MAP_FILTER, &req.to_string(), &[]);
-    assert_eq!((r.status, r.content_type.as_str()), (200, media::NETWORK_MAP));
+    let r = post(
+        &format!("{}/networkmap/filtered", t.base),
+        media::NETWORK_MAP_FILTER,
+        &req.to_string(),
+        &[],
+    );
+    assert_eq!(
+        (r.status, r.content_type.as_str()),
+        (200, media::NETWORK_MAP)
+    );
     let nm = r.json();
     schemas.check("InfoResourceNetworkMap", &nm);
     assert_eq!(nm["network-map"].as_object().map(|m| m.len()), Some(1));
@@ -70,7 +103,12 @@ fn every_post_service_answers_with_its_media_type_and_valid_messages() {
     ))
     .expect("json");
     schemas.check("ReqFilteredCostMap", &req);
-    let r = post(&format!("{}/costmap/filtered", t.base), media::COST_MAP_FILTER, &req.to_string(), &[]);
+    let r = post(
+        &format!("{}/costmap/filtered", t.base),
+        media::COST_MAP_FILTER,
+        &req.to_string(),
+        &[],
+    );
     assert_eq!((r.status, r.content_type.as_str()), (200, media::COST_MAP));
     let cm = r.json();
     schemas.check("InfoResourceCostMap", &cm);
@@ -82,26 +120,61 @@ fn every_post_service_answers_with_its_media_type_and_valid_messages() {
     let req = json!({"properties": ["default-network-map.pid", "priv:p4p-internal"],
                      "endpoints": ["ipv4:128.36.5.5", "ipv4:10.2.0.1", "ipv6:2001:db8::1"]});
     schemas.check("ReqEndpointProp", &req);
-    let r = post(&format!("{}/endpointprop/lookup", t.base), media::ENDPOINT_PROP_PARAMS, &req.to_string(), &[]);
-    assert_eq!((r.status, r.content_type.as_str()), (200, media::ENDPOINT_PROP));
+    let r = post(
+        &format!("{}/endpointprop/lookup", t.base),
+        media::ENDPOINT_PROP_PARAMS,
+        &req.to_string(),
+        &[],
+    );
+    assert_eq!(
+        (r.status, r.content_type.as_str()),
+        (200, media::ENDPOINT_PROP)
+    );
     let ep = r.json();
     schemas.check("InfoResourceEndpointProperties", &ep);
-    assert_eq!(ep["endpoint-properties"]["ipv4:128.36.5.5"]["default-network-map.pid"], "newy-us-abilene");
-    assert_eq!(ep["endpoint-properties"]["ipv4:10.2.0.1"]["default-network-map.pid"], "peering-to-geant");
-    assert_eq!(ep["endpoint-properties"]["ipv4:10.2.0.1"]["priv:p4p-internal"], "false");
-    assert_eq!(ep["endpoint-properties"]["ipv6:2001:db8::1"]["default-network-map.pid"], "default");
+    assert_eq!(
+        ep["endpoint-properties"]["ipv4:128.36.5.5"]["default-network-map.pid"],
+        "newy-us-abilene"
+    );
+    assert_eq!(
+        ep["endpoint-properties"]["ipv4:10.2.0.1"]["default-network-map.pid"],
+        "peering-to-geant"
+    );
+    assert_eq!(
+        ep["endpoint-properties"]["ipv4:10.2.0.1"]["priv:p4p-internal"],
+        "false"
+    );
+    assert_eq!(
+        ep["endpoint-properties"]["ipv6:2001:db8::1"]["default-network-map.pid"],
+        "default"
+    );
 
     let req: Value = serde_json::from_str(&format!(
         r#"{{"cost-type": {NUM}, "endpoints": {{"srcs": ["ipv4:128.36.1.1"], "dsts": ["ipv4:141.161.1.1", "ipv4:10.2.3.4", "ipv4:155.97.0.1"]}}}}"#
     ))
     .expect("json");
     schemas.check("ReqEndpointCostMap", &req);
-    let r = post(&format!("{}/endpointcost/lookup", t.base), media::ENDPOINT_COST_PARAMS, &req.to_string(), &[]);
-    assert_eq!((r.status, r.content_type.as_str()), (200, media::ENDPOINT_COST));
+    let r = post(
+        &format!("{}/endpointcost/lookup", t.base),
+        media::ENDPOINT_COST_PARAMS,
+        &req.to_string(),
+        &[],
+    );
+    assert_eq!(
+        (r.status, r.content_type.as_str()),
+        (200, media::ENDPOINT_COST)
+    );
     let ec = r.json();
     schemas.check("InfoResourceEndpointCostMap", &ec);
     let row = &ec["endpoint-cost-map"]["ipv4:128.36.1.1"];
-    assert_eq!((row["ipv4:141.161.1.1"].clone(), row["ipv4:10.2.3.4"].clone(), row["ipv4:155.97.0.1"].clone()), (json!(0), json!(29), json!(19)));
+    assert_eq!(
+        (
+            row["ipv4:141.161.1.1"].clone(),
+            row["ipv4:10.2.3.4"].clone(),
+            row["ipv4:155.97.0.1"].clone()
+        ),
+        (json!(0), json!(29), json!(19))
+    );
 }
 
 fn error_of(r: &Reply) -> Value {
@@ -120,32 +193,77 @@ fn every_error_code_comes_with_its_field_value_and_status() {
     assert_eq!(e["code"], "E_SYNTAX");
 
     let e = error_of(&send("{}"));
-    assert_eq!((e["code"].clone(), e["field"].clone()), (json!("E_MISSING_FIELD"), json!("cost-type")));
+    assert_eq!(
+        (e["code"].clone(), e["field"].clone()),
+        (json!("E_MISSING_FIELD"), json!("cost-type"))
+    );
 
-    let e = error_of(&send(r#"{"cost-type": {"cost-mode": 1, "cost-metric": "routingcost"}}"#));
+    let e = error_of(&send(
+        r#"{"cost-type": {"cost-mode": 1, "cost-metric": "routingcost"}}"#,
+    ));
     assert_eq!(e["code"], "E_INVALID_FIELD_TYPE");
     assert_eq!(e["field"], "cost-type/cost-mode");
     assert_eq!(e["value"], "1");
 
-    let e = error_of(&send(r#"{"cost-type": {"cost-mode": "numerical", "cost-metric": "hopcount"}}"#));
+    let e = error_of(&send(
+        r#"{"cost-type": {"cost-mode": "numerical", "cost-metric": "hopcount"}}"#,
+    ));
     assert_eq!(e["code"], "E_INVALID_FIELD_VALUE");
-    assert_eq!((e["field"].clone(), e["value"].clone()), (json!("cost-type/cost-metric"), json!("hopcount")));
+    assert_eq!(
+        (e["field"].clone(), e["value"].clone()),
+        (json!("cost-type/cost-metric"), json!("hopcount"))
+    );
 
-    let e = error_of(&send(&format!(r#"{{"cost-type": {NUM}, "constraints": ["about 3"]}}"#)));
-    assert_eq!((e["code"].clone(), e["field"].clone(), e["value"].clone()), (json!("E_INVALID_FIELD_VALUE"), json!("constraints"), json!("about 3")));
+    let e = error_of(&send(&format!(
+        r#"{{"cost-type": {NUM}, "constraints": ["about 3"]}}"#
+    )));
+    assert_eq!(
+        (e["code"].clone(), e["field"].clone(), e["value"].clone()),
+        (
+            json!("E_INVALID_FIELD_VALUE"),
+            json!("constraints"),
+            json!("about 3")
+        )
+    );
 
     let props = format!("{}/endpointprop/lookup", t.base);
-    let e = error_of(&post(&props, media::ENDPOINT_PROP_PARAMS, r#"{"properties": ["geo"], "endpoints": []}"#, &[]));
-    assert_eq!((e["code"].clone(), e["value"].clone()), (json!("E_INVALID_FIELD_VALUE"), json!("geo")));
-    let e = error_of(&post(&props, media::ENDPOINT_PROP_PARAMS, r#"{"properties": [], "endpoints": ["ipv4:300.1.1.1"]}"#, &[]));
-    assert_eq!((e["field"].clone(), e["value"].clone()), (json!("endpoints"), json!("ipv4:300.1.1.1")));
+    let e = error_of(&post(
+        &props,
+        media::ENDPOINT_PROP_PARAMS,
+        r#"{"properties": ["geo"], "endpoints": []}"#,
+        &[],
+    ));
+    assert_eq!(
+        (e["code"].clone(), e["value"].clone()),
+        (json!("E_INVALID_FIELD_VALUE"), json!("geo"))
+    );
+    let e = error_of(&post(
+        &props,
+        media::ENDPOINT_PROP_PARAMS,
+        r#"{"properties": [], "endpoints": ["ipv4:300.1.1.1"]}"#,
+        &[],
+    ));
+    assert_eq!(
+        (e["field"].clone(), e["value"].clone()),
+        (json!("endpoints"), json!("ipv4:300.1.1.1"))
+    );
 
     let nm = format!("{}/networkmap/filtered", t.base);
-    let e = error_of(&post(&nm, media::NETWORK_MAP_FILTER, r#"{"pids": [], "address-types": ["ipx"]}"#, &[]));
+    let e = error_of(&post(
+        &nm,
+        media::NETWORK_MAP_FILTER,
+        r#"{"pids": [], "address-types": ["ipx"]}"#,
+        &[],
+    ));
     assert_eq!(e["field"], "address-types");
 
     // Unknown fields are ignored (RFC 7285 section 8.3.7).
-    let ok = post(&nm, media::NETWORK_MAP_FILTER, r#"{"pids": ["a1"], "future-extension": {"x": 1}}"#, &[]);
+    let ok = post(
+        &nm,
+        media::NETWORK_MAP_FILTER,
+        r#"{"pids": ["a1"], "future-extension": {"x": 1}}"#,
+        &[],
+    );
     assert_eq!(ok.status, 200);
 }
 
@@ -162,9 +280,18 @@ fn wrong_media_types_are_refused_with_415_and_406() {
         assert_eq!(r.status, 415, "{path} with application/json");
         assert_ne!(right, "application/json");
     }
-    let r = get(&format!("{}/networkmap", t.base), &[("Accept", media::COST_MAP)]);
+    let r = get(
+        &format!("{}/networkmap", t.base),
+        &[("Accept", media::COST_MAP)],
+    );
     assert_eq!(r.status, 406);
-    let r = get(&format!("{}/networkmap", t.base), &[("Accept", "application/alto-networkmap+json, application/alto-error+json")]);
+    let r = get(
+        &format!("{}/networkmap", t.base),
+        &[(
+            "Accept",
+            "application/alto-networkmap+json, application/alto-error+json",
+        )],
+    );
     assert_eq!(r.status, 200);
 }
 
@@ -175,21 +302,45 @@ fn unchanged_maps_answer_304_and_a_link_load_changes_only_the_cost_map_etag() {
     let cm_url = format!("{}/costmap/routingcost/numerical", t.base);
     let nm = get(&nm_url, &[]);
     let cm = get(&cm_url, &[]);
-    let (nm_tag, cm_tag) = (nm.etag.clone().expect("etag"), cm.etag.clone().expect("etag"));
+    let (nm_tag, cm_tag) = (
+        nm.etag.clone().expect("etag"),
+        cm.etag.clone().expect("etag"),
+    );
     assert_eq!(get(&nm_url, &[("If-None-Match", &nm_tag)]).status, 304);
     assert_eq!(get(&cm_url, &[("If-None-Match", &cm_tag)]).status, 304);
-    assert_eq!(get(&format!("{}/directory", t.base), &[("If-None-Match", "\"stale\"")]).status, 200);
+    assert_eq!(
+        get(
+            &format!("{}/directory", t.base),
+            &[("If-None-Match", "\"stale\"")]
+        )
+        .status,
+        200
+    );
 
     let body = r#"{"links": [{"from": "a1", "to": "a2", "utilisation": 0.99}]}"#;
-    let r = post(&format!("{}/admin/link-load", t.base), "application/json", body, &[("Authorization", &bearer())]);
+    let r = post(
+        &format!("{}/admin/link-load", t.base),
+        "application/json",
+        body,
+        &[("Authorization", &bearer())],
+    );
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(get(&nm_url, &[("If-None-Match", &nm_tag)]).status, 304, "network map unchanged");
+    assert_eq!(
+        get(&nm_url, &[("If-None-Match", &nm_tag)]).status,
+        304,
+        "network map unchanged"
+    );
     let cm2 = get(&cm_url, &[("If-None-Match", &cm_tag)]);
     assert_eq!(cm2.status, 200, "cost map changed");
     assert_ne!(cm2.etag, Some(cm_tag));
     // a1 -> a2 has no static cost: its price rose from the default 2 (utilisation 0.99 is
     // above the 0.8 target); a2 -> a1 was not measured.
     let costs = cm2.json();
-    assert!(costs["cost-map"]["a1"]["a2"].as_f64().is_some_and(|c| c > 2.0), "{costs}");
+    assert!(
+        costs["cost-map"]["a1"]["a2"]
+            .as_f64()
+            .is_some_and(|c| c > 2.0),
+        "{costs}"
+    );
     assert_eq!(costs["cost-map"]["a2"]["a1"], 2);
 }

@@ -32,8 +32,15 @@ fn golden() -> Vec<(String, f64, f64)> {
         .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             let key = f[0].trim_end_matches(".internet2.edu");
-            let name = names.get(key).unwrap_or_else(|| panic!("no PID {key}")).clone();
-            (name, f[1].parse().expect("forward"), f[2].parse().expect("reverse"))
+            let name = names
+                .get(key)
+                .unwrap_or_else(|| panic!("no PID {key}"))
+                .clone();
+            (
+                name,
+                f[1].parse().expect("forward"),
+                f[2].parse().expect("reverse"),
+            )
         })
         .collect()
 }
@@ -64,7 +71,13 @@ fn the_snapshot_carries_the_same_costs_and_marks_internal_pids() {
     assert!(snap.same_isp(newy, idx("losa-us-abilene")));
     assert!(!snap.same_isp(newy, idx("provider")));
     assert_eq!(snap.locate("128.36.1.1".parse().expect("ip")), newy);
-    assert_eq!(snap.locate("10.1.2.3".parse().expect("ip")), idx("peering-to-nox"));
-    assert_eq!(snap.locate("10.9.2.3".parse().expect("ip")), idx("provider"));
+    assert_eq!(
+        snap.locate("10.1.2.3".parse().expect("ip")),
+        idx("peering-to-nox")
+    );
+    assert_eq!(
+        snap.locate("10.9.2.3".parse().expect("ip")),
+        idx("provider")
+    );
     assert_eq!(snap.locate("8.8.8.8".parse().expect("ip")), idx("default"));
 }

@@ -31,12 +31,16 @@ impl FieldError {
         let (code, field, value) = match self {
             FieldError::Syntax(_) => (ErrorCode::Syntax, None, None),
             FieldError::Missing(f) => (ErrorCode::MissingField, Some(f.clone()), None),
-            FieldError::Type { field, value } => {
-                (ErrorCode::InvalidFieldType, Some(field.clone()), Some(value.clone()))
-            }
-            FieldError::Value { field, value } => {
-                (ErrorCode::InvalidFieldValue, Some(field.clone()), Some(value.clone()))
-            }
+            FieldError::Type { field, value } => (
+                ErrorCode::InvalidFieldType,
+                Some(field.clone()),
+                Some(value.clone()),
+            ),
+            FieldError::Value { field, value } => (
+                ErrorCode::InvalidFieldValue,
+                Some(field.clone()),
+                Some(value.clone()),
+            ),
         };
         ErrorMeta {
             code,
@@ -67,12 +71,15 @@ fn object(body: &[u8]) -> Result<Map<String, Value>, FieldError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| FieldError::Syntax(e.to_string()))?;
     match v {
         Value::Object(m) => Ok(m),
-        other => Err(FieldError::Syntax(format!("expected a JSON object, got {other}"))),
+        other => Err(FieldError::Syntax(format!(
+            "expected a JSON object, got {other}"
+        ))),
     }
 }
 
 fn get<'a>(m: &'a Map<String, Value>, path: &str, name: &str) -> Result<&'a Value, FieldError> {
-    m.get(name).ok_or_else(|| FieldError::Missing(join(path, name)))
+    m.get(name)
+        .ok_or_else(|| FieldError::Missing(join(path, name)))
 }
 
 fn join(path: &str, name: &str) -> String {
@@ -90,11 +97,19 @@ fn as_object<'a>(v: &'a Value, field: &str) -> Result<&'a Map<String, Value>, Fi
 fn strings(v: &Value, field: &str) -> Result<Vec<String>, FieldError> {
     let arr = v.as_array().ok_or_else(|| type_error(field, v))?;
     arr.iter()
-        .map(|x| x.as_str().map(str::to_string).ok_or_else(|| type_error(field, x)))
+        .map(|x| {
+            x.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| type_error(field, x))
+        })
         .collect()
 }
 
-fn optional_strings(m: &Map<String, Value>, path: &str, name: &str) -> Result<Vec<String>, FieldError> {
+fn optional_strings(
+    m: &Map<String, Value>,
+    path: &str,
+    name: &str,
+) -> Result<Vec<String>, FieldError> {
     match m.get(name) {
         None => Ok(Vec::new()),
         Some(v) => strings(v, &join(path, name)),
@@ -173,8 +188,14 @@ pub fn parse_typed_address(text: &str, field: &str) -> Result<IpAddr, FieldError
     let bad = || FieldError::value(field, text);
     let (kind, addr) = text.split_once(':').ok_or_else(bad)?;
     match kind {
-        "ipv4" => addr.parse::<std::net::Ipv4Addr>().map(IpAddr::V4).map_err(|_| bad()),
-        "ipv6" => addr.parse::<std::net::Ipv6Addr>().map(IpAddr::V6).map_err(|_| bad()),
+        "ipv4" => addr
+            .parse::<std::net::Ipv4Addr>()
+            .map(IpAddr::V4)
+            .map_err(|_| bad()),
+        "ipv6" => addr
+            .parse::<std::net::Ipv6Addr>()
+            .map(IpAddr::V6)
+            .map_err(|_| bad()),
         _ => Err(bad()),
     }
 }
@@ -197,7 +218,10 @@ impl FilteredNetworkMapRequest {
         if let Some(bad) = address_types.iter().find(|t| *t != "ipv4" && *t != "ipv6") {
             return Err(FieldError::value("address-types", bad.clone()));
         }
-        Ok(Self { pids, address_types })
+        Ok(Self {
+            pids,
+            address_types,
+        })
     }
 }
 
@@ -291,7 +315,10 @@ impl EndpointCostRequest {
                 .collect()
         };
         let srcs = typed("srcs", optional_strings(eps, "endpoints", "srcs")?)?;
-        let dsts = typed("dsts", strings(get(eps, "endpoints", "dsts")?, "endpoints/dsts")?)?;
+        let dsts = typed(
+            "dsts",
+            strings(get(eps, "endpoints", "dsts")?, "endpoints/dsts")?,
+        )?;
         Ok(Self {
             cost_type,
             constraints,
@@ -307,7 +334,10 @@ mod tests {
 
     #[test]
     fn errors_name_their_field() {
-        assert!(matches!(FilteredNetworkMapRequest::parse(b"{"), Err(FieldError::Syntax(_))));
+        assert!(matches!(
+            FilteredNetworkMapRequest::parse(b"{"),
+            Err(FieldError::Syntax(_))
+        ));
         assert_eq!(
             FilteredNetworkMapRequest::parse(b"{}"),
             Err(FieldError::Missing("pids".into()))

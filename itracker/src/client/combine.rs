@@ -35,12 +35,22 @@ pub fn combine(maps: &[IspMap], interdomain_cost: f64) -> Snapshot {
 
 /// Combines maps into one snapshot, or says why it cannot (too many PIDs in total).
 pub fn try_combine(maps: &[IspMap], interdomain_cost: f64) -> Result<Snapshot, SnapshotError> {
-    let version = maps.iter().map(|m| m.vtag.as_str()).collect::<Vec<_>>().join("+");
+    let version = maps
+        .iter()
+        .map(|m| m.vtag.as_str())
+        .collect::<Vec<_>>()
+        .join("+");
     let mut b = SnapshotBuilder::new(version, interdomain_cost);
     let names = isp_names(maps);
     let internal: Vec<Vec<IpNetwork>> = maps
         .iter()
-        .map(|m| m.pids.iter().filter(|p| p.internal).flat_map(|p| p.prefixes.clone()).collect())
+        .map(|m| {
+            m.pids
+                .iter()
+                .filter(|p| p.internal)
+                .flat_map(|p| p.prefixes.clone())
+                .collect()
+        })
         .collect();
     let mut taken: HashSet<IpNetwork> = HashSet::new();
     for (i, map) in maps.iter().enumerate() {
@@ -66,7 +76,11 @@ pub fn try_combine(maps: &[IspMap], interdomain_cost: f64) -> Result<Snapshot, S
                     fresh
                 })
                 .collect();
-            let name = if maps.len() == 1 { pid.name.clone() } else { format!("{}:{}", names[i], pid.name) };
+            let name = if maps.len() == 1 {
+                pid.name.clone()
+            } else {
+                format!("{}:{}", names[i], pid.name)
+            };
             positions.push(b.add_pid(PidSpec {
                 name,
                 isp,
@@ -93,7 +107,11 @@ fn isp_names(maps: &[IspMap]) -> Vec<String> {
         .map(|m| {
             let k = count.entry(m.isp.as_str()).or_insert(0);
             *k += 1;
-            if *k == 1 { m.isp.clone() } else { format!("{}-{k}", m.isp) }
+            if *k == 1 {
+                m.isp.clone()
+            } else {
+                format!("{}-{k}", m.isp)
+            }
         })
         .collect()
 }

@@ -41,7 +41,9 @@ pub enum ClientError {
     NoCostMap(String),
     /// The cost map was computed for another version of the network map (a race with an
     /// update): try again shortly.
-    #[error("cost map depends on network map version {cost_map}, but the network map is {network_map}")]
+    #[error(
+        "cost map depends on network map version {cost_map}, but the network map is {network_map}"
+    )]
     VtagMismatch {
         network_map: String,
         cost_map: String,
@@ -105,7 +107,9 @@ pub struct AltoClient {
 
 impl std::fmt::Debug for AltoClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AltoClient").field("ird_url", &self.ird_url).finish_non_exhaustive()
+        f.debug_struct("AltoClient")
+            .field("ird_url", &self.ird_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -222,13 +226,20 @@ impl AltoClient {
         if uri.starts_with('/') {
             format!("{}{uri}", &self.ird_url[..origin_end])
         } else {
-            let dir_end = self.ird_url.rfind('/').filter(|&i| i >= origin_end).map_or(origin_end, |i| i);
+            let dir_end = self
+                .ird_url
+                .rfind('/')
+                .filter(|&i| i >= origin_end)
+                .map_or(origin_end, |i| i);
             format!("{}/{uri}", &self.ird_url[..dir_end])
         }
     }
 
     fn get(&self, url: &str, accept: &str, etag: Option<&str>) -> Result<Got, ClientError> {
-        let mut req = self.agent.get(url).header("Accept", &format!("{accept},{}", media::ERROR));
+        let mut req = self
+            .agent
+            .get(url)
+            .header("Accept", &format!("{accept},{}", media::ERROR));
         if let Some(tag) = etag {
             req = req.header("If-None-Match", tag);
         }
@@ -278,10 +289,23 @@ enum Slot {
 }
 
 /// Conditionally refreshes one cached map; `true` when it changed.
-fn refresh(client: &mut AltoClient, url: &str, accept: &str, slot: Slot) -> Result<bool, ClientError> {
+fn refresh(
+    client: &mut AltoClient,
+    url: &str,
+    accept: &str,
+    slot: Slot,
+) -> Result<bool, ClientError> {
     let etag = match slot {
-        Slot::Network => client.network_map.as_ref().filter(|c| c.url == url).and_then(|c| c.etag.clone()),
-        Slot::Cost => client.cost_map.as_ref().filter(|c| c.url == url).and_then(|c| c.etag.clone()),
+        Slot::Network => client
+            .network_map
+            .as_ref()
+            .filter(|c| c.url == url)
+            .and_then(|c| c.etag.clone()),
+        Slot::Cost => client
+            .cost_map
+            .as_ref()
+            .filter(|c| c.url == url)
+            .and_then(|c| c.etag.clone()),
     };
     match client.get(url, accept, etag.as_deref())? {
         Got::NotModified if etag.is_some() => Ok(false),
@@ -292,10 +316,18 @@ fn refresh(client: &mut AltoClient, url: &str, accept: &str, slot: Slot) -> Resu
         Got::Fresh(body, etag) => {
             match slot {
                 Slot::Network => {
-                    client.network_map = Some(Cached { url: url.to_string(), etag, message: parse(url, &body)? })
+                    client.network_map = Some(Cached {
+                        url: url.to_string(),
+                        etag,
+                        message: parse(url, &body)?,
+                    })
                 }
                 Slot::Cost => {
-                    client.cost_map = Some(Cached { url: url.to_string(), etag, message: parse(url, &body)? })
+                    client.cost_map = Some(Cached {
+                        url: url.to_string(),
+                        etag,
+                        message: parse(url, &body)?,
+                    })
                 }
             }
             Ok(true)
@@ -352,7 +384,15 @@ fn cost_map_entry(ird: &DirectoryMessage, network_map: &str) -> Result<String, C
 fn host_of(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let host = rest.split('/').next().unwrap_or(rest);
-    host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect()
+    host.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 impl IspMap {
@@ -379,7 +419,11 @@ impl IspMap {
             })
             .unwrap_or_default();
         let isp = properties
-            .and_then(|p| p.property_map.values().find_map(|props| props.get(property::ISP)))
+            .and_then(|p| {
+                p.property_map
+                    .values()
+                    .find_map(|props| props.get(property::ISP))
+            })
             .cloned()
             .unwrap_or_else(|| fallback_isp.to_string());
         let mut pids = Vec::with_capacity(network_map.network_map.len());
@@ -391,9 +435,12 @@ impl IspMap {
                 let p: IpNetwork = text
                     .parse()
                     .map_err(|e| invalid(format!("PID {name}: prefix {text:?}: {e}")))?;
-                let p = IpNetwork::new(p.network(), p.prefix()).map_err(|e| invalid(e.to_string()))?;
+                let p =
+                    IpNetwork::new(p.network(), p.prefix()).map_err(|e| invalid(e.to_string()))?;
                 if let Some(first) = seen.insert(p, name.clone()) {
-                    return Err(invalid(format!("prefix {p} is in PID {first} and in PID {name}")));
+                    return Err(invalid(format!(
+                        "prefix {p} is in PID {first} and in PID {name}"
+                    )));
                 }
                 prefixes.push(p);
             }
@@ -410,15 +457,26 @@ impl IspMap {
             });
         }
         if pids.len() >= usize::from(u16::MAX) {
-            return Err(invalid(format!("{} PIDs: at most 65534 are supported", pids.len())));
+            return Err(invalid(format!(
+                "{} PIDs: at most 65534 are supported",
+                pids.len()
+            )));
         }
-        let index: HashMap<&str, usize> = pids.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = pids
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
         let n = pids.len();
         let mut costs = vec![f64::NAN; n * n];
         for (src, row) in &cost_map.cost_map {
-            let Some(&s) = index.get(src.as_str()) else { continue };
+            let Some(&s) = index.get(src.as_str()) else {
+                continue;
+            };
             for (dst, c) in row {
-                let Some(&d) = index.get(dst.as_str()) else { continue };
+                let Some(&d) = index.get(dst.as_str()) else {
+                    continue;
+                };
                 if !(c.0.is_finite() && c.0 >= 0.0) {
                     return Err(invalid(format!("cost {src} -> {dst} is {}", c.0)));
                 }

@@ -85,7 +85,11 @@ fn shortest_paths(topo: &Topology, source: usize) -> Paths {
     loop {
         let next = (0..n)
             .filter(|&i| !done[i] && dist[i].is_finite())
-            .min_by(|&a, &b| dist[a].total_cmp(&dist[b]).then(cost[a].total_cmp(&cost[b])));
+            .min_by(|&a, &b| {
+                dist[a]
+                    .total_cmp(&dist[b])
+                    .then(cost[a].total_cmp(&cost[b]))
+            });
         let Some(u) = next else { break };
         done[u] = true;
         for link in topo.links().iter().filter(|l| l.from == u) {

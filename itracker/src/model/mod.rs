@@ -7,8 +7,8 @@
 
 mod cost;
 mod names;
-mod snapshot;
 pub mod pricing;
+mod snapshot;
 mod topology;
 
 pub use cost::CostMatrix;

@@ -41,6 +41,9 @@ mod tests {
         assert_eq!(validate_pid_name(""), Err(PidNameError::Empty));
         assert_eq!(validate_pid_name("a b"), Err(PidNameError::BadChar(' ')));
         assert_eq!(validate_pid_name(&"a".repeat(64)), Ok(()));
-        assert_eq!(validate_pid_name(&"a".repeat(65)), Err(PidNameError::TooLong(65)));
+        assert_eq!(
+            validate_pid_name(&"a".repeat(65)),
+            Err(PidNameError::TooLong(65))
+        );
     }
 }

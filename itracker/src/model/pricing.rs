@@ -42,7 +42,13 @@ impl PricingConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<(), TopologyError> {
-        let bad = |field, value, reason| Err(TopologyError::BadSetting { field, value, reason });
+        let bad = |field, value, reason| {
+            Err(TopologyError::BadSetting {
+                field,
+                value,
+                reason,
+            })
+        };
         if !(self.mlu_target > 0.0 && self.mlu_target <= 1.0) {
             return bad("pricing.mlu_target", self.mlu_target, "must be in (0, 1]");
         }
@@ -50,7 +56,11 @@ impl PricingConfig {
             return bad("pricing.step", self.step, "must be a finite number >= 0");
         }
         if !(self.max_price.is_finite() && self.max_price > 0.0) {
-            return bad("pricing.max_price", self.max_price, "must be a finite number > 0");
+            return bad(
+                "pricing.max_price",
+                self.max_price,
+                "must be a finite number > 0",
+            );
         }
         Ok(())
     }
@@ -88,11 +98,13 @@ impl Topology {
     /// The cost of one link: static if configured, else its dynamic price, else the default
     /// (`defaults.link` inside the ISP, `defaults.interdomain` on an egress link).
     pub fn link_cost(&self, link: &Link) -> f64 {
-        link.static_cost.or(link.price).unwrap_or(if link.is_egress() {
-            self.defaults().interdomain
-        } else {
-            self.defaults().link
-        })
+        link.static_cost
+            .or(link.price)
+            .unwrap_or(if link.is_egress() {
+                self.defaults().interdomain
+            } else {
+                self.defaults().link
+            })
     }
 
     /// Applies utilisation measurements: every link named gets one price update. All or
@@ -124,7 +136,11 @@ impl Topology {
         );
         for (i, u) in targets {
             let link = &mut self.links_mut()[i];
-            let start = if link.is_egress() { interdomain } else { defaults_link };
+            let start = if link.is_egress() {
+                interdomain
+            } else {
+                defaults_link
+            };
             link.price = Some(pricing.next_price(link.price.unwrap_or(start), u));
             link.utilisation = Some(u);
         }
@@ -145,9 +161,10 @@ impl Topology {
             })
             .collect();
         for (link, (from, to)) in self.links_mut().iter_mut().zip(names) {
-            let same = old.links().iter().find(|o| {
-                old.pids()[o.from].name == from && old.pids()[o.to].name == to
-            });
+            let same = old
+                .links()
+                .iter()
+                .find(|o| old.pids()[o.from].name == from && old.pids()[o.to].name == to);
             if let Some(o) = same.filter(|o| o.price.is_some()) {
                 link.price = o.price;
                 link.utilisation = o.utilisation;
@@ -159,8 +176,13 @@ impl Topology {
         if let Some(name) = &load.link {
             return self.links().iter().position(|l| &l.name == name);
         }
-        let (from, to) = (self.pid_index(load.from.as_deref()?)?, self.pid_index(load.to.as_deref()?)?);
-        self.links().iter().position(|l| l.from == from && l.to == to)
+        let (from, to) = (
+            self.pid_index(load.from.as_deref()?)?,
+            self.pid_index(load.to.as_deref()?)?,
+        );
+        self.links()
+            .iter()
+            .position(|l| l.from == from && l.to == to)
     }
 }
 

@@ -39,6 +39,7 @@ impl Topology {
         }
         // A validated topology has unique names and prefixes, non-negative costs, and far
         // fewer than 65535 PIDs (the file format would be unusable long before that).
-        b.build().expect("a validated topology always builds a snapshot")
+        b.build()
+            .expect("a validated topology always builds a snapshot")
     }
 }

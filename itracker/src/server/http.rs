@@ -86,7 +86,11 @@ impl Token {
 /// when `required`, and "open" otherwise.
 pub fn authorize(req: &HttpRequest, token: Option<&Token>, required: bool) -> Result<(), ApiError> {
     let Some(token) = token else {
-        return if required { Err(ApiError::Unauthorized) } else { Ok(()) };
+        return if required {
+            Err(ApiError::Unauthorized)
+        } else {
+            Ok(())
+        };
     };
     let presented = req
         .headers()
@@ -103,7 +107,11 @@ pub fn authorize(req: &HttpRequest, token: Option<&Token>, required: bool) -> Re
 /// Checks the Accept header (absent = anything; ALTO errors are always acceptable per RFC 7285
 /// section 8.3.5, so a client asking for them alone is fine too).
 pub fn check_accept(req: &HttpRequest, produces: &'static str) -> Result<(), ApiError> {
-    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+    let Some(accept) = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(());
     };
     let ok = accept.split(',').any(|item| {
@@ -156,7 +164,10 @@ pub fn respond(req: &HttpRequest, media_type: &'static str, r: &Rendered) -> Htt
 }
 
 /// A POST response body.
-pub fn json(media_type: &'static str, msg: &impl serde::Serialize) -> Result<HttpResponse, ApiError> {
+pub fn json(
+    media_type: &'static str,
+    msg: &impl serde::Serialize,
+) -> Result<HttpResponse, ApiError> {
     let body = serde_json::to_vec(msg).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok()
         .content_type(media_type)

@@ -28,8 +28,16 @@ impl Default for Metrics {
         let requests = Family::<Labels, Counter>::default();
         let updates = Family::<Labels, Counter>::default();
         let (pids, links) = (Gauge::default(), Gauge::default());
-        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
-        registry.register("topology_updates", "Topology updates by kind and outcome", updates.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "topology_updates",
+            "Topology updates by kind and outcome",
+            updates.clone(),
+        );
         registry.register("pids", "PIDs in the served network map", pids.clone());
         registry.register("links", "Links in the served topology", links.clone());
         Self {

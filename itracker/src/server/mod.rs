@@ -92,8 +92,14 @@ impl AppState {
             Some(path) => Some(Arc::new(AsnDb::open(path)?)),
             None => None,
         };
-        let admin_token = token(config.admin_token.as_deref(), config.admin_token_file.as_deref())?;
-        let read_token = token(config.read_token.as_deref(), config.read_token_file.as_deref())?;
+        let admin_token = token(
+            config.admin_token.as_deref(),
+            config.admin_token_file.as_deref(),
+        )?;
+        let read_token = token(
+            config.read_token.as_deref(),
+            config.read_token_file.as_deref(),
+        )?;
         let ird = Rendered::new(&directory_message(asn.is_some()), None);
         let served = Served::new(topology, asn.clone());
         let metrics = Metrics::default();
@@ -220,8 +226,14 @@ fn token(direct: Option<&str>, file: Option<&Path>) -> Result<Option<Token>, Ser
 /// file in the same directory, synced, then renamed over the target.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(text.as_bytes())?;
@@ -239,7 +251,10 @@ pub struct Bound {
 
 impl std::fmt::Debug for Bound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bound").field("addr", &self.addr).field("tls", &self.tls).finish()
+        f.debug_struct("Bound")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls)
+            .finish()
     }
 }
 
@@ -278,7 +293,11 @@ pub fn build(config: &Config, handle_signals: bool) -> Result<Bound, ServerError
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
         (None, None) => None,
-        _ => return Err(ServerError::Tls("set both tls_cert and tls_key, or neither".into())),
+        _ => {
+            return Err(ServerError::Tls(
+                "set both tls_cert and tls_key, or neither".into(),
+            ))
+        }
     };
     let listener = TcpListener::bind(config.bind).map_err(|source| ServerError::Bind {
         addr: config.bind,
@@ -294,7 +313,9 @@ pub fn build(config: &Config, handle_signals: bool) -> Result<Bound, ServerError
         App::new()
             .app_data(app_state.clone())
             .wrap_fn(move |req, srv| {
-                let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_string());
+                let route = req
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".to_string());
                 let fut = srv.call(req);
                 let st = metrics_state.clone();
                 async move {
@@ -305,7 +326,10 @@ pub fn build(config: &Config, handle_signals: bool) -> Result<Bound, ServerError
             })
             .configure(routes::configure)
             .configure(admin::configure)
-            .route("/health", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
+            .route(
+                "/health",
+                web::get().to(|| async { HttpResponse::Ok().body("ok\n") }),
+            )
             .route("/metrics", web::get().to(metrics_endpoint))
     };
     let mut server = HttpServer::new(factory).workers(config.workers.max(1));
@@ -384,7 +408,10 @@ pub fn spawn(config: Config) -> Result<Background, ServerError> {
     let thread = std::thread::Builder::new()
         .name("p4p-itracker".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = tx.send(Err(ServerError::Bind {
@@ -397,7 +424,12 @@ pub fn spawn(config: Config) -> Result<Background, ServerError> {
             rt.block_on(async move {
                 match build(&config, false) {
                     Ok(bound) => {
-                        let _ = tx.send(Ok((bound.addr(), bound.url(), bound.state(), bound.handle())));
+                        let _ = tx.send(Ok((
+                            bound.addr(),
+                            bound.url(),
+                            bound.state(),
+                            bound.handle(),
+                        )));
                         let _ = bound.run().await;
                     }
                     Err(e) => {
@@ -410,7 +442,9 @@ pub fn spawn(config: Config) -> Result<Background, ServerError> {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             source,
         })?;
-    let (addr, url, state, handle) = rx.recv().map_err(|_| ServerError::Tls("server thread died".into()))??;
+    let (addr, url, state, handle) = rx
+        .recv()
+        .map_err(|_| ServerError::Tls("server thread died".into()))??;
     Ok(Background {
         addr,
         url,

@@ -20,7 +20,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(directory))
         .route("/directory", web::get().to(directory))
         .route("/networkmap", web::get().to(network_map))
-        .route("/costmap/routingcost/numerical", web::get().to(cost_map_num))
+        .route(
+            "/costmap/routingcost/numerical",
+            web::get().to(cost_map_num),
+        )
         .route("/costmap/routingcost/ordinal", web::get().to(cost_map_ord))
         .route("/propmap/pid", web::get().to(pid_properties))
         .route("/networkmap/filtered", web::post().to(filtered_network_map))
@@ -40,28 +43,49 @@ async fn directory(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
     Ok(respond(&req, media::DIRECTORY, &state.ird))
 }
 
-async fn network_map(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn network_map(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     read(&req, &state, media::NETWORK_MAP)?;
-    Ok(respond(&req, media::NETWORK_MAP, &state.current().network_map_body))
+    Ok(respond(
+        &req,
+        media::NETWORK_MAP,
+        &state.current().network_map_body,
+    ))
 }
 
-async fn cost_map_num(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn cost_map_num(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     read(&req, &state, media::COST_MAP)?;
     Ok(respond(&req, media::COST_MAP, &state.current().cost_num))
 }
 
-async fn cost_map_ord(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn cost_map_ord(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     read(&req, &state, media::COST_MAP)?;
     Ok(respond(&req, media::COST_MAP, &state.current().cost_ord))
 }
 
-async fn pid_properties(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn pid_properties(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     read(&req, &state, media::PROPMAP)?;
     Ok(respond(&req, media::PROPMAP, &state.current().propmap))
 }
 
 /// Reads and checks a POST: token, Accept, Content-Type.
-fn post(req: &HttpRequest, state: &AppState, produces: &'static str, accepts: &'static str) -> Result<(), ApiError> {
+fn post(
+    req: &HttpRequest,
+    state: &AppState,
+    produces: &'static str,
+    accepts: &'static str,
+) -> Result<(), ApiError> {
     read(req, state, produces)?;
     check_content_type(req, accepts)
 }
@@ -112,7 +136,10 @@ async fn filtered_network_map(
 /// Whether the cost type is one we serve; `true` for ordinal.
 fn ordinal(ct: &CostType) -> Result<bool, FieldError> {
     if ct.cost_metric != cost::ROUTINGCOST {
-        return Err(FieldError::value("cost-type/cost-metric", ct.cost_metric.clone()));
+        return Err(FieldError::value(
+            "cost-type/cost-metric",
+            ct.cost_metric.clone(),
+        ));
     }
     match ct.cost_mode.as_str() {
         cost::NUMERICAL => Ok(false),
@@ -164,10 +191,19 @@ async fn endpoint_properties(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    post(&req, &state, media::ENDPOINT_PROP, media::ENDPOINT_PROP_PARAMS)?;
+    post(
+        &req,
+        &state,
+        media::ENDPOINT_PROP,
+        media::ENDPOINT_PROP_PARAMS,
+    )?;
     let r = EndpointPropRequest::parse(&body)?;
     let supported = state.prop_types();
-    if let Some(bad) = r.properties.iter().find(|p| !supported.contains(&p.as_str())) {
+    if let Some(bad) = r
+        .properties
+        .iter()
+        .find(|p| !supported.contains(&p.as_str()))
+    {
         return Err(FieldError::value("properties", bad.clone()).into());
     }
     let served = state.current();
@@ -211,15 +247,21 @@ async fn endpoint_cost(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    post(&req, &state, media::ENDPOINT_COST, media::ENDPOINT_COST_PARAMS)?;
+    post(
+        &req,
+        &state,
+        media::ENDPOINT_COST,
+        media::ENDPOINT_COST_PARAMS,
+    )?;
     let r = EndpointCostRequest::parse(&body)?;
     let is_ordinal = ordinal(&r.cost_type)?;
     let mut srcs = r.srcs.clone();
     if srcs.is_empty() {
         // An empty source list means the client's own address (RFC 7285 section 11.5.1.3).
-        let ip = req.peer_addr().map(|a| a.ip()).ok_or_else(|| {
-            ApiError::Internal("no peer address for an empty srcs list".into())
-        })?;
+        let ip = req
+            .peer_addr()
+            .map(|a| a.ip())
+            .ok_or_else(|| ApiError::Internal("no peer address for an empty srcs list".into()))?;
         srcs.push((typed(ip), ip));
     }
     let served = state.current();
@@ -265,7 +307,11 @@ pub fn directory_message(with_asn: bool) -> crate::alto::DirectoryMessage {
     use crate::alto::{DirectoryMessage, DirectoryMeta, ResourceEntry};
     use serde_json::json;
     let uses = vec![resource::NETWORK_MAP.to_string()];
-    let entry = |uri: &str, media_type: &str, accepts: Option<&str>, caps: Option<serde_json::Value>, uses: Vec<String>| ResourceEntry {
+    let entry = |uri: &str,
+                 media_type: &str,
+                 accepts: Option<&str>,
+                 caps: Option<serde_json::Value>,
+                 uses: Vec<String>| ResourceEntry {
         uri: uri.to_string(),
         media_type: media_type.to_string(),
         accepts: accepts.map(str::to_string),
@@ -279,14 +325,82 @@ pub fn directory_message(with_asn: bool) -> crate::alto::DirectoryMessage {
         props.push(property::ASN);
     }
     let resources = BTreeMap::from([
-        (resource::NETWORK_MAP.to_string(), entry("/networkmap", media::NETWORK_MAP, None, None, vec![])),
-        (resource::COST_MAP_NUM.to_string(), entry("/costmap/routingcost/numerical", media::COST_MAP, None, Some(json!({"cost-type-names": [cost::NUM_ROUTINGCOST]})), uses.clone())),
-        (resource::COST_MAP_ORD.to_string(), entry("/costmap/routingcost/ordinal", media::COST_MAP, None, Some(json!({"cost-type-names": [cost::ORD_ROUTINGCOST]})), uses.clone())),
-        (resource::FILTERED_NETWORK_MAP.to_string(), entry("/networkmap/filtered", media::NETWORK_MAP, Some(media::NETWORK_MAP_FILTER), None, uses.clone())),
-        (resource::FILTERED_COST_MAP.to_string(), entry("/costmap/filtered", media::COST_MAP, Some(media::COST_MAP_FILTER), Some(filtered_caps.clone()), uses.clone())),
-        (resource::ENDPOINT_PROP.to_string(), entry("/endpointprop/lookup", media::ENDPOINT_PROP, Some(media::ENDPOINT_PROP_PARAMS), Some(json!({"prop-types": props})), uses.clone())),
-        (resource::ENDPOINT_COST.to_string(), entry("/endpointcost/lookup", media::ENDPOINT_COST, Some(media::ENDPOINT_COST_PARAMS), Some(filtered_caps), vec![])),
-        (resource::PID_PROPERTIES.to_string(), entry("/propmap/pid", media::PROPMAP, None, Some(json!({"mappings": {format!("{}.pid", resource::NETWORK_MAP): [property::INTERNAL, property::ISP]}})), uses)),
+        (
+            resource::NETWORK_MAP.to_string(),
+            entry("/networkmap", media::NETWORK_MAP, None, None, vec![]),
+        ),
+        (
+            resource::COST_MAP_NUM.to_string(),
+            entry(
+                "/costmap/routingcost/numerical",
+                media::COST_MAP,
+                None,
+                Some(json!({"cost-type-names": [cost::NUM_ROUTINGCOST]})),
+                uses.clone(),
+            ),
+        ),
+        (
+            resource::COST_MAP_ORD.to_string(),
+            entry(
+                "/costmap/routingcost/ordinal",
+                media::COST_MAP,
+                None,
+                Some(json!({"cost-type-names": [cost::ORD_ROUTINGCOST]})),
+                uses.clone(),
+            ),
+        ),
+        (
+            resource::FILTERED_NETWORK_MAP.to_string(),
+            entry(
+                "/networkmap/filtered",
+                media::NETWORK_MAP,
+                Some(media::NETWORK_MAP_FILTER),
+                None,
+                uses.clone(),
+            ),
+        ),
+        (
+            resource::FILTERED_COST_MAP.to_string(),
+            entry(
+                "/costmap/filtered",
+                media::COST_MAP,
+                Some(media::COST_MAP_FILTER),
+                Some(filtered_caps.clone()),
+                uses.clone(),
+            ),
+        ),
+        (
+            resource::ENDPOINT_PROP.to_string(),
+            entry(
+                "/endpointprop/lookup",
+                media::ENDPOINT_PROP,
+                Some(media::ENDPOINT_PROP_PARAMS),
+                Some(json!({"prop-types": props})),
+                uses.clone(),
+            ),
+        ),
+        (
+            resource::ENDPOINT_COST.to_string(),
+            entry(
+                "/endpointcost/lookup",
+                media::ENDPOINT_COST,
+                Some(media::ENDPOINT_COST_PARAMS),
+                Some(filtered_caps),
+                vec![],
+            ),
+        ),
+        (
+            resource::PID_PROPERTIES.to_string(),
+            entry(
+                "/propmap/pid",
+                media::PROPMAP,
+                None,
+                Some(
+                    json!({"mappings": {format!("{}.pid", resource::NETWORK_MAP): [property::INTERNAL, property::ISP]}}),
+                ),
+                uses,
+            ),
+        ),
     ]);
     let mut numerical = CostType::routingcost(cost::NUMERICAL);
     numerical.description = Some("P4P p-distance (routing cost), numerical".into());

@@ -182,6 +182,9 @@ fn pid_properties(topo: &Topology, vtag: &VersionTag) -> PropMapMessage {
 mod tests {
     #[test]
     fn ranks_are_dense_and_start_at_one() {
-        assert_eq!(super::ranks(&[5.0, 1.0, 5.0, 3.0]), vec![3.0, 1.0, 3.0, 2.0]);
+        assert_eq!(
+            super::ranks(&[5.0, 1.0, 5.0, 3.0]),
+            vec![3.0, 1.0, 3.0, 2.0]
+        );
     }
 }

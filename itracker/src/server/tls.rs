@@ -10,7 +10,9 @@ use super::ServerError;
 
 /// Loads a certificate chain and private key into a rustls server configuration.
 pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, ServerError> {
-    let tls = |path: &Path, e: &dyn std::fmt::Display| ServerError::Tls(format!("{}: {e}", path.display()));
+    let tls = |path: &Path, e: &dyn std::fmt::Display| {
+        ServerError::Tls(format!("{}: {e}", path.display()))
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| tls(cert, &e))?
         .collect::<Result<_, _>>()

@@ -75,7 +75,10 @@ mod tests {
         let db = db();
         assert_eq!(db.lookup("1.0.0.1".parse().expect("ip")), Some(15169));
         assert_eq!(db.lookup("12.81.92.7".parse().expect("ip")), Some(7018));
-        assert_eq!(db.lookup("::ffff:1.0.0.1".parse().expect("ip")), Some(15169));
+        assert_eq!(
+            db.lookup("::ffff:1.0.0.1".parse().expect("ip")),
+            Some(15169)
+        );
         assert_eq!(db.lookup("127.0.0.1".parse().expect("ip")), None);
     }
 

@@ -152,9 +152,13 @@ fn parse_prefix(pid: &str, text: &str) -> Result<IpNetwork, TopologyError> {
         reason,
     };
     if !text.contains('/') {
-        return Err(bad("has no /length (write a.b.c.d/32 for one address)".into()));
+        return Err(bad(
+            "has no /length (write a.b.c.d/32 for one address)".into()
+        ));
     }
-    let net: IpNetwork = text.parse().map_err(|e| bad(format!("does not parse: {e}")))?;
+    let net: IpNetwork = text
+        .parse()
+        .map_err(|e| bad(format!("does not parse: {e}")))?;
     if net.ip() != net.network() {
         return Err(bad(format!(
             "has host bits set (did you mean {}/{}?)",
@@ -214,7 +218,11 @@ fn validate_link(
         reason,
     };
     if from == to {
-        return Err(bad("to", entry.to.clone(), "a link cannot loop back to its own PID"));
+        return Err(bad(
+            "to",
+            entry.to.clone(),
+            "a link cannot loop back to its own PID",
+        ));
     }
     if pids[from].kind == PidKind::External {
         return Err(bad(
@@ -247,12 +255,22 @@ fn validate_link(
                 "egress links (to external PIDs) carry no IGP weight",
             ))
         }
-        (false, None) => return Err(bad("weight", "(missing)".into(), "intradomain links need an IGP routing weight")),
+        (false, None) => {
+            return Err(bad(
+                "weight",
+                "(missing)".into(),
+                "intradomain links need an IGP routing weight",
+            ))
+        }
         (false, Some(w)) => Some(positive("weight", w)?),
     };
     let static_cost = non_negative("cost", entry.cost)?;
     let utilisation = non_negative("utilisation", entry.utilisation)?;
-    let start = if egress { defaults.interdomain } else { defaults.link };
+    let start = if egress {
+        defaults.interdomain
+    } else {
+        defaults.link
+    };
     let price = utilisation.map(|u| pricing.next_price(start, u));
     Ok(Link {
         name,

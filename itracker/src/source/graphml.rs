@@ -46,7 +46,10 @@ pub fn import(text: &str, isp: Option<&str>) -> Result<String, GraphmlError> {
             .and_then(|c| c.text())
             .map(|t| t.trim().to_string())
     };
-    let graph = doc.descendants().find(|n| n.has_tag_name("graph")).ok_or(GraphmlError::NoGraph)?;
+    let graph = doc
+        .descendants()
+        .find(|n| n.has_tag_name("graph"))
+        .ok_or(GraphmlError::NoGraph)?;
     let network = isp
         .map(str::to_string)
         .or_else(|| data(graph, "Network"))
@@ -64,21 +67,47 @@ pub fn import(text: &str, isp: Option<&str>) -> Result<String, GraphmlError> {
             name = format!("{name}-{count}");
         }
         let num = |k| data(n, k).and_then(|v| v.parse::<f64>().ok());
-        nodes.insert(id.clone(), Node { name, lat: num("Latitude"), lon: num("Longitude") });
+        nodes.insert(
+            id.clone(),
+            Node {
+                name,
+                lat: num("Latitude"),
+                lon: num("Longitude"),
+            },
+        );
         order.push(id);
     }
     let mut out = String::new();
-    let _ = writeln!(out, "# Skeleton imported from Topology Zoo GraphML ({network}).");
-    let _ = writeln!(out, "# Fill in each PID's prefixes, add external PIDs and egress links.");
-    let _ = writeln!(out, "# Weights are great-circle km between PoPs; capacities in Gbit/s.\n");
+    let _ = writeln!(
+        out,
+        "# Skeleton imported from Topology Zoo GraphML ({network})."
+    );
+    let _ = writeln!(
+        out,
+        "# Fill in each PID's prefixes, add external PIDs and egress links."
+    );
+    let _ = writeln!(
+        out,
+        "# Weights are great-circle km between PoPs; capacities in Gbit/s.\n"
+    );
     let _ = writeln!(out, "isp = {:?}\n", pid_name(&network));
     for id in &order {
-        let _ = writeln!(out, "[[pid]]\nname = {:?}\nkind = \"internal\"\nprefixes = []\n", nodes[id].name);
+        let _ = writeln!(
+            out,
+            "[[pid]]\nname = {:?}\nkind = \"internal\"\nprefixes = []\n",
+            nodes[id].name
+        );
     }
     for e in graph.children().filter(|c| c.has_tag_name("edge")) {
-        let (s, t) = (e.attribute("source").unwrap_or_default(), e.attribute("target").unwrap_or_default());
+        let (s, t) = (
+            e.attribute("source").unwrap_or_default(),
+            e.attribute("target").unwrap_or_default(),
+        );
         let (Some(a), Some(b)) = (nodes.get(s), nodes.get(t)) else {
-            return Err(GraphmlError::UnknownNode { source_id: s.into(), target: t.into() });
+            return Err(GraphmlError::UnknownNode {
+                source_id: s.into(),
+                target: t.into(),
+            });
         };
         if a.name == b.name {
             continue;
@@ -100,7 +129,13 @@ pub fn import(text: &str, isp: Option<&str>) -> Result<String, GraphmlError> {
 fn pid_name(label: &str) -> String {
     let mut s: String = label
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-:@_.".contains(c) { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-:@_.".contains(c) {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     s.truncate(60);
     if s.is_empty() {
@@ -115,7 +150,11 @@ fn capacity_gbps(raw: Option<String>, link_type: Option<String>) -> f64 {
     }
     // SONET OC-n carries n x 51.84 Mbit/s.
     link_type
-        .and_then(|t| t.to_ascii_uppercase().strip_prefix("OC-").and_then(|n| n.parse::<f64>().ok()))
+        .and_then(|t| {
+            t.to_ascii_uppercase()
+                .strip_prefix("OC-")
+                .and_then(|n| n.parse::<f64>().ok())
+        })
         .map_or(1.0, |n| (n * 51.84 / 1000.0 * 1000.0).round() / 1000.0)
 }
 
@@ -145,8 +184,16 @@ mod tests {
         assert_eq!(topo.links().len(), 28, "14 edges, both directions");
         let ny = topo.pid_index("new-york").expect("New York");
         let chi = topo.pid_index("chicago").expect("Chicago");
-        let link = topo.links().iter().find(|l| l.from == ny && l.to == chi).expect("NY-CHI");
-        assert!((link.weight.unwrap_or(0.0) - 1145.0).abs() < 10.0, "{:?}", link.weight);
+        let link = topo
+            .links()
+            .iter()
+            .find(|l| l.from == ny && l.to == chi)
+            .expect("NY-CHI");
+        assert!(
+            (link.weight.unwrap_or(0.0) - 1145.0).abs() < 10.0,
+            "{:?}",
+            link.weight
+        );
         assert!((link.capacity - 9.953).abs() < 0.01);
     }
 }

@@ -69,12 +69,18 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.body))
     }
 }
 
 fn reply(mut res: ureq::http::Response<ureq::Body>) -> Reply {
-    let header = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |n: &str| {
+        res.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let content_type = header("content-type").unwrap_or_default();
     let etag = header("etag");
     let status = res.status().as_u16();
@@ -128,14 +134,21 @@ impl Schemas {
         let mut builder = jsonschema::Registry::new();
         for entry in std::fs::read_dir(&dir).expect("schema dir") {
             let path = entry.expect("entry").path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
             if !name.ends_with(".json") {
                 continue;
             }
             let text = std::fs::read_to_string(&path).expect("schema");
             let json: Value = serde_json::from_str(&text).expect("schema JSON");
             builder = builder
-                .add(format!("{SCHEMA_BASE}{name}"), jsonschema::Resource::from_contents(json))
+                .add(
+                    format!("{SCHEMA_BASE}{name}"),
+                    jsonschema::Resource::from_contents(json),
+                )
                 .expect("add schema");
         }
         Schemas {
@@ -145,13 +158,20 @@ impl Schemas {
 
     /// Asserts that `instance` is a valid `message.<kind>.rfc7285.json`.
     pub fn check(&self, kind: &str, instance: &Value) {
-        let schema = serde_json::json!({"$ref": format!("{SCHEMA_BASE}message.{kind}.rfc7285.json")});
+        let schema =
+            serde_json::json!({"$ref": format!("{SCHEMA_BASE}message.{kind}.rfc7285.json")});
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft7)
             .with_registry(&self.registry)
             .build(&schema)
             .expect("validator");
-        let errors: Vec<String> = validator.iter_errors(instance).map(|e| format!("{e} at {}", e.instance_path())).collect();
-        assert!(errors.is_empty(), "{kind} invalid: {errors:#?}\n{instance:#}");
+        let errors: Vec<String> = validator
+            .iter_errors(instance)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{kind} invalid: {errors:#?}\n{instance:#}"
+        );
     }
 }

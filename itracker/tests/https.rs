@@ -15,7 +15,24 @@ fn alto_over_https_with_a_self_signed_certificate() {
     let dir = scratch("tls");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
@@ -33,12 +50,19 @@ fn alto_over_https_with_a_self_signed_certificate() {
     let root = Certificate::from_pem(&pem).expect("pem").to_owned();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .tls_config(TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(vec![root]))).build())
+        .tls_config(
+            TlsConfig::builder()
+                .root_certs(RootCerts::Specific(Arc::new(vec![root])))
+                .build(),
+        )
         .build()
         .into();
     let mut client = AltoClient::with_agent(t.server.url(), agent);
     let fetched = client.fetch();
-    assert!(matches!(fetched, Ok(FetchOutcome::Updated(_))), "{fetched:?}");
+    assert!(
+        matches!(fetched, Ok(FetchOutcome::Updated(_))),
+        "{fetched:?}"
+    );
     // Plain HTTP to the TLS listener does not get a map.
     let plain = ureq::get(&format!("http://{}/networkmap", t.server.addr())).call();
     assert!(plain.is_err() || plain.is_ok_and(|r| r.status() != 200));

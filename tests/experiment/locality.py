@@ -258,10 +258,17 @@ def setup_loopback(tag):
     return {"tracker_ns": ns, "tracker_host": "127.0.0.1", "ns_of_isp": {}, "default_ns": ns, "all_ns": [ns]}
 
 
-def setup_shaped(tag, topo, transit_mbit):
+def setup_shaped(tag, topo, transit_mbit, clients):
     """One namespace per ISP, joined by a veth pair (the transit link), each end shaped by tbf.
-    Loopback addresses are routed over the veth (route_localnet=1): every address stays in
-    127/8 and inside namespaces this run created."""
+    Every address stays in 127/8 and inside namespaces this run created.
+
+    libtorrent binds its tracker connections to the device of the listen address, and treats
+    a 127/8 listen address as a local network that reaches only its netmask. So each client's
+    address sits on the ISP's veth end (not on lo) as a /8 without prefix route: local
+    deliveries between clients of one ISP still go through the kernel's loopback path (not
+    the shaped link), the /8 netmask lets libtorrent reach the tracker and the other ISP, and
+    routes for the other ISP's prefixes point over the veth (route_localnet=1 lets 127/8
+    packets cross it)."""
     isps = [isp for isp, _ in topo["client_isps"]]
     if len(isps) != 2:
         raise SystemExit("shaped mode supports exactly two ISPs")
@@ -275,27 +282,20 @@ def setup_shaped(tag, topo, transit_mbit):
     tracker_host = "127.9.0.1"
     for isp, ns in nss.items():
         d = dev[isp]
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1",
            "net.ipv4.conf.default.route_localnet=1", "net.ipv4.conf.all.rp_filter=0",
            "net.ipv4.conf.default.rp_filter=0")
-        sh("ip", "-n", ns, "addr", "del", "127.0.0.1/8", "dev", "lo")
-        sh("ip", "-n", ns, "addr", "add", "127.0.0.1/32", "dev", "lo")
-        sh("ip", "-n", ns, "link", "set", d, "up")
+        # lo keeps 127.0.0.1 but not the local route for all of 127/8.
+        batch = ["link set lo up", "addr del 127.0.0.1/8 dev lo", "addr add 127.0.0.1/32 dev lo", f"link set {d} up"]
+        addrs = [c["ip"] for c in clients if c["isp"] == isp] + ([tracker_host] if isp == ia else [])
+        batch += [f"addr add {ip}/8 dev {d} noprefixroute" for ip in addrs]
+        remote = [pfx for info in topo["pids"].values() if info["isp"] != isp for pfx in info["prefixes"]]
+        if isp != ia:
+            remote.append(tracker_host.rsplit(".", 2)[0] + ".0.0/16")
+        batch += [f"route add {pfx} dev {d} src {addrs[0]}" for pfx in remote]
+        sh("ip", "-n", ns, "-batch", "-", input="\n".join(batch) + "\n")
         sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.conf.{d}.route_localnet=1",
            f"net.ipv4.conf.{d}.rp_filter=0")
-        for pid, info in topo["pids"].items():
-            for pfx in info["prefixes"]:
-                if info["isp"] == isp:
-                    net, plen = pfx.split("/")
-                    first = net.rsplit(".", 1)[0] + ".1"
-                    sh("ip", "-n", ns, "addr", "add", f"{first}/{plen}", "dev", "lo")
-                else:
-                    sh("ip", "-n", ns, "route", "add", pfx, "dev", d)
-        if isp == ia:
-            sh("ip", "-n", ns, "addr", "add", f"{tracker_host}/16", "dev", "lo")
-        else:
-            sh("ip", "-n", ns, "route", "add", "127.9.0.0/16", "dev", d)
         # The transit link: a token bucket on each direction.
         sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", d, "root", "tbf",
            "rate", f"{transit_mbit}mbit", "burst", "64kb", "latency", "200ms")
@@ -306,8 +306,9 @@ def setup_shaped(tag, topo, transit_mbit):
 def run_once(args, topo, tracker_bin, torrent, content, expected, clients, policy, run_idx, rundir):
     tag = f"{run_idx}{policy[0]}"
     os.makedirs(rundir, exist_ok=True)
-    net = setup_shaped(tag, topo, args.transit_mbit) if args.mode == "shaped" else setup_loopback(tag)
+    work = None
     try:
+        net = setup_shaped(tag, topo, args.transit_mbit, clients) if args.mode == "shaped" else setup_loopback(tag)
         groups = {}
         for c in clients:
             ns = net["ns_of_isp"].get(c["isp"], net["default_ns"])
@@ -319,7 +320,7 @@ def run_once(args, topo, tracker_bin, torrent, content, expected, clients, polic
             sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=nft_rules(topo, pids_here))
 
         port = free_port_in(net["tracker_ns"], net["tracker_host"])
-        cmd = [tracker_bin, "--http-bind", f"{net['tracker_host']}:{port}", "--policy", policy,
+        cmd = [tracker_bin, "--http-bind", f"{net['tracker_host']}:{port}", "--no-udp", "--policy", policy,
                "--announce-interval", str(args.announce_interval),
                "--min-announce-interval", str(args.min_announce_interval),
                "--max-numwant", str(args.numwant)]
@@ -382,11 +383,11 @@ def run_once(args, topo, tracker_bin, torrent, content, expected, clients, polic
             tp.wait(timeout=10)
         except subprocess.TimeoutExpired:
             tp.kill()
-        metrics = None
-        shutil.rmtree(work, ignore_errors=True)
         return summarize_run(topo, pairs, results, policy, run_idx, wall, args)
     finally:
         cleanup()
+        if work:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- numbers
@@ -415,7 +416,7 @@ def summarize_run(topo, pairs, results, policy, run_idx, wall, args):
     leech = [r for r in results if r["role"] == "leech"]
     times = [r["completion_s"] for r in leech if r["completion_s"] is not None]
     cap = args.upload_cap_kib * 1024
-    max_up = max((r["max_upload_rate_2s"] for r in results), default=0.0)
+    max_up = max((r["max_upload_rate"] for r in results), default=0.0)
     total = sum(cat.values())
     client_up = sum(r.get("client_total_up", 0) for r in results)
     return {
@@ -429,13 +430,13 @@ def summarize_run(topo, pairs, results, policy, run_idx, wall, args):
         "leechers": len(leech), "complete": len(times),
         "all_complete": len(times) == len(leech),
         "all_sha256_ok": all(r.get("sha256_ok") for r in leech),
-        "upload_cap_bps": cap, "max_client_upload_rate_2s": max_up,
+        "upload_cap_bps": cap, "max_client_upload_rate": max_up,
         "cap_held": max_up <= cap * 1.15,
         "client_reported_total_up": client_up,
         "client_vs_kernel": (client_up / total) if total else None,
         "wall_s": wall,
         "clients": [{k: r.get(k) for k in ("name", "isp", "pid", "role", "join_at", "completion_s", "sha256_ok",
-                                             "client_payload_up", "client_payload_down", "max_upload_rate_2s")}
+                                             "client_payload_up", "client_payload_down", "max_upload_rate")}
                     for r in results],
     }
 
@@ -458,7 +459,7 @@ def aggregate(runs, policies, topo):
         s["inter_isp_share"] = spread([r["inter_isp_share"] for r in rs])
         s["completion_median_s"] = spread([r["completion_s"]["median"] for r in rs])
         s["completion_max_s"] = spread([r["completion_s"]["max"] for r in rs])
-        s["max_client_upload_rate_2s"] = spread([r["max_client_upload_rate_2s"] for r in rs])
+        s["max_client_upload_rate"] = spread([r["max_client_upload_rate"] for r in rs])
         s["client_vs_kernel"] = spread([r["client_vs_kernel"] for r in rs])
         s["runs"] = len(rs)
         s["all_complete"] = all(r["all_complete"] for r in rs)
@@ -522,16 +523,16 @@ def write_report(outdir, meta, runs, summary, comp, chk, topo):
                         r["bytes"]["inter_isp"], r["bytes"]["total"], round(r["cost_weighted_bytes"])] +
                        [r["intra_pid_bytes"][p] for p in pidcols] +
                        [round(r["completion_s"]["median"] or -1, 3), round(r["completion_s"]["max"] or -1, 3),
-                        r["all_complete"], r["all_sha256_ok"], round(r["max_client_upload_rate_2s"]), r["cap_held"]])
+                        r["all_complete"], r["all_sha256_ok"], round(r["max_client_upload_rate"]), r["cap_held"]])
     with open(os.path.join(outdir, "clients.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["run", "policy", "name", "isp", "pid", "role", "join_at", "completion_s", "sha256_ok",
-                    "client_payload_up", "client_payload_down", "max_upload_Bps_2s"])
+                    "client_payload_up", "client_payload_down", "max_upload_Bps_4s"])
         for r in runs:
             for c in r["clients"]:
                 w.writerow([r["run"], r["policy"], c["name"], c["isp"], c["pid"], c["role"], c["join_at"],
                             "" if c["completion_s"] is None else round(c["completion_s"], 3), c["sha256_ok"],
-                            c["client_payload_up"], c["client_payload_down"], round(c["max_upload_rate_2s"] or 0)])
+                            c["client_payload_up"], c["client_payload_down"], round(c["max_upload_rate"] or 0)])
     md = markdown_table(meta, summary, comp, chk)
     with open(os.path.join(outdir, "report.md"), "w") as f:
         f.write(md)
@@ -556,7 +557,7 @@ def markdown_table(meta, summary, comp, chk):
             f"{sp(s['inter_isp'], M, ' MiB')} | {sp(s['inter_isp_share'], 0.01, '%', 0)} | "
             f"{sp(s['cost_weighted_bytes'], M, '', 0)} | {sp(s['completion_median_s'], 1, '', 2)} | "
             f"{sp(s['completion_max_s'], 1, '', 2)} | {'yes' if s['all_complete'] and s['all_sha256_ok'] else 'NO'} | "
-            f"{sp(s['max_client_upload_rate_2s'], 1024, '', 0)} ({meta['upload_cap_kib']}) |")
+            f"{sp(s['max_client_upload_rate'], 1024, '', 0)} ({meta['upload_cap_kib']}) |")
     if comp:
         r = comp["inter_isp_reduction_random_over_p4p"]
         c = comp["cost_weighted_reduction_random_over_p4p"]
@@ -619,7 +620,7 @@ def main():
     ap.add_argument("--pids-a", default="a1,a2", help="PIDs of ISP A that get clients (round-robin)")
     ap.add_argument("--pids-b", default="b1", help="PIDs of ISP B that get clients (round-robin)")
     ap.add_argument("--seed", type=int, default=7, help="content seed (same torrent in every run)")
-    ap.add_argument("--transit-mbit", type=float, default=24.0, help="shaped mode: transit rate per direction")
+    ap.add_argument("--transit-mbit", type=float, default=16.0, help="shaped mode: transit rate per direction")
     ap.add_argument("--check", action="store_true", help="exit 1 when the targets are not met")
     ap.add_argument("--min-reduction", type=float, default=None, help="inter-ISP random/p4p target (default 4, ci 2)")
     ap.add_argument("--max-time-ratio", type=float, default=None, help="median time p4p/random target (default 1.10)")
@@ -669,7 +670,7 @@ def main():
                 log(f"run {i} {pol}: inter-ISP {fmt_bytes(r['bytes']['inter_isp'])} of {fmt_bytes(r['bytes']['total'])}, "
                     f"median {r['completion_s']['median']}, max {r['completion_s']['max']}, "
                     f"complete {r['complete']}/{r['leechers']}, sha ok {r['all_sha256_ok']}, "
-                    f"max up {r['max_client_upload_rate_2s'] / 1024:.0f} KiB/s")
+                    f"max up {r['max_client_upload_rate'] / 1024:.0f} KiB/s")
                 runs.append(r)
         summary, comp = aggregate(runs, policies, topo)
         chk = checks(summary, comp, args.mode, args.min_reduction, args.max_time_ratio)

@@ -39,6 +39,9 @@ struct Cli {
     /// iTracker IRD URL (repeatable, one per ISP).
     #[arg(long, env = "P4P_TRACKER_ALTO", value_delimiter = ',')]
     alto: Vec<String>,
+    /// Seconds between iTracker refreshes.
+    #[arg(long, env = "P4P_TRACKER_REFRESH_INTERVAL")]
+    refresh_interval: Option<u32>,
     /// MaxMind GeoLite2-ASN database for AS-level nearness.
     #[arg(long, env = "P4P_TRACKER_ASN_DB")]
     asn_db: Option<PathBuf>,
@@ -82,6 +85,9 @@ impl Cli {
         }
         if !self.alto.is_empty() {
             c.topology.alto = self.alto;
+        }
+        if let Some(i) = self.refresh_interval {
+            c.topology.refresh_interval = i;
         }
         if self.asn_db.is_some() {
             c.topology.asn_db = self.asn_db;
@@ -136,15 +142,25 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let clock = Clock::new();
-    let (snapshot, source) = p4p_tracker::topology::initial_snapshot(&config.topology)
-        .context("loading the topology")?;
-    tracing::info!(
-        "topology: {source} ({} PIDs, version {}), policy {:?}",
-        snapshot.len(),
-        snapshot.version(),
-        config.selection.policy
-    );
-    let tracker = Arc::new(Tracker::new(config, clock, snapshot, true));
+    let (snapshot, loaded) = if config.topology.alto.is_empty() {
+        let (snapshot, source) = p4p_tracker::topology::initial_snapshot(&config.topology)
+            .context("loading the topology")?;
+        tracing::info!(
+            "topology: {source} ({} PIDs, version {}), policy {:?}",
+            snapshot.len(),
+            snapshot.version(),
+            config.selection.policy
+        );
+        (snapshot, true)
+    } else {
+        tracing::info!(
+            "topology: from {} iTracker(s), refreshed every {} s; random selection until the first map arrives",
+            config.topology.alto.len(),
+            config.topology.refresh_interval
+        );
+        (p4p_itracker::Snapshot::single_pid(), false)
+    };
+    let tracker = Arc::new(Tracker::new(config, clock, snapshot, loaded));
     let running = p4p_tracker::server::start(tracker)
         .await
         .context("starting the tracker")?;

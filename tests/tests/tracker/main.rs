@@ -1,4 +1,5 @@
 //! Integration tests of the tracker's front ends: real servers on loopback, real sockets.
 
 mod http;
+mod p4p;
 mod udp;

@@ -75,6 +75,14 @@ pub async fn start(tracker: Arc<Tracker>) -> std::io::Result<Running> {
         }
     }
     tasks.push(tokio::spawn(sweeper(tracker.clone(), shutdown_rx.clone())));
+    if !tracker.config.topology.alto.is_empty() {
+        let urls = tracker.config.topology.alto.clone();
+        tasks.push(tokio::spawn(crate::topology::refresh::run(
+            tracker.clone(),
+            urls,
+            shutdown_rx.clone(),
+        )));
+    }
     Ok(Running {
         http_addrs,
         udp_addrs,

@@ -3,6 +3,8 @@
 //! Readers take the current [`Snapshot`] with one atomic load (`arc-swap`) and never wait on
 //! the network; a background refresher (ALTO) or an operator swaps in new snapshots.
 
+pub mod refresh;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 

@@ -1,11 +1,10 @@
 //! The HTTP announce path end to end, minus sockets: parse the query, update the store, select,
-//! encode. Swarms of 10, 1 k and 100 k peers (and 1 M for the policy comparison), `random`
-//! versus `p4p` on the same swarm.
+//! encode. Swarms of 10 to 1 M peers, `random` versus `p4p` on the same swarm.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use p4p_benches::{announce, loopback_snapshot, peer_addr};
+use p4p_benches::{announce, fill_order, loopback_snapshot, peer_addr};
 use p4p_tracker::clock::Clock;
 use p4p_tracker::config::{PolicyKind, SelectionConfig, SwarmConfig};
 use p4p_tracker::protocol::http::{encode_announce, parse_announce, AnnounceAnswer};
@@ -26,7 +25,7 @@ fn filled_store(peers: u32, selector: &Selector, snap: &p4p_itracker::Snapshot) 
     let mut rng = SmallRng::seed_from_u64(1);
     let mut scratch = Scratch::default();
     let mut sink = PeerSink::default();
-    for i in 0..peers {
+    for i in fill_order(peers) {
         let ctx = AnnounceContext {
             snapshot: snap,
             selector,
@@ -54,9 +53,9 @@ fn bench_announce(c: &mut Criterion) {
     let mut group = c.benchmark_group("http_announce_path");
     group.throughput(Throughput::Elements(1));
     group.sample_size(30);
-    group.measurement_time(std::time::Duration::from_secs(3));
+    group.measurement_time(std::time::Duration::from_secs(2));
     group.warm_up_time(std::time::Duration::from_secs(1));
-    for &peers in &[10u32, 1_000, 100_000, 1_000_000] {
+    for &peers in &[10u32, 100, 1_000, 10_000, 100_000, 1_000_000] {
         for policy in [PolicyKind::Random, PolicyKind::P4p] {
             let selector = Selector::new(SelectionConfig {
                 policy,

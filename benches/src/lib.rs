@@ -32,7 +32,13 @@ pub fn loopback_snapshot() -> Snapshot {
     for &x in &ids {
         for &y in &ids {
             let same_isp = specs[x].1 == specs[y].1;
-            let cost = if x == y { 0.0 } else if same_isp { 5.0 } else { 100.0 };
+            let cost = if x == y {
+                0.0
+            } else if same_isp {
+                5.0
+            } else {
+                100.0
+            };
             b.set_cost(x, y, cost);
         }
     }
@@ -48,6 +54,14 @@ pub fn peer_addr(i: u32) -> SocketAddr {
         Ipv4Addr::new(127, pid, (n >> 16) as u8, (n >> 8) as u8),
         (n & 0xff) as u16 + 1024,
     ))
+}
+
+/// Peer indices `0..peers` in the order a bucketed store holds them (PID, then leechers before
+/// seeders, then address), so that filling a large swarm appends instead of shifting memory.
+pub fn fill_order(peers: u32) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..peers).collect();
+    order.sort_by_key(|&i| (i % 4, i % 5 == 0, i / 4));
+    order
 }
 
 /// An announce of peer `i` in torrent `t` (leecher unless `i % 5 == 0`).

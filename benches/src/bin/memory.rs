@@ -14,7 +14,10 @@ use rand::SeedableRng;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let peers: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let peers: u32 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let torrents: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let snap = loopback_snapshot();
     let selector = Selector::new(SelectionConfig::default());

@@ -150,12 +150,22 @@ pub struct SelectionConfig {
     pub seeded_pid_threshold: u32,
 }
 
-/// Swarm store backend.
+/// Swarm store backend (see `tracker/docs/redis.md` for the Redis store).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `memory`, or a Redis URL (`redis://host:port/`).
+    /// `memory`, a Redis URL (`redis://host:port/`), or a Redis Cluster's seed nodes
+    /// (`redis+cluster://host1:port1,host2:port2/`).
     pub url: String,
+    /// Prefix of every Redis key, so that several deployments (or tests) can share one Redis.
+    /// Trackers that share swarms must use the same prefix.
+    pub key_prefix: String,
+    /// Milliseconds one Redis operation may take, connecting included; past it the announce is
+    /// answered "temporarily unavailable".
+    pub timeout_ms: u64,
+    /// Most PID x family x seeder/leecher buckets in one Redis swarm (bounds the announce
+    /// script's work); new peers that would open one more are refused ("swarm is full").
+    pub max_buckets_per_swarm: usize,
 }
 
 impl Default for HttpConfig {
@@ -233,6 +243,9 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             url: "memory".to_string(),
+            key_prefix: "p4p:".to_string(),
+            timeout_ms: 500,
+            max_buckets_per_swarm: 1024,
         }
     }
 }
@@ -284,6 +297,11 @@ impl Config {
         if self.swarm.peer_timeout == 0 || self.swarm.sweep_interval == 0 {
             return Err(ConfigError::Invalid(
                 "swarm timeouts must be positive".into(),
+            ));
+        }
+        if self.store.timeout_ms == 0 || self.store.max_buckets_per_swarm == 0 {
+            return Err(ConfigError::Invalid(
+                "store.timeout_ms and store.max_buckets_per_swarm must be positive".into(),
             ));
         }
         if self.swarm.peer_timeout >= 30_000 {

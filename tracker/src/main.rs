@@ -160,7 +160,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
         (p4p_itracker::Snapshot::single_pid(), false)
     };
-    let tracker = Arc::new(Tracker::new(config, clock, snapshot, loaded));
+    let tracker = Arc::new(
+        Tracker::from_config(config, clock, snapshot, loaded).context("opening the swarm store")?,
+    );
+    if tracker.config.store.url != "memory" {
+        match tracker.check_store().await {
+            Ok(()) => tracing::info!("swarm store: Redis, reachable"),
+            Err(e) => tracing::warn!(
+                "swarm store: Redis {e}; announces are refused until it answers (reconnects by itself)"
+            ),
+        }
+    }
     let running = p4p_tracker::server::start(tracker)
         .await
         .context("starting the tracker")?;

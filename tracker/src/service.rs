@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::selection::{Scratch, SelectionStats, Selector};
 use crate::swarm::memory::AnnounceContext;
+use crate::swarm::redis::{self as redis_store, OpenError, RedisStore};
 use crate::swarm::{Families, MemoryStore, PeerSink, StoreError, StoreTotals, SweepReport};
 use crate::topology::TopologyHandle;
 use crate::types::{Announce, InfoHash, SwarmStats};
@@ -59,6 +60,22 @@ where
 #[derive(Debug)]
 pub enum Store {
     Memory(MemoryStore),
+    /// Shared by every tracker instance on the same Redis (see [`crate::swarm::redis`]).
+    Redis(RedisStore),
+}
+
+impl Store {
+    /// The store `config.store.url` names: `memory`, or Redis. A Redis store must be built
+    /// inside the tokio runtime it will run on; it connects on first use.
+    pub fn from_config(config: &Config, clock: &Clock) -> Result<Store, OpenError> {
+        if config.store.url == "memory" {
+            return Ok(Store::Memory(MemoryStore::new(
+                config.swarm.clone(),
+                clock.clone(),
+            )));
+        }
+        RedisStore::new(&config.store, config.swarm.clone(), clock.clone()).map(Store::Redis)
+    }
 }
 
 /// The tracker shared by every front end and worker.
@@ -76,6 +93,28 @@ impl Tracker {
     /// A tracker with the memory store, serving `snapshot` (`loaded`: whether it is a real map).
     pub fn new(config: Config, clock: Clock, snapshot: Snapshot, loaded: bool) -> Self {
         let store = Store::Memory(MemoryStore::new(config.swarm.clone(), clock.clone()));
+        Self::with_store(config, clock, snapshot, loaded, store)
+    }
+
+    /// A tracker with the store `config.store.url` names (see [`Store::from_config`]).
+    pub fn from_config(
+        config: Config,
+        clock: Clock,
+        snapshot: Snapshot,
+        loaded: bool,
+    ) -> Result<Self, OpenError> {
+        let store = Store::from_config(&config, &clock)?;
+        Ok(Self::with_store(config, clock, snapshot, loaded, store))
+    }
+
+    /// A tracker over a given store (built with the same `clock`).
+    pub fn with_store(
+        config: Config,
+        clock: Clock,
+        snapshot: Snapshot,
+        loaded: bool,
+        store: Store,
+    ) -> Self {
         let metrics = Metrics::new();
         metrics
             .topology_generation
@@ -101,12 +140,11 @@ impl Tracker {
         ws: &mut Workspace,
     ) -> Result<SwarmStats, StoreError> {
         ws.sink.clear();
-        let snapshot = self.topology.load();
         let (stats, selection) = match &self.store {
             Store::Memory(m) => m.announce(
                 a,
                 AnnounceContext {
-                    snapshot: &snapshot,
+                    snapshot: &self.topology.load(),
                     selector: &self.selector,
                     families,
                     rng: &mut ws.rng,
@@ -114,6 +152,22 @@ impl Tracker {
                     sink: &mut ws.sink,
                 },
             )?,
+            Store::Redis(r) => {
+                // An owned snapshot: a guard is not meant to be held across the round trip.
+                let snapshot = self.topology.load_full();
+                r.announce(
+                    a,
+                    redis_store::AnnounceContext {
+                        snapshot: &snapshot,
+                        selector: &self.selector,
+                        families,
+                        rng: &mut ws.rng,
+                        scratch: &mut ws.scratch,
+                        sink: &mut ws.sink,
+                    },
+                )
+                .await?
+            }
         };
         self.record_selection(&selection);
         Ok(stats)
@@ -125,11 +179,17 @@ impl Tracker {
         }
     }
 
-    /// Counts for each hash, in order (unknown hashes are zeros).
+    /// Counts for each hash, in order (unknown hashes are zeros; so are hashes the Redis store
+    /// could not read in time, a failure it logs).
     pub async fn scrape(&self, hashes: &[InfoHash], out: &mut Vec<(InfoHash, SwarmStats)>) {
         out.clear();
         match &self.store {
             Store::Memory(m) => out.extend(hashes.iter().map(|h| (*h, m.scrape(h)))),
+            Store::Redis(r) => {
+                for h in hashes {
+                    out.push((*h, r.scrape(h).await.unwrap_or_default()));
+                }
+            }
         }
     }
 
@@ -137,6 +197,7 @@ impl Tracker {
     pub fn totals(&self) -> StoreTotals {
         match &self.store {
             Store::Memory(m) => m.totals(),
+            Store::Redis(r) => r.totals(),
         }
     }
 
@@ -145,6 +206,7 @@ impl Tracker {
         let snapshot = self.topology.load_full();
         let report = match &self.store {
             Store::Memory(m) => m.sweep(&snapshot),
+            Store::Redis(r) => r.sweep().await,
         };
         self.metrics.sweep(report.peers_removed);
         report
@@ -173,6 +235,19 @@ impl Tracker {
     pub fn selector(&self) -> &Selector {
         &self.selector
     }
+
+    /// The swarm store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether the store answers (connects to Redis if not yet; the memory store always does).
+    pub async fn check_store(&self) -> Result<(), StoreError> {
+        match &self.store {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(r) => r.check().await,
+        }
+    }
 }
 
 impl Tracker {
@@ -182,6 +257,8 @@ impl Tracker {
         let snap = self.topology.load();
         let counts = match &self.store {
             Store::Memory(m) => m.pid_counts(),
+            // Counting a PID across every swarm in Redis would be a scan: not offered.
+            Store::Redis(_) => Default::default(),
         };
         let pids: Vec<serde_json::Value> = snap
             .pids()

@@ -6,6 +6,7 @@
 //! snapshot and peers on other tracker nodes agree.
 
 pub mod memory;
+pub mod redis;
 
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 

@@ -151,8 +151,16 @@ def main():
             procs.append(p)
             wait_http(f"http://127.0.0.1:{port}/health", f"p4p-tracker ({policy})", p)
             trackers[policy] = ("127.0.0.1", port)
-        if alto:
-            time.sleep(1.0)  # first ALTO fetch
+        for base in trackers.values():  # wait for the first ALTO fetch (bounded)
+            end = time.time() + 15
+            while time.time() < end:
+                try:
+                    with urllib.request.urlopen(f"http://{base[0]}:{base[1]}/topology", timeout=1) as r:
+                        if b'"loaded": true' in r.read():
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.1)
 
         rng = random.Random(args.seed)
         peers = []

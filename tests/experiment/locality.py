@@ -378,16 +378,42 @@ def run_once(args, topo, tracker_bin, torrent, content, expected, clients, polic
             if not os.path.exists(c["result_file"]):
                 raise RuntimeError(f"swarm produced no result; see {rundir}/swarm*.log")
             results += json.load(open(c["result_file"]))["clients"]
+        tmetrics = fetch_metrics(net["tracker_ns"], net["tracker_host"], port)
         tp.terminate()
         try:
             tp.wait(timeout=10)
         except subprocess.TimeoutExpired:
             tp.kill()
-        return summarize_run(topo, pairs, results, policy, run_idx, wall, args)
+        r = summarize_run(topo, pairs, results, policy, run_idx, wall, args)
+        r["tracker_metrics"] = tmetrics
+        ret = {k.split('locality="')[1].split('"')[0]: v for k, v in tmetrics.items()
+               if k.startswith("p4p_tracker_returned_peers") and 'locality="' in k}
+        r["tracker_returned_peers"] = ret
+        r["tracker_answer_remote_share"] = (ret.get("remote", 0) / sum(ret.values())) if sum(ret.values()) else None
+        return r
     finally:
         cleanup()
         if work:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def fetch_metrics(ns, host, port):
+    """The tracker's own view (/metrics): peers returned by locality, announces. Best effort."""
+    code = ("import sys, urllib.request; "
+            "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())")
+    try:
+        out = sh("ip", "netns", "exec", ns, PY, "-c", code, f"http://{host}:{port}/metrics", check=False)
+    except (subprocess.SubprocessError, OSError):
+        return {}
+    m = {}
+    for line in out.splitlines():
+        if line.startswith(("p4p_tracker_returned_peers", "p4p_tracker_announces")):
+            k, _, v = line.rpartition(" ")
+            try:
+                m[k] = float(v)
+            except ValueError:
+                pass
+    return m
 
 
 # ---------------------------------------------------------------- numbers
@@ -461,6 +487,7 @@ def aggregate(runs, policies, topo):
         s["completion_max_s"] = spread([r["completion_s"]["max"] for r in rs])
         s["max_client_upload_rate"] = spread([r["max_client_upload_rate"] for r in rs])
         s["client_vs_kernel"] = spread([r["client_vs_kernel"] for r in rs])
+        s["tracker_answer_remote_share"] = spread([r.get("tracker_answer_remote_share") for r in rs])
         s["runs"] = len(rs)
         s["all_complete"] = all(r["all_complete"] for r in rs)
         s["all_sha256_ok"] = all(r["all_sha256_ok"] for r in rs)
@@ -549,15 +576,16 @@ def markdown_table(meta, summary, comp, chk):
     M = 1048576.0
     lines = [f"Mode `{meta['mode']}`, {meta['runs']} runs per policy, {meta['clients']}. "
              f"Median (min–max) over runs.", "",
-             "| policy | intra-PID | inter-PID, same ISP | inter-ISP | inter-ISP share | cost-weighted (MiB x p-distance) | median download (s) | max download (s) | all complete + SHA-256 ok | max client upload (KiB/s, cap) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| policy | intra-PID | inter-PID, same ISP | inter-ISP | inter-ISP share | cost-weighted (MiB x p-distance) | median download (s) | max download (s) | all complete + SHA-256 ok | max client upload (KiB/s, cap) | remote share of tracker answers |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for pol, s in summary.items():
         lines.append(
             f"| `{pol}` | {sp(s['intra_pid'], M, ' MiB')} | {sp(s['inter_pid_same_isp'], M, ' MiB')} | "
             f"{sp(s['inter_isp'], M, ' MiB')} | {sp(s['inter_isp_share'], 0.01, '%', 0)} | "
             f"{sp(s['cost_weighted_bytes'], M, '', 0)} | {sp(s['completion_median_s'], 1, '', 2)} | "
             f"{sp(s['completion_max_s'], 1, '', 2)} | {'yes' if s['all_complete'] and s['all_sha256_ok'] else 'NO'} | "
-            f"{sp(s['max_client_upload_rate'], 1024, '', 0)} ({meta['upload_cap_kib']}) |")
+            f"{sp(s['max_client_upload_rate'], 1024, '', 0)} ({meta['upload_cap_kib']}) | "
+            f"{sp(s.get('tracker_answer_remote_share'), 0.01, '%', 0)} |")
     if comp:
         r = comp["inter_isp_reduction_random_over_p4p"]
         c = comp["cost_weighted_reduction_random_over_p4p"]

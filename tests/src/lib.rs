@@ -24,12 +24,54 @@ pub fn test_config() -> Config {
     c
 }
 
-/// Starts a tracker with `config` and `snapshot`; returns it running.
+/// Starts a tracker with `config` and `snapshot`; returns it running. With
+/// `P4P_TEST_STORE=redis` it runs on the Redis store (see [`with_test_store`]), so the same
+/// scenarios cover both stores.
 pub async fn start_tracker(config: Config, snapshot: Snapshot) -> Running {
-    let tracker = Arc::new(Tracker::new(config, Clock::new(), snapshot, true));
+    let config = with_test_store(config);
+    let tracker = Arc::new(
+        Tracker::from_config(config, Clock::new(), snapshot, true).expect("the store opens"),
+    );
     p4p_tracker::server::start(tracker)
         .await
         .expect("tracker starts")
+}
+
+/// `config` on the store the environment asks for: unchanged, or with `P4P_TEST_STORE=redis`
+/// the Redis at `P4P_TEST_REDIS_URL` under a key prefix of its own.
+pub fn with_test_store(mut config: Config) -> Config {
+    if std::env::var("P4P_TEST_STORE").as_deref() == Ok("redis") {
+        config.store.url = test_redis_url().expect("P4P_TEST_STORE=redis needs P4P_TEST_REDIS_URL");
+        config.store.key_prefix = unique_prefix("scenario");
+    }
+    config
+}
+
+/// The Redis that `scripts/test` started (`P4P_TEST_REDIS_URL`). `None` lets a test skip, but
+/// under CI (`CI=true`) a missing Redis fails the test instead.
+pub fn test_redis_url() -> Option<String> {
+    match std::env::var("P4P_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "CI=true but P4P_TEST_REDIS_URL is not set (scripts/test starts a redis-server)"
+            );
+            eprintln!("skipping: P4P_TEST_REDIS_URL is not set (scripts/test sets it)");
+            None
+        }
+    }
+}
+
+/// A Redis key prefix no other test (or test run) uses.
+pub fn unique_prefix(tag: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("t:{tag}:{}:{n}:{nanos}:", std::process::id())
 }
 
 /// Percent-encodes every byte (what clients do for binary values).

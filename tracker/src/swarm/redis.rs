@@ -272,9 +272,8 @@ impl RedisStore {
             }
             Backend::Cluster(client) => {
                 let client = client.clone();
-                self.runtime.spawn(async move {
-                    client.get_async_connection().await.map(Conn::Cluster)
-                })
+                self.runtime
+                    .spawn(async move { client.get_async_connection().await.map(Conn::Cluster) })
             }
         };
         job.await.map_err(|e| {
@@ -304,10 +303,7 @@ impl RedisStore {
     }
 
     /// Invokes a script within the timeout.
-    async fn invoke<T: FromRedisValue>(
-        &self,
-        inv: &ScriptInvocation<'_>,
-    ) -> Result<T, StoreError> {
+    async fn invoke<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, StoreError> {
         self.call(|mut conn| async move {
             match &mut conn {
                 Conn::Single(c) => inv.invoke_async(c).await,
@@ -391,7 +387,8 @@ impl RedisStore {
         }
         let saved = ctx.rng.clone();
         let sink = ctx.sink;
-        let (selection, short) = select(&cands, snap, ctx.selector, &req, ctx.rng, ctx.scratch, sink);
+        let (selection, short) =
+            select(&cands, snap, ctx.selector, &req, ctx.rng, ctx.scratch, sink);
         if short.is_empty() {
             return Ok((stats, selection));
         }
@@ -634,7 +631,12 @@ fn parse_member(m: &[u8]) -> Option<SocketAddr> {
         18 => {
             let ip: [u8; 16] = m[..16].try_into().ok()?;
             let port = u16::from_be_bytes([m[16], m[17]]);
-            Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(ip),
+                port,
+                0,
+                0,
+            )))
         }
         _ => None,
     }

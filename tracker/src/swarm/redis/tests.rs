@@ -48,7 +48,10 @@ fn store(prefix: &str) -> RedisStore {
 
 #[test]
 fn credentials_never_reach_the_logs() {
-    assert_eq!(redact("redis://:secret@10.0.0.1:6379/"), "redis://***@10.0.0.1:6379/");
+    assert_eq!(
+        redact("redis://:secret@10.0.0.1:6379/"),
+        "redis://***@10.0.0.1:6379/"
+    );
     assert_eq!(redact("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
 }
 
@@ -112,7 +115,10 @@ fn an_unreachable_redis_is_unavailable_within_the_timeout() {
         let s = RedisStore::new(&config, SwarmConfig::default(), Clock::new()).expect("store");
         let started = std::time::Instant::now();
         assert_eq!(s.check().await, Err(StoreError::Unavailable));
-        assert_eq!(s.scrape(&InfoHash([1; 20])).await, Err(StoreError::Unavailable));
+        assert_eq!(
+            s.scrape(&InfoHash([1; 20])).await,
+            Err(StoreError::Unavailable)
+        );
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(s.failures() >= 2);
     });
@@ -251,10 +257,7 @@ fn both(layout: &[(&str, u8, u16, u16)], sample_cap: usize) -> Both {
             full.push((PidId::intern(name), seeders, peers));
         }
     }
-    let slot = (
-        full.iter().position(|b| !b.1).expect("a leecher bucket"),
-        0,
-    );
+    let slot = (full.iter().position(|b| !b.1).expect("a leecher bucket"), 0);
     cands.requester = Some(slot.0);
     Both { full, cands, slot }
 }

@@ -185,6 +185,15 @@ def main():
             if dt > 0:
                 best = max(best, (s[i][1] - s[i - CAP_WINDOW][1]) / dt)
         rec["max_upload_rate"] = best
+        # Token-bucket view of the cap: libtorrent lets a client bank up to 3 s of unused
+        # quota, so over any interval T a capped client uploads at most cap * (T + 3 s).
+        # burst_s = max over sample pairs of (uploaded - cap * T) / cap, in seconds of quota.
+        cap = float(cfg["upload_cap"])
+        burst = 0.0
+        for i in range(len(s)):
+            for j in range(i + 1, len(s)):
+                burst = max(burst, ((s[j][1] - s[i][1]) - cap * (s[j][0] - s[i][0])) / cap)
+        rec["cap_burst_s"] = burst
         rec["samples"] = s
         out["clients"].append(rec)
     with open(cfg["result_file"] + ".tmp", "w") as f:

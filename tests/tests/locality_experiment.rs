@@ -3,7 +3,7 @@
 //! times each; the kernel counts the bytes between ISPs.
 //!
 //! The harness is `tests/experiment/locality.py` (see tests/experiment/README.md); this test runs
-//! it with `--preset ci` (2 ISPs, 8 leechers + 2 seeds per ISP, numwant 4, 4 MiB, upload capped
+//! it with `--preset ci` (2 ISPs, 8 leechers + 2 seeds per ISP, numwant 4, 8 MiB, upload capped
 //! at 1 MiB/s per client, staggered joins, 3 runs per policy) and asserts on its JSON output:
 //! - every leecher of every run completed, with the right SHA-256;
 //! - with `p4p`, inter-ISP bytes are at most half of what `random` moves in the same run
@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PYTHON: &str = "/usr/bin/python3";
-/// The whole CI run (3 runs x 2 policies) takes about 1.5 minutes on 2 cores.
+/// The whole CI run (3 runs x 2 policies) takes about 2 minutes on 2 cores.
 const TIMEOUT: Duration = Duration::from_secs(480);
 
 fn workspace_root() -> PathBuf {
@@ -68,8 +68,19 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> (Option<i32>, String) {
             break Some(st);
         }
         if start.elapsed() > limit {
-            // SIGKILL only our own child; its namespaces are named after its pid and
-            // removed by its own cleanup or the next run's (they hold nothing after that).
+            // SIGTERM first: the harness then stops its clients and tracker and deletes its
+            // namespaces. SIGKILL (our own child only) if it does not exit in 30 s; the next
+            // run of the harness sweeps what a killed one left.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let grace = Instant::now();
+            while grace.elapsed() < Duration::from_secs(30) {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
             let _ = child.kill();
             let _ = child.wait();
             break None;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use p4p_itracker::{PidId, Topology};
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/yale-p4p");
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/yale-p4p");
 const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../topology-data/abilene.toml");
 
 /// "N.i" / "N.e" PID numbers of abilene.conf -> PID names.

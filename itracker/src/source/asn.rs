@@ -65,7 +65,7 @@ mod tests {
     fn db() -> AsnDb {
         AsnDb::open(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/maxmind/GeoLite2-ASN-Test.mmdb"
+            "/testdata/maxmind/GeoLite2-ASN-Test.mmdb"
         ))
         .expect("test database")
     }

@@ -174,7 +174,7 @@ mod tests {
     fn abilene_imports_into_a_valid_skeleton() {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/topology-zoo/Abilene.graphml"
+            "/testdata/topology-zoo/Abilene.graphml"
         ))
         .expect("Abilene.graphml");
         let toml = import(&text, None).expect("imports");

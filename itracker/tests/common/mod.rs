@@ -11,7 +11,7 @@ use serde_json::Value;
 
 pub const ADMIN_TOKEN: &str = "s3cret-admin-token";
 pub const TOPOLOGY_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../topology-data");
-pub const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
+pub const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
 
 /// A private scratch directory (unique per test and process).
 pub fn scratch(name: &str) -> PathBuf {

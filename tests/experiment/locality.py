@@ -129,7 +129,9 @@ def _on_signal(signum, _frame):
 # ---------------------------------------------------------------- prerequisites
 
 def find_tracker(explicit):
-    cands = [explicit, os.environ.get("P4P_TRACKER_BIN"),
+    if explicit:
+        return os.path.abspath(explicit) if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
+    cands = [os.environ.get("P4P_TRACKER_BIN"),
              os.path.join(REPO, "target/release/p4p-tracker"),
              os.path.join(REPO, "target/debug/p4p-tracker")]
     for c in cands:

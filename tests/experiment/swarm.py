@@ -149,8 +149,8 @@ def main():
             next_sample += 1.0
         for c in active:
             for a in c["session"].pop_alerts():
-                if isinstance(a, (lt.tracker_error_alert, lt.peer_error_alert)):
-                    continue  # expected noise (closed connections, a re-announce racing shutdown)
+                if isinstance(a, lt.peer_error_alert):
+                    continue  # expected noise: peers closing connections
                 log(f"{c['name']}: {a.message()}")
         if not pending and all(c["done_at"] is not None for c in active):
             break

@@ -164,6 +164,34 @@ async fn peers_expire_by_the_time_passed_to_the_script_and_keys_carry_ttls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_the_store_writes_expires_by_itself() {
+    let Some(url) = test_redis_url() else { return };
+    let prefix = unique_prefix("ttl");
+    let clock = Clock::new();
+    let a = node(&url, &prefix, clock.clone(), |_| {}).await;
+    let other = [3u8; 20];
+    get(
+        &a,
+        "127.0.0.9",
+        announce_path(&other, 6009, 10, "&event=stopped"),
+    )
+    .await;
+    announce(&a, "127.0.0.2", 6001, 10, "&event=started").await;
+    announce(&a, "127.0.0.2", 6001, 0, "&event=completed").await;
+    clock.advance(4000);
+    announce(&a, "127.0.0.3", 6002, 10, "&event=stopped").await;
+    announce(&a, "127.0.0.4", 6003, 10, "").await;
+    let mut conn = redis_conn(&url).await;
+    let keys: Vec<String> = conn.keys(format!("{prefix}*")).await.expect("keys");
+    assert!(!keys.is_empty());
+    for key in keys {
+        let ttl: i64 = conn.ttl(&key).await.expect("ttl");
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leecher_turning_seeder_moves_sets_and_completes_once() {
     let Some(url) = test_redis_url() else { return };
     let prefix = unique_prefix("move");

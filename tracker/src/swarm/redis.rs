@@ -8,7 +8,9 @@
 //!   = the peer's address bytes and port, score = when it expires. A leecher turning seeder (or
 //!   a peer changing PID) moves between sets; counts are `ZCARD`/`ZCOUNT` over live scores, so
 //!   nothing drifts;
-//! - `<prefix>{<hex>}:d`, the completed-downloads counter.
+//! - `<prefix>{<hex>}:m`, a hash: `d` the completed-downloads counter, `t` when the swarm's
+//!   expired peers are next trimmed (at most every `sweep_interval`, like the memory store's
+//!   sweep; counts are exact meanwhile, being `ZCOUNT` over live scores).
 //!
 //! One announce is one `EVALSHA` of `redis/announce.lua` (atomic: no partial peer record), which
 //! expires, updates, counts and returns each bucket's live count with a bounded random sample.
@@ -123,7 +125,7 @@ struct Seen {
 /// Key names of one swarm.
 struct SwarmKeys {
     buckets: String,
-    downloaded: String,
+    meta: String,
     zprefix: String,
 }
 
@@ -248,7 +250,7 @@ impl RedisStore {
         base.push('}');
         SwarmKeys {
             buckets: format!("{base}:b"),
-            downloaded: format!("{base}:d"),
+            meta: format!("{base}:m"),
             zprefix: format!("{base}:z:"),
         }
     }
@@ -350,7 +352,7 @@ impl RedisStore {
         let now = self.now();
         let mut inv = self.scripts.announce.prepare_invoke();
         inv.key(&keys.buckets)
-            .key(&keys.downloaded)
+            .key(&keys.meta)
             .arg(now)
             .arg(now + u64::from(self.limits.peer_timeout))
             .arg(&member[..])
@@ -362,7 +364,8 @@ impl RedisStore {
             .arg(self.limits.max_peers_per_swarm)
             .arg(self.max_buckets)
             .arg(self.limits.peer_timeout + KEY_TTL_SLACK)
-            .arg(&keys.zprefix);
+            .arg(&keys.zprefix)
+            .arg(self.limits.sweep_interval);
         if ctx.selector.policy() == PolicyKind::P4p {
             for p in preferred_pids(snap, pid_index) {
                 inv.arg(&*snap.pid(p).name);
@@ -474,7 +477,7 @@ impl RedisStore {
         let keys = self.keys(h);
         let mut inv = self.scripts.scrape.prepare_invoke();
         inv.key(&keys.buckets)
-            .key(&keys.downloaded)
+            .key(&keys.meta)
             .arg(self.now())
             .arg(&keys.zprefix);
         let (complete, incomplete, downloaded): (u32, u32, u32) = self.invoke(&inv).await?;

@@ -1,7 +1,7 @@
 -- One announce, atomically: expire, move or touch the peer, count, and sample candidates.
 --
 -- KEYS[1]  set of the swarm's bucket ids ("<pid name>|<4|6><s|l>")
--- KEYS[2]  completed-downloads counter
+-- KEYS[2]  swarm hash: d = completed downloads, t = when expired peers are next trimmed
 -- Bucket sorted sets are ARGV[12] .. id: member = the peer's address (4 or 16 address bytes,
 -- then the port, big-endian), score = the time it expires. Every key carries the swarm's
 -- {hash tag}, so they all sit in one cluster slot.
@@ -9,7 +9,12 @@
 -- ARGV: 1 now, 2 expires, 3 member, 4 target bucket id, 5 event (n|c|s|x = none, completed,
 -- started, stopped), 6 numwant, 7 families (b|4|6), 8 requester is a seeder (1|0),
 -- 9 max peers per swarm, 10 max buckets per swarm, 11 key TTL in seconds, 12 bucket key prefix,
--- 13.. PIDs to sample in full besides the requester's own (the cheapest of its ISP).
+-- 13 seconds between trims, 14.. PIDs to sample in full besides the requester's own (the
+-- cheapest of its ISP, then outside it).
+--
+-- Counts are ZCOUNT over live scores, so they are exact whenever trimmed. Expired members are
+-- removed at most every ARGV[13] seconds per swarm (the memory store's sweep interval): until
+-- then a sample may still hold a peer that expired since, as the memory store's buckets do.
 --
 -- Reply: { -1 } when the swarm is full; otherwise
 -- { downloaded, bucket count, id, live count, {sample}, id, live count, {sample}, ... }.
@@ -27,41 +32,51 @@ local zprefix = ARGV[12]
 local family = string.sub(target, -2, -2)
 
 local ids = redis.call('SMEMBERS', KEYS[1])
+local meta = redis.call('HMGET', KEYS[2], 'd', 't')
+local downloaded = tonumber(meta[1] or '0')
+local trim = now >= tonumber(meta[2] or '0')
+local live = '(' .. ARGV[1]
+-- A peer sits in one bucket per family: when it is in the target, it is nowhere else.
+local score = redis.call('ZSCORE', zprefix .. target, me)
+local in_target = score ~= false
+local live_in_target = in_target and tonumber(score) > now
 local counts = {}
 local target_at = nil
-local in_target = false
 local moved = false
 local was_seeder = false
 local total = 0
 for i = 1, #ids do
   local id = ids[i]
   local key = zprefix .. id
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if trim then redis.call('ZREMRANGEBYSCORE', key, '-inf', now) end
   if id == target then
     target_at = i
-    in_target = redis.call('ZSCORE', key, me) ~= false
-  elseif string.sub(id, -2, -2) == family and redis.call('ZREM', key, me) == 1 then
+  elseif not in_target and string.sub(id, -2, -2) == family
+      and redis.call('ZREM', key, me) == 1 then
     -- The peer changed PID or turned seeder (or back): it moves, never stays twice.
     moved = true
     was_seeder = was_seeder or string.sub(id, -1) == 's'
   end
-  counts[i] = redis.call('ZCARD', key)
+  counts[i] = redis.call('ZCOUNT', key, live, '+inf')
   total = total + counts[i]
+end
+-- The next trim time lives in the swarm hash: written only when the hash already exists (and
+-- so has a TTL) or is about to get one below.
+if trim and (event ~= 'x' or meta[1] or meta[2]) then
+  redis.call('HSET', KEYS[2], 't', now + tonumber(ARGV[13]))
 end
 
 local tkey = zprefix .. target
 if event == 'x' then
-  if in_target then
-    redis.call('ZREM', tkey, me)
-    counts[target_at] = counts[target_at] - 1
-  end
+  if in_target then redis.call('ZREM', tkey, me) end
+  if live_in_target then counts[target_at] = counts[target_at] - 1 end
 else
   if not in_target and not moved then
     if total >= tonumber(ARGV[9]) then return { -1 } end
     if target_at == nil and #ids >= tonumber(ARGV[10]) then return { -1 } end
   end
   if event == 'c' and not in_target and not was_seeder then
-    redis.call('INCR', KEYS[2])
+    downloaded = redis.call('HINCRBY', KEYS[2], 'd', 1)
   end
   local ttl = tonumber(ARGV[11])
   redis.call('ZADD', tkey, ARGV[2], me)
@@ -71,7 +86,7 @@ else
     ids[#ids + 1] = target
     target_at = #ids
     counts[target_at] = 1
-  elseif not in_target then
+  elseif not live_in_target then
     counts[target_at] = counts[target_at] + 1
   end
   redis.call('EXPIRE', KEYS[1], ttl)
@@ -79,7 +94,7 @@ else
 end
 
 local preferred = { [string.sub(target, 1, -4)] = true }
-for i = 13, #ARGV do preferred[ARGV[i]] = true end
+for i = 14, #ARGV do preferred[ARGV[i]] = true end
 
 local function eligible(id)
   local f = string.sub(id, -2, -2)
@@ -95,7 +110,7 @@ for i = 1, #ids do
   if eligible(ids[i]) then eligible_total = eligible_total + others[i] end
 end
 
-local reply = { tonumber(redis.call('GET', KEYS[2]) or '0'), 0 }
+local reply = { downloaded, 0 }
 local listed = 0
 for i = 1, #ids do
   local id = ids[i]
@@ -119,7 +134,9 @@ for i = 1, #ids do
     reply[#reply + 1] = counts[i]
     reply[#reply + 1] = sample
     listed = listed + 1
-  else
+  elseif trim then
+    -- Trimmed and empty. (Untrimmed, it may still hold expired members: it stays listed so
+    -- that the next trim reaches them.)
     redis.call('SREM', KEYS[1], id)
   end
 end

@@ -65,7 +65,7 @@ fn every_key_of_a_swarm_shares_one_hex_hash_tag() {
     let k = store("t:").keys(&InfoHash(h));
     let tag = format!("{{7b7d{}ff}}", "0".repeat(34));
     assert_eq!(k.buckets, format!("t:{tag}:b"));
-    assert_eq!(k.downloaded, format!("t:{tag}:d"));
+    assert_eq!(k.meta, format!("t:{tag}:m"));
     assert_eq!(k.zprefix, format!("t:{tag}:z:"));
 }
 

@@ -690,7 +690,8 @@ def chart(outdir, runs, summary):
     ax1.set_xticklabels(pols)
     ax1.set_ylabel("MiB on the wire (kernel counters)")
     ax1.set_title(f"Bytes by locality (median, min–max over {summary[pols[0]]['runs']} runs)")
-    ax1.legend()
+    ax1.set_ylim(top=ax1.get_ylim()[1] * 1.3)
+    ax1.legend(loc="upper center", ncol=3, fontsize="small")
     idx = sorted({r["run"] for r in runs})
     for p in pols:
         ys = [next((r["bytes"]["inter_isp"] / 1048576 for r in runs if r["run"] == i and r["policy"] == p), None)

@@ -167,6 +167,18 @@ def start_p4p(cfg, tmp, log, udp_port, http_port, policy, topology):
     return Tracker(f"p4p-tracker ({policy})", argv, tmp, log)
 
 
+def start_proto(cfg, tmp, log, udp_port, topology):
+    """The recvmmsg/sendmmsg experiment (benches/src/bin/udp_mmsg.rs) over the same library."""
+    argv = [
+        str(cfg.proto_bin),
+        "--bind", f"{HOST}:{udp_port}",
+        "--policy", "p4p",
+        "--topology", str(topology),
+        "--max-numwant", "30",
+    ]
+    return Tracker("udp_mmsg (p4p)", argv, tmp, log)
+
+
 def start_aquatic(cfg, tmp, log, udp_port, flavour):
     binary = cfg.aquatic_uring if flavour == "io_uring" else cfg.aquatic_mio
     text = subprocess.run(
@@ -349,6 +361,35 @@ def run_own_generator(cfg, tracker, port, log, topology):
     return summarize(reports, cfg.warmup)
 
 
+def run_fill(cfg, tracker, port, log):
+    """Announces every one of the race's peers once (our generator, --one-pass), then reads the
+    tracker's memory: what holding `cfg.peers` peers over `cfg.torrents` torrents costs."""
+    base = tracker.rss_mb()
+    argv = [
+        str(cfg.udp_load),
+        "--server", f"{HOST}:{port}",
+        "--duration", str(max(60, cfg.peers // 20_000)),
+        "--warmup", "0",
+        "--torrents", str(cfg.torrents),
+        "--peers", str(cfg.peers),
+        "--one-pass",
+        "--seed", "1",
+    ]
+    s = Sampler(tracker, argv, log, max(60, cfg.peers // 20_000) + 60)
+    s.read(lambda line: line.startswith('{"kind":"summary"'))
+    summary = json.loads(s.lines[s.samples[-1][2]][1]) if s.samples else {}
+    time.sleep(1.0)
+    rss = tracker.rss_mb()
+    announces = summary.get("announce", 0)
+    return dict(
+        responses_per_s=summary.get("responses_per_s", float("nan")),
+        peers_per_answer=summary.get("peers_per_announce", float("nan")),
+        fill_announces=announces,
+        base_rss_mb=base,
+        bytes_per_peer=(rss - base) * 1024 * 1024 / cfg.peers,
+    )
+
+
 def run_wrk(cfg, tracker, port, log, hashes_file):
     """wrk with keep-alive; CPU over the whole wrk run (after a 1 s unmeasured warmup run)."""
     script = HERE / "announce.lua"
@@ -414,6 +455,8 @@ def contenders(race, cfg):
     out = []
     if race == "udp-aquatic":
         out.append(("p4p-tracker p4p", lambda t, l, u, h: start_p4p(cfg, t, l, u, h, "p4p", race_topology)))
+        if cfg.proto_bin:
+            out.append(("udp_mmsg experiment p4p", lambda t, l, u, h: start_proto(cfg, t, l, u, race_topology)))
         if cfg.aquatic_uring:
             out.append(("aquatic_udp io_uring", lambda t, l, u, h: start_aquatic(cfg, t, l, u, "io_uring")))
         if cfg.aquatic_mio:
@@ -421,6 +464,14 @@ def contenders(race, cfg):
     elif race == "udp-own":
         out.append(("p4p-tracker p4p", lambda t, l, u, h: start_p4p(cfg, t, l, u, h, "p4p", loopback)))
         out.append(("p4p-tracker random", lambda t, l, u, h: start_p4p(cfg, t, l, u, h, "random", loopback)))
+        if cfg.proto_bin:
+            out.append(("udp_mmsg experiment p4p", lambda t, l, u, h: start_proto(cfg, t, l, u, loopback)))
+        if cfg.opentracker:
+            out.append(("opentracker debian-whitelist", lambda t, l, u, h: start_opentracker(cfg, t, l, u, h, wl)))
+        if cfg.aquatic_uring:
+            out.append(("aquatic_udp io_uring", lambda t, l, u, h: start_aquatic(cfg, t, l, u, "io_uring")))
+    elif race == "memory":
+        out.append(("p4p-tracker p4p", lambda t, l, u, h: start_p4p(cfg, t, l, u, h, "p4p", loopback)))
         if cfg.opentracker:
             out.append(("opentracker debian-whitelist", lambda t, l, u, h: start_opentracker(cfg, t, l, u, h, wl)))
         if cfg.aquatic_uring:
@@ -446,6 +497,8 @@ def one_run(cfg, race, label, starter, round_no, rawdir):
             res = run_aquatic_tester(cfg, tracker, udp_port, tmp, gen_log)
         elif race == "udp-own":
             res = run_own_generator(cfg, tracker, udp_port, gen_log, topology_for(label))
+        elif race == "memory":
+            res = run_fill(cfg, tracker, udp_port, gen_log)
         else:
             res = run_wrk(cfg, tracker, http_port, gen_log, cfg.whitelist)
         res["peak_rss_mb"] = tracker.peak_rss_mb()
@@ -473,16 +526,19 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=20, help="seconds per run")
     ap.add_argument("--warmup", type=int, default=5, help="seconds left out of every run")
-    ap.add_argument("--races", default="udp-aquatic,udp-own,http")
+    ap.add_argument("--races", default="udp-aquatic,udp-own,memory,http")
     ap.add_argument("--only", default="", help="comma-separated contender labels to keep (substring match)")
     ap.add_argument("--torrents", type=int, default=1_000_000)
     ap.add_argument("--peers", type=int, default=2_000_000)
-    ap.add_argument("--tester-workers", type=int, default=1)
+    ap.add_argument("--tester-workers", type=int, default=2)
     ap.add_argument("--p4p-udp-workers", type=int, default=1)
     ap.add_argument("--p4p-http-workers", type=int, default=1)
     ap.add_argument("--opentracker-udp-workers", type=int, default=1)
     ap.add_argument("--http-connections", type=int, default=32)
-    ap.add_argument("--tools", default=os.environ.get("RACE_TOOLS", "/work/tools"))
+    ap.add_argument("--tools", default=os.environ.get("RACE_TOOLS", str(Path.home() / ".cache" / "p4p-race")))
+    ap.add_argument("--p4p-bin", default="", help="p4p-tracker binary (default: target/release)")
+    ap.add_argument("--with-experiment", action="store_true",
+                    help="also race udp_mmsg, the recvmmsg/sendmmsg experiment (target/release/udp_mmsg)")
     ap.add_argument("--out", default=str(REPO / "results" / "race"))
     ap.add_argument("--tag", default="", help="suffix of the result file names")
     cfg = ap.parse_args()
@@ -491,8 +547,9 @@ def main():
         cfg.torrents, cfg.peers = min(cfg.torrents, 100_000), min(cfg.peers, 200_000)
     tools = Path(cfg.tools)
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
-    cfg.p4p_tracker = target / "p4p-tracker"
+    cfg.p4p_tracker = Path(cfg.p4p_bin) if cfg.p4p_bin else target / "p4p-tracker"
     cfg.udp_load = target / "udp_load"
+    cfg.proto_bin = target / "udp_mmsg" if cfg.with_experiment else None
     cfg.aquatic_load_test = tools / "aquatic-lt" / "bin" / "aquatic_udp_load_test"
     cfg.aquatic_uring = tools / "aquatic-uring" / "bin" / "aquatic_udp"
     cfg.aquatic_mio = tools / "aquatic-mio" / "bin" / "aquatic_udp"
@@ -546,7 +603,7 @@ def main():
 COLUMNS = [
     "race", "round", "tracker", "responses_per_s", "requests_per_s", "cpu_us_per_answer", "cpu_share",
     "peers_per_answer", "error_share", "peak_rss_mb", "rss_mb", "same_pid_share", "same_isp_share", "mean_cost",
-    "counted_secs", "ratio_vs_p4p_responses", "ratio_vs_p4p_cpu", "error",
+    "counted_secs", "fill_announces", "base_rss_mb", "bytes_per_peer", "ratio_vs_p4p_responses", "ratio_vs_p4p_cpu", "error",
 ]
 
 
@@ -595,17 +652,19 @@ def write_results(cfg, out, rows, started):
             s = dict(
                 race=race, tracker=tracker, runs=len(ok),
                 rps_median=median(rps), rps_min=min(rps), rps_max=max(rps),
-                cpu_us_median=median([r["cpu_us_per_answer"] for r in ok]),
+                cpu_us_median=median([r.get("cpu_us_per_answer", float("nan")) for r in ok]),
                 peers_median=median([r["peers_per_answer"] for r in ok]),
                 error_share=median([r.get("error_share", float("nan")) for r in ok]),
                 peak_rss_mb_max=max(r["peak_rss_mb"] for r in ok),
+                rss_mb_median=median([r["rss_mb"] for r in ok]),
+                bytes_per_peer=median([r.get("bytes_per_peer", float("nan")) for r in ok]),
                 same_pid_share=median([r.get("same_pid_share", float("nan")) for r in ok]),
                 ratio_rps=median([r.get("ratio_vs_p4p_responses", float("nan")) for r in ok]),
                 ratio_cpu=median([r.get("ratio_vs_p4p_cpu", float("nan")) for r in ok]),
             )
             summary.append(s)
     keys = ["race", "tracker", "runs", "rps_median", "rps_min", "rps_max", "cpu_us_median", "peers_median",
-            "error_share", "peak_rss_mb_max", "same_pid_share", "ratio_rps", "ratio_cpu"]
+            "error_share", "peak_rss_mb_max", "rss_mb_median", "bytes_per_peer", "same_pid_share", "ratio_rps", "ratio_cpu"]
     with open(out / f"summary{tag}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
@@ -634,6 +693,8 @@ def markdown(cfg, summary, started):
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
+        if s["race"] == "memory":
+            continue
         if not s.get("runs"):
             lines.append(f"| {s['race']} | {s['tracker']} | 0 | failed | | | | | | | |")
             continue
@@ -643,6 +704,24 @@ def markdown(cfg, summary, started):
             f"{fmt(s['peers_median'], '.1f')} | {fmt(s['error_share'] * 100, '.1f')}% | {s['peak_rss_mb_max']:.0f} | {fmt(s['same_pid_share'], '.2f')} | "
             f"{fmt(s['ratio_rps'], '.3f')} | {fmt(s['ratio_cpu'], '.3f')} |"
         )
+    mem = [s for s in summary if s["race"] == "memory"]
+    if mem:
+        lines += [
+            "",
+            f"Memory: every one of the {cfg.peers} peers announced once (our generator, "
+            f"{cfg.torrents} torrents), then the tracker's resident memory.",
+            "",
+            "| tracker | runs | RSS after fill MB | bytes per peer (RSS growth) | peak RSS MB |",
+            "|---|---|---|---|---|",
+        ]
+        for s in mem:
+            if not s.get("runs"):
+                lines.append(f"| {s['tracker']} | 0 | failed | | |")
+                continue
+            lines.append(
+                f"| {s['tracker']} | {s['runs']} | {s['rss_mb_median']:.0f} | "
+                f"{fmt(s['bytes_per_peer'], '.0f')} | {s['peak_rss_mb_max']:.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -652,20 +731,20 @@ def chart(path, summary):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [s for s in summary if s.get("runs")]
-    labels = [f"{s['race']}\n{s['tracker']}" for s in ok]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.5))
+    ok = [s for s in summary if s.get("runs") and s["race"] != "memory"]
+    mem = [s for s in summary if s.get("runs") and s["race"] == "memory"]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 6))
     panels = [
-        ("responses/s (k), median, min-max", [s["rps_median"] / 1000 for s in ok],
+        (ok, "responses/s (k), median, min-max", [s["rps_median"] / 1000 for s in ok],
          [[(s["rps_median"] - s["rps_min"]) / 1000 for s in ok], [(s["rps_max"] - s["rps_median"]) / 1000 for s in ok]]),
-        ("tracker CPU us per answer (lower is better)", [s["cpu_us_median"] for s in ok], None),
-        ("peak RSS MB (lower is better)", [s["peak_rss_mb_max"] for s in ok], None),
+        (ok, "tracker CPU us per answer (lower is better)", [s["cpu_us_median"] for s in ok], None),
+        (mem, "RSS MB holding all peers (lower is better)", [s["rss_mb_median"] for s in mem], None),
     ]
-    colors = ["#1b9e77" if "p4p-tracker" in s["tracker"] else "#7570b3" for s in ok]
-    for ax, (title, vals, err) in zip(axes, panels):
-        ax.barh(range(len(ok)), vals, xerr=err, color=colors)
-        ax.set_yticks(range(len(ok)))
-        ax.set_yticklabels(labels if ax is axes[0] else [""] * len(ok), fontsize=8)
+    for ax, (rows, title, vals, err) in zip(axes, panels):
+        colors = ["#1b9e77" if "p4p-tracker" in s["tracker"] else "#7570b3" for s in rows]
+        ax.barh(range(len(rows)), vals, xerr=err, color=colors)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([f"{s['race']}\n{s['tracker']}" for s in rows], fontsize=7)
         ax.invert_yaxis()
         ax.set_title(title, fontsize=10)
     fig.suptitle("p4p-tracker vs aquatic_udp vs opentracker (2 cores, loopback)")

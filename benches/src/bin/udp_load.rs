@@ -95,6 +95,10 @@ struct Args {
     /// A window with no answer for this long is presumed lost.
     #[arg(long, default_value_t = 20)]
     loss_timeout_ms: u64,
+    /// Announce every peer exactly once (no scrapes), then stop: fills a tracker with
+    /// `--peers` peers, for memory measurements. `--duration` still bounds the run.
+    #[arg(long)]
+    one_pass: bool,
     /// Print the info hashes (40 hex digits a line, a whitelist) and exit.
     #[arg(long)]
     print_info_hashes: bool,
@@ -249,6 +253,7 @@ struct Generator {
     classifier: Option<Classifier>,
     rng: SmallRng,
     next_peer: usize,
+    announced: usize,
     in_flight: usize,
     counts: Counts,
     buf: Vec<u8>,
@@ -356,6 +361,7 @@ impl Generator {
             popularity,
             rng,
             next_peer: 0,
+            announced: 0,
             in_flight: 0,
             counts: Counts::default(),
             buf: vec![0u8; 8192],
@@ -383,7 +389,10 @@ impl Generator {
         let mut out = io::stdout().lock();
         loop {
             let now = Instant::now();
-            if now >= next_report || now >= end {
+            let done = self.args.one_pass
+                && self.announced >= self.peers.len()
+                && (self.in_flight == 0 || now.duration_since(last_answer) >= loss);
+            if now >= next_report || now >= end || done {
                 let secs = (now - last_report).as_secs_f64();
                 let t = (now - start).as_secs_f64();
                 writeln!(out, "{}", self.counts.json("interval", t, secs))?;
@@ -395,7 +404,7 @@ impl Generator {
                 self.counts = Counts::default();
                 last_report = now;
                 next_report = now + report;
-                if now >= end {
+                if now >= end || done {
                     break;
                 }
             }
@@ -468,6 +477,9 @@ impl Generator {
     /// Sends requests until the window is full.
     fn fill_window(&mut self) -> io::Result<()> {
         while self.in_flight < self.args.window {
+            if self.args.one_pass && self.announced >= self.peers.len() {
+                return Ok(());
+            }
             let index = self.next_peer;
             self.next_peer = (self.next_peer + 1) % self.peers.len();
             let peer = self.peers[index];
@@ -477,7 +489,8 @@ impl Generator {
                 self.in_flight += 1;
                 continue;
             };
-            let scrape = self.args.announces_per_scrape > 0
+            let scrape = !self.args.one_pass
+                && self.args.announces_per_scrape > 0
                 && self.rng.random_ratio(1, self.args.announces_per_scrape + 1);
             let mut packet = [0u8; 16 + 20 * 74];
             let len = if scrape {
@@ -494,6 +507,7 @@ impl Generator {
             };
             self.send(socket, &packet[..len])?;
             self.in_flight += 1;
+            self.announced += usize::from(!scrape);
         }
         Ok(())
     }

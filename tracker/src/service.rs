@@ -61,7 +61,7 @@ where
 pub enum Store {
     Memory(MemoryStore),
     /// Shared by every tracker instance on the same Redis (see [`crate::swarm::redis`]).
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 impl Store {
@@ -74,7 +74,8 @@ impl Store {
                 clock.clone(),
             )));
         }
-        RedisStore::new(&config.store, config.swarm.clone(), clock.clone()).map(Store::Redis)
+        RedisStore::new(&config.store, config.swarm.clone(), clock.clone())
+            .map(|r| Store::Redis(Box::new(r)))
     }
 }
 

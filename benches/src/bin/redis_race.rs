@@ -17,7 +17,7 @@ use clap::Parser;
 use p4p_benches::{announce, loopback_snapshot};
 use p4p_tracker::clock::Clock;
 use p4p_tracker::config::Config;
-use p4p_tracker::service::{Tracker, Workspace};
+use p4p_tracker::service::{Store, Tracker, Workspace};
 use p4p_tracker::swarm::Families;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -95,8 +95,15 @@ async fn run(args: Args) -> Result<(), String> {
     ] {
         fill(&args, trackers).await?;
         let f = measure(&args, trackers).await;
+        let topups: u64 = trackers
+            .iter()
+            .map(|t| match t.store() {
+                Store::Redis(r) => r.topups(),
+                Store::Memory(_) => 0,
+            })
+            .sum();
         println!(
-            "{name:<18} announces={} seconds={:.1} per_second={:.0} p50_us={} p99_us={}",
+            "{name:<18} announces={} seconds={:.1} per_second={:.0} p50_us={} p99_us={} topups={topups}",
             f.announces,
             f.seconds,
             f.per_second(),

@@ -74,8 +74,13 @@ impl Store {
                 clock.clone(),
             )));
         }
-        RedisStore::new(&config.store, config.swarm.clone(), clock.clone())
-            .map(|r| Store::Redis(Box::new(r)))
+        RedisStore::new(
+            &config.store,
+            config.swarm.clone(),
+            config.selection.clone(),
+            clock.clone(),
+        )
+        .map(|r| Store::Redis(Box::new(r)))
     }
 }
 

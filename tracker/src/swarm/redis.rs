@@ -49,7 +49,7 @@ use tokio::sync::OnceCell;
 
 use super::{Families, PeerSink, StoreError, StoreTotals, SweepReport};
 use crate::clock::Clock;
-use crate::config::{PolicyKind, StoreConfig, SwarmConfig};
+use crate::config::{PolicyKind, SelectionConfig, StoreConfig, SwarmConfig};
 use crate::selection::{Buckets, Requester, Scratch, SelectionStats, Selector};
 use crate::types::{Announce, Event, InfoHash, SwarmStats};
 
@@ -140,6 +140,7 @@ pub struct RedisStore {
     timeout: Duration,
     max_buckets: usize,
     limits: SwarmConfig,
+    selection: SelectionConfig,
     clock: Clock,
     /// Unix second at which `clock` read zero.
     epoch: u64,
@@ -169,7 +170,12 @@ impl RedisStore {
     /// A store for `config.url` (`redis://...` or [`CLUSTER_SCHEME`]). Does not connect: the
     /// first call does, on the current tokio runtime, so the tracker starts (and answers
     /// "temporarily unavailable") while Redis is still down.
-    pub fn new(config: &StoreConfig, limits: SwarmConfig, clock: Clock) -> Result<Self, OpenError> {
+    pub fn new(
+        config: &StoreConfig,
+        limits: SwarmConfig,
+        selection: SelectionConfig,
+        clock: Clock,
+    ) -> Result<Self, OpenError> {
         let url = redact(&config.url);
         let backend = open_backend(&config.url).map_err(|source| OpenError::Url {
             url: url.clone(),
@@ -189,6 +195,7 @@ impl RedisStore {
             max_buckets: config.max_buckets_per_swarm.max(1),
             epoch: unix.saturating_sub(clock.now()),
             limits,
+            selection,
             clock,
             scripts: Scripts::new(),
             seen: DashMap::new(),
@@ -365,8 +372,9 @@ impl RedisStore {
             .arg(self.max_buckets)
             .arg(self.limits.peer_timeout + KEY_TTL_SLACK)
             .arg(&keys.zprefix)
-            .arg(self.limits.sweep_interval);
-        if ctx.selector.policy() == PolicyKind::P4p {
+            .arg(self.limits.sweep_interval)
+            .arg(spill(&self.selection, a.numwant.min(MAX_NUMWANT)));
+        if self.selection.policy == PolicyKind::P4p {
             for p in preferred_pids(snap, pid_index) {
                 inv.arg(&*snap.pid(p).name);
             }
@@ -660,6 +668,23 @@ fn families_code(f: Families) -> &'static str {
         Families::V4 => "4",
         Families::V6 => "6",
     }
+}
+
+/// Most peers a p4p answer of `n` takes outside the requester's PID while that PID has enough
+/// (mirrors `Selector`'s quotas: the remote share at its largest, the own-PID share rounded
+/// down). The announce script adds the PID's shortfall when it has not.
+fn spill(c: &SelectionConfig, n: usize) -> usize {
+    if c.policy == PolicyKind::Random {
+        return n;
+    }
+    let remote = (n as f64 * c.remote_share.max(1.0 - c.same_isp_share)).ceil() as usize;
+    let pid_fraction = if c.same_isp_share > 0.0 {
+        c.same_pid_share / c.same_isp_share
+    } else {
+        1.0
+    };
+    let own = (n.saturating_sub(remote) as f64 * pid_fraction).floor() as usize;
+    n.saturating_sub(own).min(n)
 }
 
 /// The PIDs whose buckets are sampled in full besides the requester's own: the cheapest of its

@@ -9,8 +9,9 @@
 -- ARGV: 1 now, 2 expires, 3 member, 4 target bucket id, 5 event (n|c|s|x = none, completed,
 -- started, stopped), 6 numwant, 7 families (b|4|6), 8 requester is a seeder (1|0),
 -- 9 max peers per swarm, 10 max buckets per swarm, 11 key TTL in seconds, 12 bucket key prefix,
--- 13 seconds between trims, 14.. PIDs to sample in full besides the requester's own (the
--- cheapest of its ISP, then outside it).
+-- 13 seconds between trims, 14 most peers the policy takes outside the requester's PID while
+-- that PID has enough, 15.. PIDs the policy takes from first (the cheapest of the requester's
+-- ISP, then outside it).
 --
 -- Counts are ZCOUNT over live scores, so they are exact whenever trimmed. Expired members are
 -- removed at most every ARGV[13] seconds per swarm (the memory store's sweep interval): until
@@ -18,8 +19,11 @@
 --
 -- Reply: { -1 } when the swarm is full; otherwise
 -- { downloaded, bucket count, id, live count, {sample}, id, live count, {sample}, ... }.
--- Samples exclude the requester and are bounded: min(live, numwant) for preferred PIDs,
--- about twice the bucket's proportional share of numwant for the others.
+-- Samples exclude the requester and are bounded by what selection can take from the bucket:
+-- a PID group gives at most T peers (numwant for the requester's PID; ARGV[14] plus the
+-- requester PID's shortfall for the preferred ones; twice its proportional share for the
+-- rest), and selection spreads a group's picks over its buckets in proportion to their
+-- sizes (stratified), so a bucket gives at most T * size / group size + 3.
 
 local now = tonumber(ARGV[1])
 local me = ARGV[3]
@@ -93,8 +97,9 @@ else
   redis.call('EXPIRE', KEYS[2], ttl)
 end
 
-local preferred = { [string.sub(target, 1, -4)] = true }
-for i = 14, #ARGV do preferred[ARGV[i]] = true end
+local own = string.sub(target, 1, -4)
+local preferred = {}
+for i = 15, #ARGV do preferred[ARGV[i]] = true end
 
 local function eligible(id)
   local f = string.sub(id, -2, -2)
@@ -103,11 +108,31 @@ local function eligible(id)
 end
 
 local others = {}
+local group = {}
 local eligible_total = 0
 for i = 1, #ids do
   others[i] = counts[i]
   if i == target_at and event ~= 'x' then others[i] = others[i] - 1 end
-  if eligible(ids[i]) then eligible_total = eligible_total + others[i] end
+  if eligible(ids[i]) then
+    local pid = string.sub(ids[i], 1, -4)
+    group[pid] = (group[pid] or 0) + others[i]
+    eligible_total = eligible_total + others[i]
+  end
+end
+local shortfall = math.max(0, numwant - (group[own] or 0))
+local spill = math.min(numwant, tonumber(ARGV[14]) + shortfall)
+
+-- Most peers selection can take from a bucket of a PID group.
+local function cap(pid, n)
+  local take
+  if pid == own then
+    take = numwant
+  elseif preferred[pid] then
+    take = spill
+  else
+    take = math.floor(2 * numwant * group[pid] / eligible_total) + 2
+  end
+  return math.floor(take * n / group[pid]) + 3
 end
 
 local reply = { downloaded, 0 }
@@ -117,11 +142,7 @@ for i = 1, #ids do
   if counts[i] > 0 then
     local sample = {}
     if event ~= 'x' and numwant > 0 and others[i] > 0 and eligible(id) then
-      local cap = numwant
-      if not preferred[string.sub(id, 1, -4)] then
-        cap = math.floor(2 * numwant * others[i] / eligible_total) + 2
-      end
-      local k = math.min(others[i], cap)
+      local k = math.min(others[i], cap(string.sub(id, 1, -4), others[i]))
       if i == target_at then
         for _, m in ipairs(redis.call('ZRANDMEMBER', zprefix .. id, k + 1)) do
           if m ~= me and #sample < k then sample[#sample + 1] = m end

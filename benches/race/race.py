@@ -603,7 +603,7 @@ def main():
 COLUMNS = [
     "race", "round", "tracker", "responses_per_s", "requests_per_s", "cpu_us_per_answer", "cpu_share",
     "peers_per_answer", "error_share", "peak_rss_mb", "rss_mb", "same_pid_share", "same_isp_share", "mean_cost",
-    "counted_secs", "fill_announces", "base_rss_mb", "bytes_per_peer", "ratio_vs_p4p_responses", "ratio_vs_p4p_cpu", "error",
+    "counted_secs", "fill_announces", "base_rss_mb", "bytes_per_peer", "ratio_vs_p4p_responses", "ratio_vs_p4p_cpu", "ratio_vs_p4p_rss", "error",
 ]
 
 
@@ -633,8 +633,11 @@ def write_results(cfg, out, rows, started):
         ref = next((x for x in rows if x["race"] == r["race"] and x["round"] == r["round"]
                     and x["tracker"] == "p4p-tracker p4p" and "error" not in x), None)
         if ref and "error" not in r and r["tracker"] != "p4p-tracker p4p":
-            r["ratio_vs_p4p_responses"] = ref["responses_per_s"] / r["responses_per_s"]
-            r["ratio_vs_p4p_cpu"] = ref["cpu_us_per_answer"] / r["cpu_us_per_answer"]
+            for key, name in (("responses_per_s", "ratio_vs_p4p_responses"),
+                              ("cpu_us_per_answer", "ratio_vs_p4p_cpu"),
+                              ("rss_mb", "ratio_vs_p4p_rss")):
+                if ref.get(key) and r.get(key):
+                    r[name] = ref[key] / r[key]
     tag = f"-{cfg.tag}" if cfg.tag else ""
     with open(out / f"runs{tag}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
@@ -661,10 +664,11 @@ def write_results(cfg, out, rows, started):
                 same_pid_share=median([r.get("same_pid_share", float("nan")) for r in ok]),
                 ratio_rps=median([r.get("ratio_vs_p4p_responses", float("nan")) for r in ok]),
                 ratio_cpu=median([r.get("ratio_vs_p4p_cpu", float("nan")) for r in ok]),
+                ratio_rss=median([r.get("ratio_vs_p4p_rss", float("nan")) for r in ok]),
             )
             summary.append(s)
     keys = ["race", "tracker", "runs", "rps_median", "rps_min", "rps_max", "cpu_us_median", "peers_median",
-            "error_share", "peak_rss_mb_max", "rss_mb_median", "bytes_per_peer", "same_pid_share", "ratio_rps", "ratio_cpu"]
+            "error_share", "peak_rss_mb_max", "rss_mb_median", "bytes_per_peer", "same_pid_share", "ratio_rps", "ratio_cpu", "ratio_rss"]
     with open(out / f"summary{tag}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
@@ -711,16 +715,16 @@ def markdown(cfg, summary, started):
             f"Memory: every one of the {cfg.peers} peers announced once (our generator, "
             f"{cfg.torrents} torrents), then the tracker's resident memory.",
             "",
-            "| tracker | runs | RSS after fill MB | bytes per peer (RSS growth) | peak RSS MB |",
-            "|---|---|---|---|---|",
+            "| tracker | runs | RSS after fill MB | bytes per peer (RSS growth) | peak RSS MB | p4p/this RSS |",
+            "|---|---|---|---|---|---|",
         ]
         for s in mem:
             if not s.get("runs"):
-                lines.append(f"| {s['tracker']} | 0 | failed | | |")
+                lines.append(f"| {s['tracker']} | 0 | failed | | | |")
                 continue
             lines.append(
                 f"| {s['tracker']} | {s['runs']} | {s['rss_mb_median']:.0f} | "
-                f"{fmt(s['bytes_per_peer'], '.0f')} | {s['peak_rss_mb_max']:.0f} |"
+                f"{fmt(s['bytes_per_peer'], '.0f')} | {s['peak_rss_mb_max']:.0f} | {fmt(s['ratio_rss'], '.2f')} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -86,11 +86,15 @@ impl Server {
         loop {
             srcs.clear();
             {
-                let slices: Vec<[IoSliceMut<'_>; 1]> = rx
-                    .chunks_mut(RECV)
-                    .map(|c| [IoSliceMut::new(c)])
-                    .collect();
-                match recvmmsg(fd, &mut rx_headers, slices.iter(), MsgFlags::MSG_DONTWAIT, None) {
+                let slices: Vec<[IoSliceMut<'_>; 1]> =
+                    rx.chunks_mut(RECV).map(|c| [IoSliceMut::new(c)]).collect();
+                match recvmmsg(
+                    fd,
+                    &mut rx_headers,
+                    slices.iter(),
+                    MsgFlags::MSG_DONTWAIT,
+                    None,
+                ) {
                     Ok(results) => {
                         for r in results {
                             if let Some(a) = r.address {
@@ -128,8 +132,7 @@ impl Server {
                 .iter()
                 .map(|&i| [std::io::IoSlice::new(&outs[i])])
                 .collect();
-            let addrs: Vec<Option<SockaddrIn>> =
-                replies.iter().map(|&i| Some(srcs[i].1)).collect();
+            let addrs: Vec<Option<SockaddrIn>> = replies.iter().map(|&i| Some(srcs[i].1)).collect();
             if let Err(e) = sendmmsg(fd, &mut tx_headers, &iovs, &addrs, [], MsgFlags::empty()) {
                 eprintln!("sendmmsg: {e}");
             }

@@ -187,16 +187,21 @@ impl Tracker {
 
     /// Counts for each hash, in order (unknown hashes are zeros; so are hashes the Redis store
     /// could not read in time, a failure it logs).
-    pub async fn scrape(&self, hashes: &[InfoHash], out: &mut Vec<(InfoHash, SwarmStats)>) {
+    pub async fn scrape(
+        &self,
+        hashes: &[InfoHash],
+        out: &mut Vec<(InfoHash, SwarmStats)>,
+    ) -> Result<(), StoreError> {
         out.clear();
         match &self.store {
             Store::Memory(m) => out.extend(hashes.iter().map(|h| (*h, m.scrape(h)))),
             Store::Redis(r) => {
                 for h in hashes {
-                    out.push((*h, r.scrape(h).await.unwrap_or_default()));
+                    out.push((*h, r.scrape(h).await?));
                 }
             }
         }
+        Ok(())
     }
 
     /// Store-wide totals.

@@ -156,7 +156,10 @@ async fn scrape(req: HttpRequest, state: State) -> HttpResponse {
         return bad(reason);
     }
     let mut entries = Vec::with_capacity(hashes.len());
-    tracker.scrape(&hashes, &mut entries).await;
+    if let Err(e) = tracker.scrape(&hashes, &mut entries).await {
+        tracker.metrics.scrape(Protocol::Http, Outcome::Refused);
+        return failure(&e.to_string());
+    }
     let mut body = Vec::with_capacity(16 + entries.len() * 80);
     codec::encode_scrape(&entries, &mut body);
     tracker.metrics.scrape(Protocol::Http, Outcome::Ok);

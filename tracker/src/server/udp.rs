@@ -250,16 +250,9 @@ impl Worker {
                 self.tracker
                     .metrics
                     .announce(Protocol::Udp, Outcome::Refused);
-                let message = match e {
-                    crate::swarm::StoreError::TooManyTorrents => {
-                        "tracker is tracking too many torrents"
-                    }
-                    crate::swarm::StoreError::SwarmFull => "swarm is full",
-                    crate::swarm::StoreError::Unavailable => "temporarily unavailable",
-                };
                 ErrorResponse {
                     transaction_id: r.transaction_id,
-                    message,
+                    message: store_error_message(&e),
                 }
                 .write(&mut self.out);
             }
@@ -285,12 +278,30 @@ impl Worker {
             *slot = h;
         }
         let mut stats = std::mem::take(&mut self.ws.scrape);
-        self.tracker.scrape(&hashes[..n], &mut stats).await;
+        if let Err(e) = self.tracker.scrape(&hashes[..n], &mut stats).await {
+            self.ws.scrape = stats;
+            self.tracker.metrics.scrape(Protocol::Udp, Outcome::Refused);
+            ErrorResponse {
+                transaction_id: r.transaction_id,
+                message: store_error_message(&e),
+            }
+            .write(&mut self.out);
+            return;
+        }
         write_scrape_header(&mut self.out, r.transaction_id);
         for (_, s) in &stats {
             push_scrape_stats(&mut self.out, (*s).into());
         }
         self.ws.scrape = stats;
         self.tracker.metrics.scrape(Protocol::Udp, Outcome::Ok);
+    }
+}
+
+/// The client-facing text of a store refusal, without allocating.
+fn store_error_message(e: &crate::swarm::StoreError) -> &'static str {
+    match e {
+        crate::swarm::StoreError::TooManyTorrents => "tracker is tracking too many torrents",
+        crate::swarm::StoreError::SwarmFull => "swarm is full",
+        crate::swarm::StoreError::Unavailable => "temporarily unavailable",
     }
 }

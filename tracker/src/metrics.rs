@@ -71,6 +71,10 @@ pub struct Metrics {
     pub topology_refresh_failures: Counter,
     /// 1 while no topology was ever loaded and selection is random.
     pub topology_missing: Gauge,
+    /// Redis store: calls that failed or timed out since start.
+    pub store_failures: Gauge,
+    /// Redis store: answers that needed a second round trip because a sample ran short.
+    pub store_topups: Gauge,
 }
 
 impl Default for Metrics {
@@ -97,6 +101,8 @@ impl Metrics {
             topology_age_seconds: Gauge::default(),
             topology_refresh_failures: Counter::default(),
             topology_missing: Gauge::default(),
+            store_failures: Gauge::default(),
+            store_topups: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -160,6 +166,16 @@ impl Metrics {
             "topology_missing",
             "1 while no topology was ever loaded (selection is random)",
             m.topology_missing.clone(),
+        );
+        r.register(
+            "store_failures",
+            "Redis store calls that failed or timed out since start",
+            m.store_failures.clone(),
+        );
+        r.register(
+            "store_topups",
+            "Redis store answers that needed a second round trip (sample ran short)",
+            m.store_topups.clone(),
         );
         m
     }

@@ -239,6 +239,10 @@ impl Tracker {
             .now()
             .saturating_sub(self.topology.confirmed_at());
         self.metrics.topology_age_seconds.set(age as i64);
+        if let Store::Redis(r) = &self.store {
+            self.metrics.store_failures.set(r.failures() as i64);
+            self.metrics.store_topups.set(r.topups() as i64);
+        }
         self.metrics.render(self.totals())
     }
 

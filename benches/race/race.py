@@ -745,7 +745,12 @@ def chart(path, summary):
         (mem, "RSS MB holding all peers (lower is better)", [s["rss_mb_median"] for s in mem], None),
     ]
     for ax, (rows, title, vals, err) in zip(axes, panels):
-        colors = ["#1b9e77" if "p4p-tracker" in s["tracker"] else "#7570b3" for s in rows]
+        if not rows:
+            ax.set_title(title + ": not run", fontsize=10)
+            ax.axis("off")
+            continue
+        colors = ["#1b9e77" if "p4p-tracker" in s["tracker"] else
+                  "#d95f02" if "udp_mmsg" in s["tracker"] else "#7570b3" for s in rows]
         ax.barh(range(len(rows)), vals, xerr=err, color=colors)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels([f"{s['race']}\n{s['tracker']}" for s in rows], fontsize=7)

@@ -3,8 +3,10 @@
 //! BEP 15 wants an id the client cannot guess, usable "until one minute after it has received
 //! it" and accepted by the tracker "until two minutes after it has been sent". Keeping issued
 //! ids in a table would let a spoofing attacker fill it, so nothing is stored: the id is
-//! SipHash-2-4, keyed by a per-process 128-bit secret, of (time window, source IP, source port).
-//! Only a host that receives packets at that address learns it.
+//! SipHash-2-4, keyed by a per-process 128-bit secret, of (time window, source IP). Only a host
+//! that receives packets at that IP learns it. The port is left out on purpose: clients behind
+//! NATs that rebind ports, and clients that announce from several sockets, would otherwise be
+//! refused, and leaving it out gives a spoofer nothing (the answer still goes to the IP).
 //!
 //! Timing: windows are [`WINDOW_SECS`] (120 s) long and an id is accepted in the window it was
 //! issued in and the next one. So an id stays valid for at least 120 s (BEP 15's two minutes)
@@ -94,8 +96,8 @@ impl ConnectionIdIssuer {
     }
 
     fn mac(&self, window: u64, src: SocketAddr) -> u64 {
-        // window (8) + family tag (1) + IPv6 address (16) + port (2)
-        let mut input = [0u8; 27];
+        // window (8) + family tag (1) + IPv6 address (16)
+        let mut input = [0u8; 25];
         input[..8].copy_from_slice(&window.to_le_bytes());
         let src = normalize_addr(src);
         let end = match src.ip() {
@@ -110,9 +112,8 @@ impl ConnectionIdIssuer {
                 25
             }
         };
-        input[end..end + 2].copy_from_slice(&src.port().to_le_bytes());
         let mut hasher = self.keyed;
-        hasher.write(&input[..end + 2]);
+        hasher.write(&input[..end]);
         hasher.finish()
     }
 }
@@ -179,10 +180,18 @@ mod tests {
     fn id_from_another_address_is_refused() {
         let issuer = ConnectionIdIssuer::new(SECRET);
         let id = issuer.issue(src(), ISSUED_AT);
-        for other in ["192.0.2.8:6881", "192.0.2.7:6882", "[2001:db8::7]:6881"] {
+        for other in ["192.0.2.8:6881", "[2001:db8::7]:6881"] {
             let other: SocketAddr = other.parse().expect("addr");
             assert!(!issuer.validate(id, other, ISSUED_AT), "{other}");
         }
+    }
+
+    #[test]
+    fn id_holds_for_another_port_of_the_same_ip() {
+        let issuer = ConnectionIdIssuer::new(SECRET);
+        let id = issuer.issue(src(), ISSUED_AT);
+        let rebound: SocketAddr = "192.0.2.7:50000".parse().expect("addr");
+        assert!(issuer.validate(id, rebound, ISSUED_AT));
     }
 
     #[test]

@@ -175,7 +175,7 @@ def start_proto(cfg, tmp, log, udp_port, topology):
         "--policy", "p4p",
         "--topology", str(topology),
         "--max-numwant", "30",
-    ]
+    ] + cfg.experiment_args.split()
     return Tracker("udp_mmsg (p4p)", argv, tmp, log)
 
 
@@ -535,6 +535,7 @@ def main():
     ap.add_argument("--p4p-http-workers", type=int, default=1)
     ap.add_argument("--opentracker-udp-workers", type=int, default=1)
     ap.add_argument("--http-connections", type=int, default=32)
+    ap.add_argument("--experiment-args", default="", help="extra arguments for udp_mmsg, e.g. '--spin 64'")
     ap.add_argument("--tools", default=os.environ.get("RACE_TOOLS", str(Path.home() / ".cache" / "p4p-race")))
     ap.add_argument("--p4p-bin", default="", help="p4p-tracker binary (default: target/release)")
     ap.add_argument("--with-experiment", action="store_true",

@@ -1,3 +1,4 @@
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use p4p_itracker::snapshot::PidSpec;
@@ -55,9 +56,11 @@ impl Env {
     }
 }
 
+const HASH: InfoHash = InfoHash([1; 20]);
+
 fn ann(peer: &str, left: u64, event: Event) -> Announce {
     Announce {
-        info_hash: InfoHash([1; 20]),
+        info_hash: HASH,
         peer: peer.parse().expect("socket address"),
         event,
         left,
@@ -69,6 +72,74 @@ fn addrs(list: &[&str]) -> Vec<SocketAddr> {
     let mut v: Vec<SocketAddr> = list.iter().map(|s| s.parse().expect("addr")).collect();
     v.sort();
     v
+}
+
+/// Every peer of a torrent as (address, seeder, PID), read through the selection view.
+fn contents(store: &MemoryStore, hash: &InfoHash) -> Vec<(SocketAddr, bool, PidId)> {
+    let shard = read(store.shard(hash));
+    let Ok(at) = search(&shard, hash) else {
+        return Vec::new();
+    };
+    let mut runs = Vec::new();
+    shard[at].runs(&mut runs);
+    let view = View::new(&shard[at], &runs);
+    let mut out = Vec::new();
+    for b in 0..view.count() {
+        for i in 0..view.size(b) {
+            out.push((view.peer(b, i), view.seeders(b), view.pid(b)));
+        }
+    }
+    out.sort_by_key(|p| p.0);
+    out
+}
+
+fn is_large(store: &MemoryStore, hash: &InfoHash) -> bool {
+    let shard = read(store.shard(hash));
+    let at = search(&shard, hash).expect("torrent");
+    matches!(shard[at].peers, Peers::Large(_))
+}
+
+/// Checks the layout invariants of every swarm: sorted, non-empty bounded segments with exact
+/// first/last keys, counts matching the records.
+fn check_invariants(store: &MemoryStore) {
+    fn family<P: Record + std::fmt::Debug>(f: &Family<P>) -> (u32, u32) {
+        if let Family::Many(segs) = f {
+            assert_ne!(segs.len(), 1, "one segment is stored inline");
+        }
+        let mut all = Vec::new();
+        for seg in f.segs() {
+            assert_eq!(seg.first, seg.recs[0].bucket());
+            assert_eq!(seg.last, seg.recs[seg.recs.len() - 1].bucket());
+            assert!(!seg.recs.is_empty() && !seg.over_full(), "{seg:?}");
+            all.extend_from_slice(&seg.recs);
+        }
+        assert!(
+            all.windows(2).all(|w| w[0].order() < w[1].order()),
+            "sorted: {all:?}"
+        );
+        let seeders = all.iter().filter(|p| p.bucket().seeders()).count() as u32;
+        (seeders, all.len() as u32 - seeders)
+    }
+    let mut torrents = 0;
+    for shard in store.shards.iter() {
+        let entries = read(shard);
+        assert!(entries.windows(2).all(|w| w[0].hash < w[1].hash));
+        torrents += entries.len();
+        for e in entries.iter() {
+            match &e.peers {
+                Peers::Small(s) => {
+                    let recs = s.slice();
+                    assert!(recs.windows(2).all(|w| w[0].order() < w[1].order()));
+                }
+                Peers::Large(l) => {
+                    let a = family(&l.v4);
+                    let b = l.v6.as_deref().map_or((0, 0), family);
+                    assert_eq!((l.seeders, l.leechers), (a.0 + b.0, a.1 + b.1));
+                }
+            }
+        }
+    }
+    assert_eq!(store.totals().torrents, torrents as u64);
 }
 
 #[test]
@@ -177,7 +248,7 @@ fn peers_expire_through_the_injected_clock_and_empty_swarms_go() {
     store.clock().advance(1000);
     let r = store.sweep(&env.snap);
     assert_eq!(r.peers_removed, 1);
-    assert_eq!(store.scrape(&InfoHash([1; 20])).incomplete, 1);
+    assert_eq!(store.scrape(&HASH).incomplete, 1);
     store.clock().advance(4000);
     let r = store.sweep(&env.snap);
     assert_eq!((r.peers_removed, r.torrents_removed), (1, 1));
@@ -210,18 +281,45 @@ fn caps_refuse_new_torrents_and_peers_but_not_known_ones() {
     assert_eq!(store.totals().torrents, 1);
 }
 
-fn two_pid_snapshot(a_prefix: &str) -> Snapshot {
-    let mut b = SnapshotBuilder::new(a_prefix, 10.0);
+#[test]
+fn the_torrent_count_follows_creation_and_sweeping_across_shards() {
+    let store = store();
+    let mut env = Env::new(Snapshot::single_pid());
+    for t in 0..500u32 {
+        let mut a = ann("127.0.0.2:1", 5, Event::Started);
+        a.info_hash.0[..4].copy_from_slice(&t.to_be_bytes());
+        env.announce(&store, a).expect("ok");
+        // Stopped never creates a torrent.
+        a.info_hash.0[4] = 9;
+        a.event = Event::Stopped;
+        env.announce(&store, a).expect("ok");
+    }
+    assert_eq!(store.totals().torrents, 500);
+    check_invariants(&store);
+    store
+        .clock()
+        .advance(u64::from(SwarmConfig::default().peer_timeout) + 1);
+    let r = store.sweep(&env.snap);
+    assert_eq!((r.torrents_removed, r.peers_removed), (500, 500));
+    assert_eq!(store.totals(), StoreTotals::default());
+}
+
+fn snapshot(pids: &[(&str, &str)]) -> Snapshot {
+    let mut b = SnapshotBuilder::new("mem-test", 10.0);
     let isp = b.add_isp("mem-test");
-    for (name, prefix) in [("mem-a", a_prefix), ("mem-b", "127.2.0.0/16")] {
+    for (name, prefix) in pids {
         b.add_pid(PidSpec {
-            name: name.into(),
+            name: (*name).into(),
             isp,
             internal: true,
             prefixes: vec![prefix.parse().expect("prefix")],
         });
     }
     b.build().expect("snapshot")
+}
+
+fn two_pid_snapshot(a_prefix: &str) -> Snapshot {
+    snapshot(&[("mem-a", a_prefix), ("mem-b", "127.2.0.0/16")])
 }
 
 #[test]
@@ -232,14 +330,14 @@ fn a_new_snapshot_rebuckets_lazily_without_duplicates() {
         .expect("ok");
     env.announce(&store, ann("127.3.0.2:1", 5, Event::Started))
         .expect("ok");
+    // A third peer makes the swarm large, so the lazy path searches other buckets.
+    env.announce(&store, ann("127.2.0.2:1", 5, Event::Started))
+        .expect("ok");
+    assert!(is_large(&store, &HASH));
     let pid_of = |store: &MemoryStore, ip: &str| {
-        let swarm = store.swarms.get(&InfoHash([1; 20])).expect("swarm");
         let ip: IpAddr = ip.parse().expect("ip");
-        let found = swarm
-            .buckets
-            .iter()
-            .find(|b| (0..b.len()).any(|i| b.peer(i).ip() == ip));
-        found.map(|b| b.pid.name().to_string())
+        let found = contents(store, &HASH).into_iter().find(|p| p.0.ip() == ip);
+        found.map(|p| p.2.name().to_string())
     };
     assert_eq!(pid_of(&store, "127.3.0.2").as_deref(), Some("default"));
     // The map changes: 127.3/16 joins mem-a. The peer re-announces before any sweep.
@@ -247,16 +345,366 @@ fn a_new_snapshot_rebuckets_lazily_without_duplicates() {
     let s = env
         .announce(&store, ann("127.3.0.2:1", 5, Event::None))
         .expect("ok");
-    assert_eq!(s.incomplete, 2, "moved, not duplicated");
+    assert_eq!(s.incomplete, 3, "moved, not duplicated");
     assert_eq!(pid_of(&store, "127.3.0.2").as_deref(), Some("mem-a"));
-    // The sweep moves the peer that did not re-announce.
+    // The sweep moves the peers that did not re-announce (none moves here).
     let r = store.sweep(&env.snap);
-    assert_eq!(r.peers_moved, 0, "127.1.0.2 stays in mem-a");
-    assert_eq!(store.scrape(&InfoHash([1; 20])).incomplete, 2);
+    assert_eq!(
+        r.peers_moved, 0,
+        "127.1.0.2 stays in mem-a, 127.2.0.2 in mem-b"
+    );
+    assert_eq!(store.scrape(&HASH).incomplete, 3);
+    // Back to the first map: the sweep moves 127.3.0.2 to the default PID.
+    env.snap = two_pid_snapshot("127.1.0.0/16");
+    let r = store.sweep(&env.snap);
+    assert_eq!(r.peers_moved, 1);
+    assert_eq!(pid_of(&store, "127.3.0.2").as_deref(), Some("default"));
+    check_invariants(&store);
 }
 
 #[test]
-fn ipv4_peer_record_is_eight_bytes() {
-    assert_eq!(std::mem::size_of::<Peer4>(), 8);
-    assert_eq!(std::mem::size_of::<Peer6>(), 20);
+fn a_small_swarm_is_rebucketed_by_the_sweep_and_found_after_a_change() {
+    let store = store();
+    let mut env = Env::new(two_pid_snapshot("127.1.0.0/16"));
+    env.announce(&store, ann("127.3.0.2:1", 5, Event::Started))
+        .expect("ok");
+    env.announce(&store, ann("127.3.0.3:1", 5, Event::Started))
+        .expect("ok");
+    assert!(!is_large(&store, &HASH));
+    env.snap = two_pid_snapshot("127.0.0.0/14");
+    let r = store.sweep(&env.snap);
+    assert_eq!(r.peers_moved, 2);
+    assert!(contents(&store, &HASH)
+        .iter()
+        .all(|p| &*p.2.name() == "mem-a"));
+    env.snap = two_pid_snapshot("127.1.0.0/16");
+    let s = env
+        .announce(&store, ann("127.3.0.2:1", 0, Event::Completed))
+        .expect("ok");
+    assert_eq!(
+        s,
+        SwarmStats {
+            complete: 1,
+            incomplete: 1,
+            downloaded: 1
+        }
+    );
+}
+
+#[test]
+fn small_swarms_grow_large_and_shrink_back() {
+    let store = store();
+    let mut env = Env::new(Snapshot::single_pid());
+    env.announce(&store, ann("127.0.0.2:1", 5, Event::Started))
+        .expect("ok");
+    env.announce(&store, ann("127.0.0.3:1", 0, Event::Started))
+        .expect("ok");
+    assert!(
+        !is_large(&store, &HASH),
+        "two IPv4 peers stay inside the entry"
+    );
+    store.clock().advance(2000);
+    env.announce(&store, ann("[::2]:1", 5, Event::Started))
+        .expect("ok");
+    assert!(is_large(&store, &HASH), "an IPv6 peer needs the heap");
+    env.announce(&store, ann("127.0.0.4:1", 5, Event::Started))
+        .expect("ok");
+    let s = env
+        .announce(&store, ann("127.0.0.5:1", 5, Event::Started))
+        .expect("ok");
+    assert_eq!(
+        s,
+        SwarmStats {
+            complete: 1,
+            incomplete: 4,
+            downloaded: 0
+        }
+    );
+    assert_eq!(env.peers().len(), 4);
+    // The first two expire; the IPv6 peer stops: two IPv4 peers are left, back inline.
+    env.announce(&store, ann("[::2]:1", 5, Event::Stopped))
+        .expect("ok");
+    store.clock().advance(2000);
+    let r = store.sweep(&env.snap);
+    assert_eq!(r.peers_removed, 2);
+    assert!(!is_large(&store, &HASH));
+    let left = contents(&store, &HASH)
+        .into_iter()
+        .map(|p| p.0)
+        .collect::<Vec<_>>();
+    assert_eq!(left, addrs(&["127.0.0.4:1", "127.0.0.5:1"]));
+    assert_eq!(
+        store.scrape(&HASH),
+        SwarmStats {
+            complete: 0,
+            incomplete: 2,
+            downloaded: 0
+        }
+    );
+    check_invariants(&store);
+}
+
+#[test]
+fn every_peer_is_reachable_when_a_family_is_split_into_segments() {
+    let store = store();
+    let mut env = Env::new(two_pid_snapshot("127.1.0.0/16"));
+    let mut all = Vec::new();
+    for i in 0..60u32 {
+        let addr = format!("127.{}.0.{}:{}", 1 + i % 3, i, 1000 + i);
+        env.announce(&store, ann(&addr, u64::from(i % 4), Event::Started))
+            .expect("ok");
+        all.push(addr.parse::<SocketAddr>().expect("addr"));
+    }
+    check_invariants(&store);
+    let segments = {
+        let shard = read(store.shard(&HASH));
+        let at = search(&shard, &HASH).expect("torrent");
+        let Peers::Large(l) = &shard[at].peers else {
+            panic!("60 peers are a large swarm")
+        };
+        l.v4.segs().len()
+    };
+    assert!(segments > 3, "{segments} segments");
+    // A leecher asking for everything gets every other peer, once.
+    let mut a = ann("127.1.0.1:1001", 1, Event::None);
+    a.numwant = 1000;
+    env.announce(&store, a).expect("ok");
+    let got = env.peers();
+    let mut want: Vec<SocketAddr> = all.iter().copied().filter(|p| *p != a.peer).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn pid_counts_sum_bucket_runs() {
+    let store = store();
+    let mut env = Env::new(two_pid_snapshot("127.1.0.0/16"));
+    for i in 0..20u32 {
+        let addr = format!("127.{}.0.{}:1", 1 + i % 2, i);
+        env.announce(&store, ann(&addr, u64::from(i % 5 != 0), Event::Started))
+            .expect("ok");
+    }
+    let mut other = ann("127.1.9.9:1", 0, Event::Started);
+    other.info_hash = InfoHash([3; 20]);
+    env.announce(&store, other).expect("ok");
+    let counts = store.pid_counts();
+    let a = counts[&PidId::intern("mem-a")];
+    let b = counts[&PidId::intern("mem-b")];
+    assert_eq!(a, (2 + 1, 8));
+    assert_eq!(b, (2, 8));
+}
+
+#[test]
+fn bucket_keys_hold_15_bit_pids_and_share_one_code_beyond() {
+    for (id, seeder) in [(0, false), (1, true), (32766, true), (12345, false)] {
+        let key = BucketKey::new(PidId(id), seeder);
+        assert_eq!((key.pid(), key.seeders()), (PidId(id), seeder));
+    }
+    for id in [32767, 32768, 40000, u32::MAX] {
+        let key = BucketKey::new(PidId(id), true);
+        assert_eq!((key.pid(), key.seeders()), (PID_UNKNOWN, true));
+    }
+    // The overflow code sorts after every real PID, and no snapshot knows its id.
+    assert!(BucketKey::new(PidId(32766), true) < BucketKey::new(PidId(50000), false));
+    assert_eq!(Snapshot::single_pid().index_of(PID_UNKNOWN), None);
+}
+
+/// A model of one swarm: address -> (seeder, epoch of last announce).
+type Model = HashMap<SocketAddr, (bool, u32)>;
+
+fn check_against_model(store: &MemoryStore, model: &Model, snap: &Snapshot, resolved: bool) {
+    let got = contents(store, &HASH);
+    let mut want: Vec<(SocketAddr, bool)> = model.iter().map(|(a, (s, _))| (*a, *s)).collect();
+    want.sort();
+    let have: Vec<(SocketAddr, bool)> = got.iter().map(|p| (p.0, p.1)).collect();
+    assert_eq!(have, want);
+    if resolved {
+        for (addr, _, pid) in &got {
+            assert_eq!(*pid, resolve(snap, addr.ip()), "{addr} after the sweep");
+        }
+    }
+    let seeders = model.values().filter(|(s, _)| *s).count() as u32;
+    let stats = store.scrape(&HASH);
+    assert_eq!(
+        (stats.complete, stats.incomplete),
+        (seeders, model.len() as u32 - seeders)
+    );
+    check_invariants(store);
+}
+
+#[test]
+fn random_announces_stops_sweeps_and_map_changes_match_a_model() {
+    // Two maps, rebuilt (as a reload would, with a new generation) at every change.
+    let map = |which: usize| match which {
+        0 => snapshot(&[
+            ("mem-a", "127.1.0.0/16"),
+            ("mem-b", "127.2.0.0/16"),
+            ("mem-c", "::/1"),
+        ]),
+        _ => snapshot(&[("mem-a", "127.0.0.0/15"), ("mem-c", "127.2.0.0/16")]),
+    };
+    let store = store();
+    let mut env = Env::new(map(0));
+    let mut rng = SmallRng::seed_from_u64(11);
+    let pool: Vec<SocketAddr> = (0..80u32)
+        .map(|i| match i % 8 {
+            7 => format!("[::{:x}]:{}", i, 6000 + i % 3),
+            _ => format!("127.{}.{}.{}:{}", i % 3, i % 5, i, 5000 + i % 2),
+        })
+        .map(|s| s.parse().expect("addr"))
+        .collect();
+    let mut model = Model::new();
+    let mut epoch = 0u32;
+    for step in 0..4000 {
+        if rng.random_ratio(1, 150) {
+            // The map changes; peers move lazily as they announce, the rest at the next sweep.
+            env.snap = map(rng.random_range(0..2));
+        }
+        if step % 400 == 399 {
+            // A new epoch: time moves on, the sweep catches up.
+            epoch += 1;
+            store.clock().advance(2000);
+            store.sweep(&env.snap);
+            model.retain(|_, (_, at)| epoch - *at < 2);
+            check_against_model(&store, &model, &env.snap, true);
+            continue;
+        }
+        let peer = pool[rng.random_range(0..pool.len())];
+        let seeder = rng.random_bool(0.3);
+        let event = match rng.random_range(0..10) {
+            0 => Event::Stopped,
+            1 => Event::Completed,
+            2 => Event::Started,
+            _ => Event::None,
+        };
+        let a = Announce {
+            info_hash: HASH,
+            peer,
+            event,
+            left: u64::from(!seeder),
+            numwant: if rng.random_bool(0.3) {
+                200
+            } else {
+                rng.random_range(0..40)
+            },
+        };
+        env.announce(&store, a).expect("no caps are reached");
+        if event == Event::Stopped {
+            model.remove(&peer);
+            assert!(env.peers().is_empty());
+        } else {
+            model.insert(peer, (seeder, epoch));
+            let got = env.peers();
+            assert!(got.len() <= a.numwant);
+            assert!(!got.contains(&peer), "the requester is never in its answer");
+            assert_eq!(
+                got.iter().collect::<HashSet<_>>().len(),
+                got.len(),
+                "no duplicates"
+            );
+            for p in &got {
+                let (their_seeder, _) = model[p];
+                assert!(!(seeder && their_seeder), "a seeder was handed a seeder");
+            }
+            let eligible = model
+                .iter()
+                .filter(|(p, (s, _))| **p != peer && !(seeder && *s));
+            assert_eq!(got.len(), a.numwant.min(eligible.count()));
+        }
+        if step % 50 == 0 {
+            check_against_model(&store, &model, &env.snap, false);
+        }
+    }
+}
+
+/// Checks a family's layout and returns its records in order.
+fn family_records<P: Record + std::fmt::Debug>(f: &Family<P>) -> Vec<P> {
+    if let Family::Many(segs) = f {
+        assert_ne!(segs.len(), 1, "one segment is stored inline");
+    }
+    let mut all = Vec::new();
+    for seg in f.segs() {
+        assert!(!seg.recs.is_empty(), "no empty segment");
+        assert_eq!(seg.first, seg.recs[0].bucket());
+        assert_eq!(seg.last, seg.recs[seg.recs.len() - 1].bucket());
+        assert!(!seg.over_full(), "{seg:?}");
+        all.extend_from_slice(&seg.recs);
+    }
+    assert!(
+        all.windows(2).all(|w| w[0].order() < w[1].order()),
+        "sorted: {all:?}"
+    );
+    all
+}
+
+#[test]
+fn family_inserts_moves_removals_and_tidying_keep_order_and_segment_limits() {
+    let mut rng = SmallRng::seed_from_u64(5);
+    let mut f: Family<Peer4> = Family::default();
+    let mut model: std::collections::BTreeMap<u64, BucketKey> = Default::default();
+    let key = |rng: &mut SmallRng| BucketKey::new(PidId(rng.random_range(0..3)), rng.random());
+    for step in 0..6000 {
+        let addr = u64::from(rng.random_range(0..120u32)) << 16 | 6881;
+        match (model.get(&addr).copied(), rng.random_range(0..3)) {
+            (None, _) => {
+                let rec = Peer4::new(addr, 7, key(&mut rng));
+                let (s, i) = f.insert(rec);
+                assert_eq!(f.rec(s, i), rec, "insert returns the record's slot");
+                model.insert(addr, rec.bucket);
+            }
+            (Some(old), 0) => {
+                let (s, i) = f.find_anywhere(addr).expect("known address");
+                assert_eq!(f.find_exact(old, addr), Some((s, i)));
+                assert_eq!(f.remove(s, i).addr(), addr);
+                model.remove(&addr);
+            }
+            (Some(old), _) => {
+                let (s, i) = f.find_exact(old, addr).expect("known address");
+                let rec = Peer4::new(addr, 9, key(&mut rng));
+                let (s, i) = f.rekey(s, i, rec);
+                assert_eq!(f.rec(s, i), rec, "rekey returns the record's slot");
+                model.insert(addr, rec.bucket);
+            }
+        }
+        if step % 97 == 0 {
+            f.tidy();
+        }
+        let all = family_records(&f);
+        let have: Vec<(u64, BucketKey)> = all.iter().map(|p| (p.addr(), p.bucket)).collect();
+        let mut want: Vec<(u64, BucketKey)> = model.iter().map(|(a, b)| (*a, *b)).collect();
+        want.sort_by_key(|&(a, b)| Peer4::order_of(b, a));
+        assert_eq!(have, want, "step {step}");
+    }
+    // Expiring nearly everyone leaves few segments, merged back within their limits.
+    let before = f.segs().len();
+    let removed = f.expire(9);
+    assert!(removed.0 + removed.1 > 0);
+    assert!(f.segs().len() < before, "{} -> {}", before, f.segs().len());
+    family_records(&f);
+}
+
+#[test]
+fn rekeying_in_place_shifts_only_the_records_between() {
+    let rec =
+        |ip: u32, pid: u32| Peer4::new(u64::from(ip) << 16, 0, BucketKey::new(PidId(pid), false));
+    let mut recs = vec![rec(1, 1), rec(2, 1), rec(3, 2), rec(4, 3)];
+    assert_eq!(rekey_in(&mut recs, 0, rec(1, 2)), 1);
+    assert_eq!(recs, vec![rec(2, 1), rec(1, 2), rec(3, 2), rec(4, 3)]);
+    assert_eq!(rekey_in(&mut recs, 3, rec(4, 0)), 0);
+    assert_eq!(recs, vec![rec(4, 0), rec(2, 1), rec(1, 2), rec(3, 2)]);
+    assert_eq!(rekey_in(&mut recs, 1, rec(2, 3)), 3);
+    assert_eq!(recs, vec![rec(4, 0), rec(1, 2), rec(3, 2), rec(2, 3)]);
+}
+
+#[test]
+fn records_and_entries_are_as_small_as_the_docs_say() {
+    assert_eq!(std::mem::size_of::<Peer4>(), 10);
+    assert_eq!(std::mem::size_of::<Peer6>(), 22);
+    assert_eq!(std::mem::size_of::<Peers>(), 24);
+    assert_eq!(std::mem::size_of::<Entry>(), 48);
+    assert!(
+        std::mem::size_of::<Large>() <= 56,
+        "{}",
+        std::mem::size_of::<Large>()
+    );
 }

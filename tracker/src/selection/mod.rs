@@ -51,6 +51,10 @@ pub trait Buckets {
 pub struct Requester {
     /// Snapshot index of the requester's PID.
     pub pid: u16,
+    /// The bucket id the requester's own peers share: its PID's id, or its AS location when
+    /// the snapshot carries an ASN database and the PID is not internal (see
+    /// [`crate::topology::location`]).
+    pub location: PidId,
     pub seeder: bool,
     pub families: Families,
     /// Where the requester sits in the buckets (bucket, position), to leave it out.
@@ -138,7 +142,7 @@ impl Selector {
             .sum();
         stats.random_cost = weighted / total as f64 * n as f64;
         let count = |b: usize, stats: &mut SelectionStats| {
-            let (tier, cost, _) = classify(snap, req.pid, buckets.pid(b));
+            let (tier, cost) = classify(snap, req, buckets.pid(b));
             match tier {
                 TIER_PID => stats.same_pid += 1,
                 TIER_ISP => stats.same_isp += 1,
@@ -162,7 +166,7 @@ impl Selector {
                 );
             }
             PolicyKind::P4p => {
-                self.quotas(buckets, snap, req, n, rng, &mut scratch.groups);
+                self.quotas(buckets, req, n, rng, &mut scratch.groups);
                 for g in scratch.groups.iter().filter(|g| g.take > 0) {
                     let members = &scratch.members[g.start..g.end];
                     sample_group(
@@ -219,7 +223,7 @@ impl Selector {
                 }
                 j += 1;
             }
-            let (tier, cost, _) = classify(snap, req.pid, pid);
+            let (tier, cost) = classify(snap, req, pid);
             scratch.groups.push(Group {
                 tier,
                 cost,
@@ -244,14 +248,13 @@ impl Selector {
     fn quotas<B: Buckets, R: Rng>(
         &self,
         buckets: &B,
-        snap: &Snapshot,
         req: &Requester,
         n: usize,
         rng: &mut R,
         groups: &mut [Group],
     ) {
         let c = &self.config;
-        let own_seeders = own_pid_seeders(buckets, snap, req.pid);
+        let own_seeders = own_pid_seeders(buckets, req.location);
         let remote_share = if own_seeders == 0 {
             c.remote_share.max(1.0 - c.same_isp_share)
         } else if own_seeders >= c.seeded_pid_threshold as usize {
@@ -286,19 +289,24 @@ impl Selector {
     }
 }
 
-/// Tier, cost from the requester and snapshot index of a bucket PID.
-fn classify(snap: &Snapshot, from: u16, pid: PidId) -> (u8, f32, u16) {
+/// Tier and cost from the requester of a bucket's PID (or AS location).
+fn classify(snap: &Snapshot, req: &Requester, pid: PidId) -> (u8, f32) {
+    let from = req.pid;
+    if pid == req.location {
+        return (TIER_PID, snap.cost(from, from));
+    }
     match snap.index_of(pid) {
-        Some(to) if to == from => (TIER_PID, snap.cost(from, to), to),
-        Some(to) if snap.same_isp(from, to) => (TIER_ISP, snap.cost(from, to), to),
-        Some(to) => (TIER_REMOTE, snap.cost(from, to), to),
-        // Resolved under an older map and not re-resolved yet: treat as far away.
-        None => (TIER_REMOTE, f32::MAX, u16::MAX),
+        // The requester has an AS location; these peers share its PID but not (known) its AS.
+        Some(to) if to == from => (TIER_REMOTE, snap.cost(from, to)),
+        Some(to) if snap.same_isp(from, to) => (TIER_ISP, snap.cost(from, to)),
+        Some(to) => (TIER_REMOTE, snap.cost(from, to)),
+        // Another AS location, or a PID resolved under an older map and not re-resolved yet:
+        // far away, priced at the PID level (public peers share the requester's PID).
+        None => (TIER_REMOTE, snap.cost(from, from)),
     }
 }
 
-fn own_pid_seeders<B: Buckets>(buckets: &B, snap: &Snapshot, pid: u16) -> usize {
-    let id = snap.pid(pid).id;
+fn own_pid_seeders<B: Buckets>(buckets: &B, id: PidId) -> usize {
     (0..buckets.count())
         .filter(|&b| buckets.seeders(b) && buckets.pid(b) == id)
         .map(|b| buckets.size(b))

@@ -123,6 +123,7 @@ fn requester(snap: &Snapshot, buckets: &VecBuckets, net: u8, seeder: bool) -> Re
         .find_map(|(b, (_, _, peers))| peers.iter().position(|p| *p == me).map(|i| (b, i)));
     Requester {
         pid: snap.locate(me.ip()),
+        location: snap.pid(snap.locate(me.ip())).id,
         seeder,
         families: Families::Both,
         slot,
@@ -251,6 +252,7 @@ fn a_requester_in_an_empty_pid_still_gets_a_full_answer_cheapest_first() {
     ]);
     let req = Requester {
         pid: snap.locate("127.1.9.9".parse().expect("ip")),
+        location: PidId::intern("sel-a1"),
         seeder: false,
         families: Families::Both,
         slot: None,

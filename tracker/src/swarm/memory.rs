@@ -219,9 +219,10 @@ fn expired(expires: u16, now: u16) -> bool {
     (now.wrapping_sub(expires) as i16) >= 0
 }
 
-/// The stable id of the PID holding `ip` in `snap`.
+/// The bucket id of `ip` in `snap`: its PID's stable id, or its AS location (see
+/// [`crate::topology::location`]).
 fn resolve(snap: &Snapshot, ip: IpAddr) -> PidId {
-    snap.pid(snap.locate(ip)).id
+    crate::topology::location(snap, ip).1
 }
 
 /// Makes room for one more element, by at least `min_step` and at most a 32nd at a time. Small
@@ -1223,8 +1224,7 @@ impl MemoryStore {
         ctx: AnnounceContext<'_, R>,
     ) -> Result<(SwarmStats, SelectionStats), StoreError> {
         let snap = ctx.snapshot;
-        let pid_index = snap.locate(a.peer.ip());
-        let pid = snap.pid(pid_index).id;
+        let (pid_index, pid) = crate::topology::location(snap, a.peer.ip());
         let mut shard = write(self.shard(&a.info_hash));
         if a.event == Event::Stopped {
             let stats = self.stop(&mut shard, a, pid, snap.generation() as u32);
@@ -1243,6 +1243,7 @@ impl MemoryStore {
         let view = View::new(swarm, &runs);
         let req = Requester {
             pid: pid_index,
+            location: pid,
             seeder: a.is_seeder(),
             families: ctx.families,
             slot: view.slot(slot),

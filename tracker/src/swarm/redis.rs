@@ -388,6 +388,8 @@ impl RedisStore {
         }
         let req = Requester {
             pid: pid_index,
+            // Redis buckets by PID name only: AS locations are a memory-store feature so far.
+            location: snap.pid(pid_index).id,
             seeder,
             families: ctx.families,
             slot: cands.requester.map(|b| (b, 0)),

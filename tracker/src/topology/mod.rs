@@ -65,6 +65,40 @@ impl TopologyHandle {
     }
 }
 
+/// Where a peer sits, for bucketing: the snapshot index of its PID and the bucket id its peers
+/// share. The bucket id is the PID's stable id, except for addresses outside every internal
+/// PID when the snapshot carries an ASN database (`--asn-db`): those are bucketed by origin AS
+/// (a location named `AS<number>`), so that selection can prefer peers of the requester's own
+/// AS (same tier as an own PID) over the rest of the public Internet. The PID index stays the
+/// PID's, so PID-level costs still apply.
+pub fn location(snap: &Snapshot, ip: std::net::IpAddr) -> (u16, p4p_itracker::PidId) {
+    let index = snap.locate(ip);
+    let pid = snap.pid(index);
+    if pid.internal || !snap.has_asn() {
+        return (index, pid.id);
+    }
+    match snap.asn(ip) {
+        Some(asn) => (index, as_location(asn)),
+        None => (index, pid.id),
+    }
+}
+
+/// The stable bucket id of an AS location (interned once per AS).
+fn as_location(asn: u32) -> p4p_itracker::PidId {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, RwLock};
+    static IDS: LazyLock<RwLock<HashMap<u32, p4p_itracker::PidId>>> =
+        LazyLock::new(|| RwLock::new(HashMap::new()));
+    if let Some(id) = IDS.read().unwrap_or_else(|e| e.into_inner()).get(&asn) {
+        return *id;
+    }
+    let id = p4p_itracker::PidId::intern(&format!("AS{asn}"));
+    IDS.write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(asn, id);
+    id
+}
+
 /// Why the configured topology could not be loaded at start.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {

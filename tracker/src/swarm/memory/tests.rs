@@ -708,3 +708,48 @@ fn records_and_entries_are_as_small_as_the_docs_say() {
         std::mem::size_of::<Large>()
     );
 }
+
+#[test]
+fn with_an_asn_database_public_peers_of_the_requesters_as_come_first() {
+    use p4p_itracker::source::asn::AsnDb;
+    let db = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../itracker/testdata/maxmind/GeoLite2-ASN-Test.mmdb"
+    );
+    let asn = std::sync::Arc::new(AsnDb::open(db).expect("test ASN database"));
+    let snap = p4p_itracker::embedded_default().snapshot_with_asn(Some(asn));
+    let store = store();
+    let mut env = Env::new(snap);
+    env.selector = Selector::new(SelectionConfig::default());
+    // AS 7018 (12.81.92.0/22, 12.81.96.0/19) and AS 1221 (1.128.0.0/11), all in the public
+    // `default` PID of the embedded map; two seeders in each AS.
+    for host in 1..=10u8 {
+        let left = u64::from(host > 2);
+        env.announce(
+            &store,
+            ann(&format!("12.81.96.{host}:6881"), left, Event::Started),
+        )
+        .expect("as7018");
+        env.announce(
+            &store,
+            ann(&format!("1.128.0.{host}:6881"), left, Event::Started),
+        )
+        .expect("as1221");
+    }
+    let (mut same, mut total) = (0, 0);
+    for round in 0..50u16 {
+        let mut a = ann(&format!("12.81.92.7:{}", 7000 + round), 5, Event::None);
+        a.numwant = 4;
+        env.announce(&store, a).expect("requester");
+        for p in env.peers() {
+            total += 1;
+            same += usize::from(matches!(p.ip(), IpAddr::V4(v) if v.octets()[0] == 12));
+        }
+    }
+    assert_eq!(total, 50 * 4);
+    let share = same as f64 / total as f64;
+    assert!(
+        share >= 0.9,
+        "same-AS share {share} (random would give about 0.5)"
+    );
+}

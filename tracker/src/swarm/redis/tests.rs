@@ -325,6 +325,7 @@ fn selection_over_candidates_takes_what_it_takes_over_the_full_swarm() {
             let b = both(&layout, usize::MAX);
             let req = |slot| Requester {
                 pid: snap.locate(peer(1, 0).ip()),
+                location: snap.pid(snap.locate(peer(1, 0).ip())).id,
                 seeder: false,
                 families: Families::Both,
                 slot: Some(slot),
@@ -371,6 +372,7 @@ fn a_short_sample_is_reported_with_what_each_bucket_needed() {
     let b = both(&[("rs-a1", 1, 0, 40), ("rs-b1", 2, 0, 40)], 3);
     let req = Requester {
         pid: snap.locate(peer(1, 0).ip()),
+        location: snap.pid(snap.locate(peer(1, 0).ip())).id,
         seeder: false,
         families: Families::Both,
         slot: Some((0, 0)),

@@ -49,14 +49,44 @@ struct PeerLabels {
     kind: &'static str,
 }
 
+const PROTOCOLS: [Protocol; 2] = [Protocol::Http, Protocol::Udp];
+const OUTCOMES: [Outcome; 4] = [
+    Outcome::Ok,
+    Outcome::BadRequest,
+    Outcome::Refused,
+    Outcome::BadConnection,
+];
+const LOCALITIES: [&str; 3] = ["same_pid", "same_isp", "remote"];
+
+/// Counter handles resolved once per label set, so the announce path increments an atomic
+/// instead of hashing labels and locking the family's map on every request.
+#[derive(Debug)]
+struct RequestCounters([[Counter; OUTCOMES.len()]; PROTOCOLS.len()]);
+
+impl RequestCounters {
+    fn resolve(family: &Family<RequestLabels, Counter>) -> Self {
+        Self(PROTOCOLS.map(|protocol| {
+            OUTCOMES.map(|outcome| {
+                family
+                    .get_or_create(&RequestLabels { protocol, outcome })
+                    .clone()
+            })
+        }))
+    }
+
+    fn get(&self, protocol: Protocol, outcome: Outcome) -> &Counter {
+        &self.0[protocol as usize][outcome as usize]
+    }
+}
+
 /// Every metric the tracker exports.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    announces: Family<RequestLabels, Counter>,
-    scrapes: Family<RequestLabels, Counter>,
+    announces: RequestCounters,
+    scrapes: RequestCounters,
     connects: Counter,
-    returned: Family<LocalityLabels, Counter>,
+    returned: [Counter; LOCALITIES.len()],
     answer_cost: Counter<f64, AtomicU64>,
     random_cost: Counter<f64, AtomicU64>,
     torrents: Gauge,
@@ -85,12 +115,16 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        let announces = Family::<RequestLabels, Counter>::default();
+        let scrapes = Family::<RequestLabels, Counter>::default();
+        let returned = Family::<LocalityLabels, Counter>::default();
         let mut m = Metrics {
             registry: Registry::with_prefix("p4p_tracker"),
-            announces: Family::default(),
-            scrapes: Family::default(),
+            announces: RequestCounters::resolve(&announces),
+            scrapes: RequestCounters::resolve(&scrapes),
             connects: Counter::default(),
-            returned: Family::default(),
+            returned: LOCALITIES
+                .map(|locality| returned.get_or_create(&LocalityLabels { locality }).clone()),
             answer_cost: Counter::default(),
             random_cost: Counter::default(),
             torrents: Gauge::default(),
@@ -105,16 +139,8 @@ impl Metrics {
             store_topups: Gauge::default(),
         };
         let r = &mut m.registry;
-        r.register(
-            "announces",
-            "Announces by protocol and outcome",
-            m.announces.clone(),
-        );
-        r.register(
-            "scrapes",
-            "Scrapes by protocol and outcome",
-            m.scrapes.clone(),
-        );
+        r.register("announces", "Announces by protocol and outcome", announces);
+        r.register("scrapes", "Scrapes by protocol and outcome", scrapes);
         r.register(
             "udp_connects",
             "UDP connect requests answered",
@@ -123,7 +149,7 @@ impl Metrics {
         r.register(
             "returned_peers",
             "Peers handed out, by locality relative to the requester (same_pid, same_isp, remote)",
-            m.returned.clone(),
+            returned,
         );
         r.register(
             "answer_cost",
@@ -182,16 +208,12 @@ impl Metrics {
 
     /// Counts an announce.
     pub fn announce(&self, protocol: Protocol, outcome: Outcome) {
-        self.announces
-            .get_or_create(&RequestLabels { protocol, outcome })
-            .inc();
+        self.announces.get(protocol, outcome).inc();
     }
 
     /// Counts a scrape.
     pub fn scrape(&self, protocol: Protocol, outcome: Outcome) {
-        self.scrapes
-            .get_or_create(&RequestLabels { protocol, outcome })
-            .inc();
+        self.scrapes.get(protocol, outcome).inc();
     }
 
     /// Counts a UDP connect.
@@ -201,15 +223,9 @@ impl Metrics {
 
     /// Adds one answer's locality figures.
     pub fn selection(&self, s: &SelectionStats) {
-        for (locality, n) in [
-            ("same_pid", s.same_pid),
-            ("same_isp", s.same_isp),
-            ("remote", s.remote),
-        ] {
+        for (counter, n) in self.returned.iter().zip([s.same_pid, s.same_isp, s.remote]) {
             if n > 0 {
-                self.returned
-                    .get_or_create(&LocalityLabels { locality })
-                    .inc_by(n.into());
+                counter.inc_by(n.into());
             }
         }
         self.answer_cost.inc_by(s.cost);

@@ -149,9 +149,9 @@ class Tracker:
         self.log.close()
 
 
-def start_p4p(cfg, tmp, log, udp_port, http_port, policy, topology):
+def start_p4p(cfg, tmp, log, udp_port, http_port, policy, topology, binary=None):
     argv = [
-        str(cfg.p4p_tracker),
+        str(binary or cfg.p4p_tracker),
         "--udp-bind", f"{HOST}:{udp_port}",
         "--http-bind", f"{HOST}:{http_port}",
         "--udp-workers", str(cfg.p4p_udp_workers),
@@ -455,6 +455,9 @@ def contenders(race, cfg):
     out = []
     if race == "udp-aquatic":
         out.append(("p4p-tracker p4p", lambda t, l, u, h: start_p4p(cfg, t, l, u, h, "p4p", race_topology)))
+        if cfg.baseline_bin:
+            out.append(("p4p-tracker baseline p4p", lambda t, l, u, h: start_p4p(
+                cfg, t, l, u, h, "p4p", race_topology, cfg.baseline_bin)))
         if cfg.proto_bin:
             out.append(("udp_mmsg experiment p4p", lambda t, l, u, h: start_proto(cfg, t, l, u, race_topology)))
         if cfg.aquatic_uring:
@@ -464,6 +467,9 @@ def contenders(race, cfg):
     elif race == "udp-own":
         out.append(("p4p-tracker p4p", lambda t, l, u, h: start_p4p(cfg, t, l, u, h, "p4p", loopback)))
         out.append(("p4p-tracker random", lambda t, l, u, h: start_p4p(cfg, t, l, u, h, "random", loopback)))
+        if cfg.baseline_bin:
+            out.append(("p4p-tracker baseline p4p", lambda t, l, u, h: start_p4p(
+                cfg, t, l, u, h, "p4p", loopback, cfg.baseline_bin)))
         if cfg.proto_bin:
             out.append(("udp_mmsg experiment p4p", lambda t, l, u, h: start_proto(cfg, t, l, u, loopback)))
         if cfg.opentracker:
@@ -538,6 +544,8 @@ def main():
     ap.add_argument("--experiment-args", default="", help="extra arguments for udp_mmsg, e.g. '--spin 64'")
     ap.add_argument("--tools", default=os.environ.get("RACE_TOOLS", str(Path.home() / ".cache" / "p4p-race")))
     ap.add_argument("--p4p-bin", default="", help="p4p-tracker binary (default: target/release)")
+    ap.add_argument("--baseline-bin", default="",
+                    help="another p4p-tracker binary raced as 'p4p-tracker baseline p4p' (A/B of a change)")
     ap.add_argument("--with-experiment", action="store_true",
                     help="also race udp_mmsg, the recvmmsg/sendmmsg experiment (target/release/udp_mmsg)")
     ap.add_argument("--out", default=str(REPO / "results" / "race"))
@@ -551,6 +559,7 @@ def main():
     cfg.p4p_tracker = Path(cfg.p4p_bin) if cfg.p4p_bin else target / "p4p-tracker"
     cfg.udp_load = target / "udp_load"
     cfg.proto_bin = target / "udp_mmsg" if cfg.with_experiment else None
+    cfg.baseline_bin = Path(cfg.baseline_bin) if cfg.baseline_bin else None
     cfg.aquatic_load_test = tools / "aquatic-lt" / "bin" / "aquatic_udp_load_test"
     cfg.aquatic_uring = tools / "aquatic-uring" / "bin" / "aquatic_udp"
     cfg.aquatic_mio = tools / "aquatic-mio" / "bin" / "aquatic_udp"

@@ -15,8 +15,8 @@ out="$1" name="$2" port="$3"
 shift 4
 tools="${RACE_TOOLS:-$HOME/.cache/p4p-race}"
 tester="$tools/aquatic-lt/bin/aquatic_udp_load_test"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
+tmp="${PROFILE_TMP:-$(mktemp -d)}"
+[[ -n "${PROFILE_TMP:-}" ]] || trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$out"
 
 "$tester" -p | sed \

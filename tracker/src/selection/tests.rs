@@ -316,6 +316,38 @@ fn random_policy_is_uniform() {
 }
 
 #[test]
+fn large_groups_drawn_in_runs_stay_uniform_and_distinct() {
+    let snap = snapshot();
+    // 30 wanted, drawn in runs of adjacent peers (see `RUN`): from 300 peers, and from 35 (the
+    // fewest that still get runs: strata as short as the runs).
+    for (per_pid, rounds) in [(150, 10_000u32), (18, 2_000)] {
+        let b = swarm(&[("sel-a1", 1, 0, per_pid), ("sel-b1", 2, 0, per_pid)]);
+        let req = requester(&snap, &b, 1, false);
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut hits = std::collections::HashMap::new();
+        for _ in 0..rounds {
+            let answer = run(&random(), &snap, &b, &req, 30, &mut rng).0;
+            assert_eq!(answer.len(), 30);
+            let distinct: std::collections::HashSet<_> = answer.iter().collect();
+            assert_eq!(distinct.len(), 30, "a peer twice in one answer");
+            for p in answer {
+                *hits.entry(p).or_insert(0u32) += 1;
+            }
+        }
+        let peers = 2 * per_pid - 1;
+        assert_eq!(hits.len(), peers, "everyone but the requester");
+        let expected = f64::from(rounds) * 30.0 / peers as f64;
+        for (p, n) in hits {
+            let n = f64::from(n);
+            assert!(
+                (expected * 0.85..expected * 1.15).contains(&n),
+                "{p} picked {n} times, expected {expected}"
+            );
+        }
+    }
+}
+
+#[test]
 fn same_seed_same_answer() {
     let snap = snapshot();
     let b = swarm(&[

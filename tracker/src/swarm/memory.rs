@@ -420,8 +420,9 @@ impl<P: Record> Family<P> {
     }
 
     /// Where the peer is. A short family is scanned; a longer one is searched in the buckets of
-    /// `pid` first and, when resolved under another snapshot, in every bucket.
-    fn find(&self, addr: P::Addr, pid: PidId, stale: bool) -> Option<(usize, usize)> {
+    /// `pid` (the `seeder` one first: a peer usually announces the role it has) and, when
+    /// resolved under another snapshot, in every bucket.
+    fn find(&self, addr: P::Addr, pid: PidId, seeder: bool, stale: bool) -> Option<(usize, usize)> {
         if let Family::One(seg) = self {
             if seg.recs.len() <= MIXED_MAX {
                 return seg
@@ -431,7 +432,7 @@ impl<P: Record> Family<P> {
                     .map(|i| (0, i));
             }
         }
-        [false, true]
+        [seeder, !seeder]
             .into_iter()
             .find_map(|seeder| self.find_exact(BucketKey::new(pid, seeder), addr))
             .or_else(|| stale.then(|| self.find_anywhere(addr)).flatten())
@@ -829,8 +830,9 @@ impl Entry {
     }
 
     /// Where the peer is now. A small swarm is searched in full; a large one in the buckets of
-    /// `pid` first and, when resolved under another snapshot, in every bucket of the family.
-    fn find(&self, peer: SocketAddr, pid: PidId, generation: u32) -> Option<Slot> {
+    /// `pid` first (`seeder`'s first) and, when resolved under another snapshot, in every bucket
+    /// of the family.
+    fn find(&self, peer: SocketAddr, pid: PidId, seeder: bool, generation: u32) -> Option<Slot> {
         match (&self.peers, peer) {
             (Peers::Small(s), SocketAddr::V4(a)) => {
                 let addr = Peer4::addr_of(a);
@@ -840,12 +842,12 @@ impl Entry {
             (Peers::Small(_), SocketAddr::V6(_)) => None,
             (Peers::Large(l), SocketAddr::V4(a)) => {
                 let found =
-                    l.v4.find(Peer4::addr_of(a), pid, l.generation != generation);
+                    l.v4.find(Peer4::addr_of(a), pid, seeder, l.generation != generation);
                 found.map(|at| Slot::new(false, at))
             }
             (Peers::Large(l), SocketAddr::V6(a)) => {
                 let family = l.v6.as_ref()?;
-                let found = family.find(Peer6::addr_of(a), pid, l.generation != generation);
+                let found = family.find(Peer6::addr_of(a), pid, seeder, l.generation != generation);
                 found.map(|at| Slot::new(true, at))
             }
         }
@@ -1307,7 +1309,7 @@ impl MemoryStore {
         let seeder = a.is_seeder();
         let bucket = BucketKey::new(pid, seeder);
         let expires = self.now16().wrapping_add(self.limits.peer_timeout as u16);
-        match swarm.find(a.peer, pid, snap.generation() as u32) {
+        match swarm.find(a.peer, pid, seeder, snap.generation() as u32) {
             Some(slot) if swarm.bucket(slot) == bucket => {
                 swarm.touch(slot, expires);
                 Ok(slot)
@@ -1339,7 +1341,7 @@ impl MemoryStore {
             return SwarmStats::default();
         };
         let swarm = &mut shard[at];
-        if let Some(slot) = swarm.find(a.peer, pid, generation) {
+        if let Some(slot) = swarm.find(a.peer, pid, a.is_seeder(), generation) {
             let bucket = swarm.remove(slot);
             self.gauge(bucket.seeders(), -1);
         }

@@ -167,18 +167,6 @@ def start_p4p(cfg, tmp, log, udp_port, http_port, policy, topology, binary=None)
     return Tracker(f"p4p-tracker ({policy})", argv, tmp, log)
 
 
-def start_proto(cfg, tmp, log, udp_port, topology):
-    """The recvmmsg/sendmmsg experiment (benches/src/bin/udp_mmsg.rs) over the same library."""
-    argv = [
-        str(cfg.proto_bin),
-        "--bind", f"{HOST}:{udp_port}",
-        "--policy", "p4p",
-        "--topology", str(topology),
-        "--max-numwant", "30",
-    ] + cfg.experiment_args.split()
-    return Tracker("udp_mmsg (p4p)", argv, tmp, log)
-
-
 def start_aquatic(cfg, tmp, log, udp_port, flavour):
     binary = cfg.aquatic_uring if flavour == "io_uring" else cfg.aquatic_mio
     text = subprocess.run(
@@ -458,8 +446,6 @@ def contenders(race, cfg):
         if cfg.baseline_bin:
             out.append(("p4p-tracker baseline p4p", lambda t, l, u, h: start_p4p(
                 cfg, t, l, u, h, "p4p", race_topology, cfg.baseline_bin)))
-        if cfg.proto_bin:
-            out.append(("udp_mmsg experiment p4p", lambda t, l, u, h: start_proto(cfg, t, l, u, race_topology)))
         if cfg.aquatic_uring:
             out.append(("aquatic_udp io_uring", lambda t, l, u, h: start_aquatic(cfg, t, l, u, "io_uring")))
         if cfg.aquatic_mio:
@@ -470,8 +456,6 @@ def contenders(race, cfg):
         if cfg.baseline_bin:
             out.append(("p4p-tracker baseline p4p", lambda t, l, u, h: start_p4p(
                 cfg, t, l, u, h, "p4p", loopback, cfg.baseline_bin)))
-        if cfg.proto_bin:
-            out.append(("udp_mmsg experiment p4p", lambda t, l, u, h: start_proto(cfg, t, l, u, loopback)))
         if cfg.opentracker:
             out.append(("opentracker debian-whitelist", lambda t, l, u, h: start_opentracker(cfg, t, l, u, h, wl)))
         if cfg.aquatic_uring:
@@ -541,13 +525,10 @@ def main():
     ap.add_argument("--p4p-http-workers", type=int, default=1)
     ap.add_argument("--opentracker-udp-workers", type=int, default=1)
     ap.add_argument("--http-connections", type=int, default=32)
-    ap.add_argument("--experiment-args", default="", help="extra arguments for udp_mmsg, e.g. '--spin 64'")
     ap.add_argument("--tools", default=os.environ.get("RACE_TOOLS", str(Path.home() / ".cache" / "p4p-race")))
     ap.add_argument("--p4p-bin", default="", help="p4p-tracker binary (default: target/release)")
     ap.add_argument("--baseline-bin", default="",
                     help="another p4p-tracker binary raced as 'p4p-tracker baseline p4p' (A/B of a change)")
-    ap.add_argument("--with-experiment", action="store_true",
-                    help="also race udp_mmsg, the recvmmsg/sendmmsg experiment (target/release/udp_mmsg)")
     ap.add_argument("--out", default=str(REPO / "results" / "race"))
     ap.add_argument("--tag", default="", help="suffix of the result file names")
     cfg = ap.parse_args()
@@ -558,7 +539,6 @@ def main():
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
     cfg.p4p_tracker = Path(cfg.p4p_bin) if cfg.p4p_bin else target / "p4p-tracker"
     cfg.udp_load = target / "udp_load"
-    cfg.proto_bin = target / "udp_mmsg" if cfg.with_experiment else None
     cfg.baseline_bin = Path(cfg.baseline_bin) if cfg.baseline_bin else None
     cfg.aquatic_load_test = tools / "aquatic-lt" / "bin" / "aquatic_udp_load_test"
     cfg.aquatic_uring = tools / "aquatic-uring" / "bin" / "aquatic_udp"
@@ -759,8 +739,8 @@ def chart(path, summary):
             ax.set_title(title + ": not run", fontsize=10)
             ax.axis("off")
             continue
-        colors = ["#1b9e77" if "p4p-tracker" in s["tracker"] else
-                  "#d95f02" if "udp_mmsg" in s["tracker"] else "#7570b3" for s in rows]
+        colors = ["#d95f02" if "baseline" in s["tracker"] else
+                  "#1b9e77" if "p4p-tracker" in s["tracker"] else "#7570b3" for s in rows]
         ax.barh(range(len(rows)), vals, xerr=err, color=colors)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels([f"{s['race']}\n{s['tracker']}" for s in rows], fontsize=7)

@@ -382,3 +382,49 @@ async fn ipv6_announces_get_18_byte_peers() {
     assert_eq!(v4_view.peers, addrs(&["127.0.0.2:6002"]));
     running.stop().await;
 }
+
+/// The worker reads and answers datagrams in batches (`recvmmsg`/`sendmmsg`): bursts longer than
+/// a batch, with no answer read until the whole burst is sent, must still get exactly one
+/// answer per request, each with its own transaction id, and every announce must be recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_datagrams_get_one_answer_each() {
+    let (running, server) = start(udp_config("127.77.11.1")).await;
+    let (answered, last) = blocking(move || {
+        let mut client = Client::new("127.0.0.30", server);
+        let id = client.connect();
+        let mut answered = std::collections::HashMap::new();
+        for burst in 0..3u16 {
+            let mut sent = Vec::new();
+            for i in 0..100u16 {
+                let port = 10_000 + burst * 100 + i;
+                let r =
+                    client.announce_request(id, HASH, port, u64::from(i % 2), Event::Started, 0);
+                let mut buf = Vec::new();
+                p4p_tracker::protocol::udp::Request::Announce(r).write(&mut buf);
+                client.send(&buf);
+                sent.push(r.transaction_id);
+            }
+            for _ in 0..sent.len() {
+                let answer = client.recv();
+                match parse_response(&answer, AddressFamily::V4) {
+                    Ok(ResponseView::Announce(a)) => {
+                        *answered.entry(a.transaction_id).or_insert(0u32) += 1;
+                    }
+                    other => panic!("expected an announce answer, got {other:?}"),
+                }
+            }
+            for tid in sent {
+                assert_eq!(answered.get(&tid), Some(&1), "answers to {tid:?}");
+            }
+        }
+        let last = client
+            .announce(HASH, 9_999, 1, Event::None)
+            .expect("announce after the bursts");
+        (answered.len(), last)
+    })
+    .await;
+    assert_eq!(answered, 300);
+    // Half the burst announced `left = 0`; the last announce is one more leecher.
+    assert_eq!((last.seeders, last.leechers), (150, 151));
+    running.stop().await;
+}

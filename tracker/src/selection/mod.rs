@@ -44,6 +44,13 @@ pub trait Buckets {
     fn size(&self, bucket: usize) -> usize;
     /// The peer at a position of the bucket.
     fn peer(&self, bucket: usize, index: usize) -> SocketAddr;
+    /// Whether peers at adjacent positions are cheaper to read together than apart (records
+    /// side by side in memory): selection then draws them in runs (see `RUN`). A store that
+    /// hands out random samples instead (Redis) keeps one stratum per peer, whose picks spread
+    /// over buckets as its samples expect.
+    fn adjacent_reads_pay(&self) -> bool {
+        false
+    }
 }
 
 /// Who asks.
@@ -349,7 +356,8 @@ fn sample_group<B: Buckets, R: Rng>(
     // Rotate the strata by a random offset so the first stratum is not always first: with it,
     // every peer has the same chance however the strata are cut.
     let offset = rng.random_range(0..size);
-    let run = if take >= 2 * RUN && size >= RUN * take.div_ceil(RUN) {
+    let run = if buckets.adjacent_reads_pay() && take >= 2 * RUN && size >= RUN * take.div_ceil(RUN)
+    {
         RUN
     } else {
         1

@@ -32,6 +32,9 @@ impl Buckets for VecBuckets {
     fn peer(&self, b: usize, i: usize) -> SocketAddr {
         self.0[b].2[i]
     }
+    fn adjacent_reads_pay(&self) -> bool {
+        true
+    }
 }
 
 /// ISP A: PIDs sel-a1 (127.1/16), sel-a2 (127.3/16, cost 2 from a1), sel-a3 (127.5/16, cost 5);

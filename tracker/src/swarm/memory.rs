@@ -1135,6 +1135,9 @@ impl Buckets for View<'_> {
             self.small[at].socket()
         }
     }
+    fn adjacent_reads_pay(&self) -> bool {
+        true
+    }
 }
 
 thread_local! {

@@ -443,9 +443,6 @@ def contenders(race, cfg):
     out = []
     if race == "udp-aquatic":
         out.append(("p4p-tracker p4p", lambda t, l, u, h: start_p4p(cfg, t, l, u, h, "p4p", race_topology)))
-        if cfg.baseline_bin:
-            out.append(("p4p-tracker baseline p4p", lambda t, l, u, h: start_p4p(
-                cfg, t, l, u, h, "p4p", race_topology, cfg.baseline_bin)))
         if cfg.aquatic_uring:
             out.append(("aquatic_udp io_uring", lambda t, l, u, h: start_aquatic(cfg, t, l, u, "io_uring")))
         if cfg.aquatic_mio:
@@ -453,9 +450,6 @@ def contenders(race, cfg):
     elif race == "udp-own":
         out.append(("p4p-tracker p4p", lambda t, l, u, h: start_p4p(cfg, t, l, u, h, "p4p", loopback)))
         out.append(("p4p-tracker random", lambda t, l, u, h: start_p4p(cfg, t, l, u, h, "random", loopback)))
-        if cfg.baseline_bin:
-            out.append(("p4p-tracker baseline p4p", lambda t, l, u, h: start_p4p(
-                cfg, t, l, u, h, "p4p", loopback, cfg.baseline_bin)))
         if cfg.opentracker:
             out.append(("opentracker debian-whitelist", lambda t, l, u, h: start_opentracker(cfg, t, l, u, h, wl)))
         if cfg.aquatic_uring:
@@ -470,6 +464,11 @@ def contenders(race, cfg):
         out.append(("p4p-tracker p4p", lambda t, l, u, h: start_p4p(cfg, t, l, u, h, "p4p", loopback)))
         if cfg.opentracker:
             out.append(("opentracker debian-whitelist", lambda t, l, u, h: start_opentracker(cfg, t, l, u, h, wl)))
+    if cfg.baseline_bin and race in ("udp-aquatic", "udp-own"):
+        # The A/B contender: the same p4p run with another binary, right after p4p-tracker p4p.
+        topology = race_topology if race == "udp-aquatic" else loopback
+        out.insert(1, ("p4p-tracker baseline p4p", lambda t, l, u, h: start_p4p(
+            cfg, t, l, u, h, "p4p", topology, cfg.baseline_bin)))
     return out
 
 

@@ -879,6 +879,7 @@ impl Entry {
             rec.set_expires(expires);
             Slot::new(slot.v6, f.rekey(slot.seg, slot.idx, rec))
         }
+        let old = self.bucket(slot);
         match &mut self.peers {
             Peers::Small(s) => {
                 let mut rec = s.peers[slot.idx];
@@ -887,11 +888,6 @@ impl Entry {
                 Slot::new(false, (0, rekey_in(s.slice_mut(), slot.idx, rec)))
             }
             Peers::Large(l) => {
-                let old = if slot.v6 {
-                    l.v6_mut().rec(slot.seg, slot.idx).bucket
-                } else {
-                    l.v4.rec(slot.seg, slot.idx).bucket
-                };
                 l.count(old.seeders(), -1);
                 l.count(bucket.seeders(), 1);
                 if slot.v6 {

@@ -1,6 +1,6 @@
 //! The in-memory swarm store: torrents in sorted vectors behind sharded locks, each swarm's peers
-//! in sorted vectors of 10-byte records. Laid out for memory first: opentracker keeps 2 M peers
-//! over 1 M torrents in about 75 MB, and so should we.
+//! in vectors of 10-byte records grouped by bucket. Laid out for memory first: opentracker keeps
+//! 2 M peers over 1 M torrents in about 75 MB, and so should we.
 //!
 //! Where the bytes go:
 //! - **Torrents.** A fixed number of shards (a power of two sized from `max_torrents`, about 16
@@ -11,18 +11,20 @@
 //! - **Small swarms** (at most two IPv4 peers: most torrents) keep their peers inside the entry,
 //!   with no allocation. Their seeder and leecher counts are read off those two records.
 //! - **Larger swarms** own one heap block (`Large`: counts, snapshot generation) and, per address
-//!   family, a sorted vector of records (`Family`). A bucket (PID x seeder/leecher) is not stored:
-//!   records carry their bucket key and sort by (bucket, ip, port), so a bucket is a contiguous
-//!   run. Up to `MIXED_MAX` records a family is that one vector; past it, big buckets get vectors
-//!   ("segments") of their own, cut in halves past `SEG_MAX`. So the announce path lists buckets
-//!   without reading records (or reads at most `MIXED_MAX` of them), an insert shifts at most one
-//!   segment, and nothing is O(peers).
+//!   family, a `Family`. A bucket (PID x seeder/leecher) is always one contiguous run of
+//!   records, so selection lists buckets without reading records. Up to `MIXED_MAX` records a
+//!   family is one vector sorted by (bucket, ip, port), scanned to find a peer. Past it the
+//!   family is hashed: a vector per bucket, unordered, plus an index from address to (bucket,
+//!   position) (about 9 bytes per slot, at most 7/8 full). The hot swarms that take most
+//!   announces then find, add, remove or move a peer with one probe and a push or
+//!   `swap_remove`: no binary search over hundreds of records, no shifting.
 //! - **A peer** is 10 bytes (IPv6: 22): address, port, bucket key, and its expiry as 16-bit
 //!   wrapping seconds (valid because the sweep runs far more often than every 2^15 s and timeouts
 //!   are below 30000 s, which the config enforces).
 //! - Vectors grow one element at a time while short, then by a 32nd: little spare capacity, and
 //!   little memory the allocator cannot reuse while the store fills. The sweep returns spare
-//!   capacity, merges small segments and turns large swarms that shrank back into small ones.
+//!   capacity, drops empty buckets, turns hashed families that shrank back into sorted ones and
+//!   large swarms that shrank back into small ones.
 //!
 //! A bucket key is `pid << 1 | seeder` in 16 bits, so PID ids must fit in 15 bits. Ids from
 //! 32767 up (a process that has interned that many distinct PID names) share one overflow code
@@ -35,10 +37,10 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{LazyLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use p4p_itracker::{PidId, Snapshot};
 use rand::Rng;
@@ -49,15 +51,9 @@ use crate::config::SwarmConfig;
 use crate::selection::{Buckets, Requester, Scratch, SelectionStats, Selector};
 use crate::types::{Announce, Event, InfoHash, SwarmStats};
 
-/// Most records in a segment holding several buckets. Past it the segment splits at a bucket
-/// boundary, so in a large swarm every big bucket has segments of its own and listing the
-/// buckets reads no record; small buckets (many sparse PIDs) still share segments.
+/// Most records of a family kept in one sorted vector (scanned to find a peer); past it the
+/// family is hashed (see [`Hashed`]).
 const MIXED_MAX: usize = if cfg!(test) { 4 } else { 64 };
-
-/// Most records in a segment of one bucket; past it the segment splits in half, so an insert
-/// shifts at most this many records (2.6 MB) while a 1 M-peer swarm still lists about ten
-/// buckets.
-const SEG_MAX: usize = if cfg!(test) { 8 } else { 1 << 18 };
 
 /// Peers a small swarm holds inside its entry.
 const SMALL: usize = 2;
@@ -119,7 +115,7 @@ pub struct Peer6 {
 /// What both peer records offer to the generic family code.
 trait Record: Copy {
     /// Identity inside a swarm, (ip, port), ordered as (ip, port).
-    type Addr: Ord + Copy;
+    type Addr: Ord + Copy + Hash;
     /// Sort order of a family: (bucket, ip, port).
     type Order: Ord + Copy;
     fn new(addr: Self::Addr, expires: u16, bucket: BucketKey) -> Self;
@@ -244,20 +240,6 @@ fn shrink<T>(v: &mut Vec<T>) {
     }
 }
 
-/// End of the bucket run starting at `start`: runs are often short, so a few records are read
-/// before bisecting the rest.
-fn run_end<P: Record>(recs: &[P], start: usize) -> usize {
-    let bucket = recs[start].bucket();
-    let near = (start + 8).min(recs.len());
-    match recs[start + 1..near]
-        .iter()
-        .position(|p| p.bucket() != bucket)
-    {
-        Some(i) => start + 1 + i,
-        None => near + recs[near..].partition_point(|p| p.bucket() == bucket),
-    }
-}
-
 /// Moves the record at `from` to where `rec` sorts, writing `rec` there; returns its index.
 /// Shifts only the records in between.
 fn rekey_in<P: Record>(recs: &mut [P], from: usize, rec: P) -> usize {
@@ -274,388 +256,519 @@ fn rekey_in<P: Record>(recs: &mut [P], from: usize, rec: P) -> usize {
     }
 }
 
-/// A sorted, non-empty part of a family, with the buckets of its first and last records kept
-/// beside the pointer so searches and run listing rarely touch the records.
+/// Keyed once per process (so no client can aim addresses at one probe sequence), shared by
+/// every swarm's address index.
+static ADDR_HASHER: LazyLock<foldhash::quality::RandomState> = LazyLock::new(Default::default);
+
+fn addr_hash<A: Hash>(addr: &A) -> u64 {
+    ADDR_HASHER.hash_one(addr)
+}
+
+/// One bucket of a hashed family: its records, in no particular order.
 #[derive(Clone, Debug)]
-struct Seg<P> {
-    first: BucketKey,
-    last: BucketKey,
+struct Bucket<P> {
+    key: BucketKey,
     recs: Vec<P>,
 }
 
-impl<P: Record> Seg<P> {
-    fn new(recs: Vec<P>) -> Self {
-        let mut seg = Seg {
-            first: BucketKey::default(),
-            last: BucketKey::default(),
-            recs,
-        };
-        seg.refresh();
-        seg
-    }
+/// Where a record of a hashed family is: bucket slot and index in it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Loc {
+    bucket: u16,
+    idx: u32,
+}
 
-    fn refresh(&mut self) {
-        if let (Some(first), Some(last)) = (self.recs.first(), self.recs.last()) {
-            self.first = first.bucket();
-            self.last = last.bucket();
+impl Loc {
+    fn new(bucket: usize, idx: usize) -> Self {
+        Loc {
+            bucket: bucket as u16,
+            idx: idx as u32,
         }
-    }
-
-    /// Whether the segment is past its size limit (see [`MIXED_MAX`], [`SEG_MAX`]).
-    fn over_full(&self) -> bool {
-        let max = if self.first == self.last {
-            SEG_MAX
-        } else {
-            MIXED_MAX
-        };
-        self.recs.len() > max
-    }
-
-    /// Whether `self` and the segment after it fit in half a segment together.
-    fn merges_with(&self, next: &Seg<P>) -> bool {
-        let max = if self.first == next.last {
-            SEG_MAX
-        } else {
-            MIXED_MAX
-        };
-        self.recs.len() + next.recs.len() <= max / 2
     }
 }
 
-/// One address family of a large swarm: records sorted by (bucket, ip, port), cut into
-/// non-empty segments (see [`MIXED_MAX`], [`SEG_MAX`]). A family of up to [`MIXED_MAX`]
-/// records is one segment, kept inline.
-#[derive(Debug)]
-enum Family<P> {
-    One(Seg<P>),
-    /// Never exactly one segment; empty when the family has no peers.
-    Many(Box<[Seg<P>]>),
+/// The address index of a hashed family: open addressing with linear probing over 8-byte
+/// slots, each a 16-bit tag of the address's hash and the record's [`Loc`]. A probe compares
+/// tags inside one or two cache lines and reads a record only when a tag matches, so finding a
+/// peer costs the slot's line and the record's. (A general hash table keeps control bytes and
+/// entries apart: one more miss, which the race profile showed.) At most 3/4 full, counting
+/// deleted slots.
+#[derive(Debug, Default)]
+struct Index {
+    slots: Box<[u64]>,
+    len: u32,
+    deleted: u32,
 }
 
-impl<P> Default for Family<P> {
-    fn default() -> Self {
-        Family::Many(Box::default())
+const EMPTY: u64 = 0;
+const DELETED: u64 = 1;
+const TAG: u64 = 0xFFFF << 48;
+
+impl Index {
+    /// An empty index sized for `n` entries.
+    fn sized(n: usize) -> Self {
+        let cap = (n + n / 3 + 1).next_power_of_two().max(8);
+        Index {
+            slots: vec![EMPTY; cap].into_boxed_slice(),
+            len: 0,
+            deleted: 0,
+        }
+    }
+
+    /// A tag never equal to [`EMPTY`] or [`DELETED`].
+    fn tag(hash: u64) -> u64 {
+        (hash >> 48).max(2)
+    }
+
+    fn pack(hash: u64, loc: Loc) -> u64 {
+        Self::with_loc(Self::tag(hash) << 48, loc)
+    }
+
+    /// `slot`'s tag with `loc`.
+    fn with_loc(slot: u64, loc: Loc) -> u64 {
+        (slot & TAG) | (u64::from(loc.bucket) << 32) | u64::from(loc.idx)
+    }
+
+    fn loc(slot: u64) -> Loc {
+        Loc {
+            bucket: (slot >> 32) as u16,
+            idx: slot as u32,
+        }
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The slot of the entry with `hash` for which `eq` holds.
+    fn find(&self, hash: u64, mut eq: impl FnMut(Loc) -> bool) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let tag = Self::tag(hash);
+        let mut i = hash as usize & self.mask();
+        loop {
+            let slot = self.slots[i];
+            if slot == EMPTY {
+                return None;
+            }
+            if slot >> 48 == tag && eq(Self::loc(slot)) {
+                return Some(i);
+            }
+            i = (i + 1) & self.mask();
+        }
+    }
+
+    fn get(&self, i: usize) -> Loc {
+        Self::loc(self.slots[i])
+    }
+
+    /// Points the entry in slot `i` at `loc` (same address, so same tag).
+    fn set(&mut self, i: usize, loc: Loc) {
+        self.slots[i] = Self::with_loc(self.slots[i], loc);
+    }
+
+    /// Adds an entry; `hash_of` gives the hash of an entry already in (to rebuild on growth).
+    fn insert(&mut self, hash: u64, loc: Loc, hash_of: impl Fn(Loc) -> u64) {
+        let used = (self.len + self.deleted) as usize + 1;
+        if used * 4 > self.slots.len() * 3 {
+            self.rebuild(self.len as usize + 1, &hash_of);
+        }
+        self.put(hash, loc);
+    }
+
+    fn put(&mut self, hash: u64, loc: Loc) {
+        let mut i = hash as usize & self.mask();
+        while self.slots[i] > DELETED {
+            i = (i + 1) & self.mask();
+        }
+        if self.slots[i] == DELETED {
+            self.deleted -= 1;
+        }
+        self.slots[i] = Self::pack(hash, loc);
+        self.len += 1;
+    }
+
+    /// Removes the entry in slot `i`. A run of deleted slots that ends at an empty one becomes
+    /// empty again.
+    fn remove(&mut self, i: usize) {
+        self.len -= 1;
+        if self.slots[(i + 1) & self.mask()] != EMPTY {
+            self.slots[i] = DELETED;
+            self.deleted += 1;
+            return;
+        }
+        self.slots[i] = EMPTY;
+        let mut j = i.wrapping_sub(1) & self.mask();
+        while self.slots[j] == DELETED {
+            self.slots[j] = EMPTY;
+            self.deleted -= 1;
+            j = j.wrapping_sub(1) & self.mask();
+        }
+    }
+
+    /// Re-inserts every entry into a table sized for `n`, dropping deleted slots.
+    fn rebuild(&mut self, n: usize, hash_of: &impl Fn(Loc) -> u64) {
+        let old = std::mem::replace(self, Index::sized(n));
+        for &slot in old.slots.iter().filter(|&&s| s > DELETED) {
+            let loc = Self::loc(slot);
+            self.put(hash_of(loc), loc);
+        }
+    }
+
+    /// Every entry's location, to renumber buckets.
+    fn locs_mut(&mut self, mut f: impl FnMut(&mut Loc)) {
+        for slot in self.slots.iter_mut().filter(|s| **s > DELETED) {
+            let mut loc = Self::loc(*slot);
+            f(&mut loc);
+            *slot = Self::with_loc(*slot, loc);
+        }
     }
 }
 
-impl<P: Record> Family<P> {
-    fn segs(&self) -> &[Seg<P>] {
-        match self {
-            Family::One(seg) => std::slice::from_ref(seg),
-            Family::Many(segs) => segs,
-        }
-    }
+/// A family past [`MIXED_MAX`] records: a vector per bucket (sorted by bucket key, records
+/// unordered inside) and an [`Index`] from address to where the record is. Finding, adding,
+/// removing or moving a peer costs a probe of the index and a push or `swap_remove`, never a
+/// search or a shift; a bucket stays one contiguous run for selection. Buckets left empty stay
+/// until the sweep, so slots change only when a bucket is added (rare: a new PID or role in the
+/// swarm) or during the sweep.
+#[derive(Debug, Default)]
+struct Hashed<P> {
+    buckets: Vec<Bucket<P>>,
+    index: Index,
+}
 
-    fn segs_mut(&mut self) -> &mut [Seg<P>] {
-        match self {
-            Family::One(seg) => std::slice::from_mut(seg),
-            Family::Many(segs) => segs,
+impl<P: Record> Hashed<P> {
+    /// Takes records sorted by bucket.
+    fn build(recs: &[P]) -> Self {
+        let mut buckets: Vec<Bucket<P>> = Vec::new();
+        for run in recs.chunk_by(|a, b| a.bucket() == b.bucket()) {
+            buckets.push(Bucket {
+                key: run[0].bucket(),
+                recs: run.to_vec(),
+            });
         }
-    }
-
-    fn take(&mut self) -> Vec<Seg<P>> {
-        match std::mem::take(self) {
-            Family::One(seg) => vec![seg],
-            Family::Many(segs) => segs.into_vec(),
-        }
-    }
-
-    fn set(&mut self, mut segs: Vec<Seg<P>>) {
-        *self = match segs.len() {
-            1 => Family::One(segs.remove(0)),
-            _ => Family::Many(segs.into_boxed_slice()),
+        let mut hashed = Hashed {
+            buckets,
+            index: Index::default(),
         };
+        hashed.reindex();
+        hashed
     }
 
-    fn is_empty(&self) -> bool {
-        self.segs().is_empty()
+    fn hash_at(buckets: &[Bucket<P>], loc: Loc) -> u64 {
+        addr_hash(&buckets[loc.bucket as usize].recs[loc.idx as usize].addr())
+    }
+
+    /// Rebuilds the index from the buckets.
+    fn reindex(&mut self) {
+        let len = self.buckets.iter().map(|b| b.recs.len()).sum();
+        self.index = Index::sized(len);
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            for (i, p) in bucket.recs.iter().enumerate() {
+                self.index.put(addr_hash(&p.addr()), Loc::new(b, i));
+            }
+        }
     }
 
     fn len(&self) -> usize {
-        self.segs().iter().map(|s| s.recs.len()).sum()
+        self.index.len as usize
     }
 
-    fn rec(&self, seg: usize, idx: usize) -> P {
-        self.segs()[seg].recs[idx]
+    fn find(&self, addr: P::Addr) -> Option<(usize, usize)> {
+        let buckets = &self.buckets;
+        let i = self.index.find(addr_hash(&addr), |l| {
+            buckets[l.bucket as usize].recs[l.idx as usize].addr() == addr
+        })?;
+        let loc = self.index.get(i);
+        Some((loc.bucket as usize, loc.idx as usize))
     }
 
-    /// The segment that holds, or should receive, the record sorting at `key` (in `bucket`).
-    /// Needs at least one segment. Every segment before it ends below `key` and every one after
-    /// starts above it.
-    fn seg_for(&self, bucket: BucketKey, key: P::Order) -> usize {
-        let segs = self.segs();
-        let lo = segs.partition_point(|s| s.last < bucket);
-        let hi = segs.partition_point(|s| s.first <= bucket);
-        if lo >= hi {
-            // No segment holds the bucket: append to the one before the gap.
-            return lo.saturating_sub(1);
-        }
-        lo + segs[lo..hi - 1].partition_point(|s| s.recs.last().is_some_and(|r| r.order() < key))
-    }
-
-    fn find_exact(&self, bucket: BucketKey, addr: P::Addr) -> Option<(usize, usize)> {
-        if self.is_empty() {
-            return None;
-        }
-        let key = P::order_of(bucket, addr);
-        let s = self.seg_for(bucket, key);
-        let found = self.segs()[s].recs.binary_search_by_key(&key, P::order);
-        found.ok().map(|i| (s, i))
-    }
-
-    /// Searches every bucket, run by run.
-    fn find_anywhere(&self, addr: P::Addr) -> Option<(usize, usize)> {
-        for (s, seg) in self.segs().iter().enumerate() {
-            let recs = &seg.recs;
-            let mut start = 0;
-            while start < recs.len() {
-                let end = run_end(recs, start);
-                if let Ok(i) = recs[start..end].binary_search_by_key(&addr, P::addr) {
-                    return Some((s, start + i));
-                }
-                start = end;
+    /// The slot of `key`'s bucket, added (and later slots renumbered) when missing.
+    fn bucket_slot(&mut self, key: BucketKey) -> usize {
+        match self.buckets.binary_search_by_key(&key, |b| b.key) {
+            Ok(b) => b,
+            Err(b) => {
+                self.buckets.insert(
+                    b,
+                    Bucket {
+                        key,
+                        recs: Vec::new(),
+                    },
+                );
+                self.index.locs_mut(|l| {
+                    if usize::from(l.bucket) >= b {
+                        l.bucket += 1;
+                    }
+                });
+                b
             }
         }
-        None
     }
 
-    /// Where the peer is. A short family is scanned; a longer one is searched in the buckets of
-    /// `pid` (the `seeder` one first: a peer usually announces the role it has) and, when
-    /// resolved under another snapshot, in every bucket.
-    fn find(&self, addr: P::Addr, pid: PidId, seeder: bool, stale: bool) -> Option<(usize, usize)> {
-        if let Family::One(seg) = self {
-            if seg.recs.len() <= MIXED_MAX {
-                return seg
-                    .recs
-                    .iter()
-                    .position(|p| p.addr() == addr)
-                    .map(|i| (0, i));
-            }
-        }
-        [seeder, !seeder]
-            .into_iter()
-            .find_map(|seeder| self.find_exact(BucketKey::new(pid, seeder), addr))
-            .or_else(|| stale.then(|| self.find_anywhere(addr)).flatten())
+    /// Appends `rec` to its bucket (not to the index); returns where it is.
+    fn push(&mut self, rec: P) -> Loc {
+        let b = self.bucket_slot(rec.bucket());
+        let recs = &mut self.buckets[b].recs;
+        reserve_one(recs, 1);
+        recs.push(rec);
+        Loc::new(b, recs.len() - 1)
     }
 
     fn insert(&mut self, rec: P) -> (usize, usize) {
-        if self.is_empty() {
-            *self = Family::One(Seg::new(vec![rec]));
-            return (0, 0);
-        }
-        let key = rec.order();
-        let s = self.seg_for(rec.bucket(), key);
-        let seg = &mut self.segs_mut()[s];
-        let i = seg.recs.partition_point(|p| p.order() < key);
-        reserve_one(&mut seg.recs, 1);
-        seg.recs.insert(i, rec);
-        seg.refresh();
-        if seg.over_full() {
-            self.split(s, i)
-        } else {
-            (s, i)
-        }
+        let loc = self.push(rec);
+        let buckets = &self.buckets;
+        let hash = addr_hash(&rec.addr());
+        self.index.insert(hash, loc, |l| Self::hash_at(buckets, l));
+        (loc.bucket as usize, loc.idx as usize)
     }
 
-    /// Splits segment `s` at the bucket boundary nearest its middle (in the middle when it holds
-    /// one bucket); returns where the record at `i` ends up.
-    fn split(&mut self, s: usize, i: usize) -> (usize, usize) {
-        let seg = &mut self.segs_mut()[s];
-        let cut = cut_point(&seg.recs);
-        let tail = seg.recs.split_off(cut);
-        seg.recs.shrink_to(cut + cut / 8);
-        seg.refresh();
-        let mut segs = self.take();
-        segs.insert(s + 1, Seg::new(tail));
-        self.set(segs);
-        if i < cut {
-            (s, i)
-        } else {
-            (s + 1, i - cut)
+    /// Takes the record at `at` out of its bucket (`swap_remove`) and points the index entry of
+    /// the record that took its place there; returns the record and its index slot.
+    fn take(&mut self, at: Loc) -> (P, usize) {
+        let recs = &mut self.buckets[at.bucket as usize].recs;
+        let rec = recs.swap_remove(at.idx as usize);
+        // Found before the moved record's entry also points at `at`.
+        let slot = self.index.find(addr_hash(&rec.addr()), |l| l == at);
+        if let Some(moved) = recs.get(at.idx as usize) {
+            let from = Loc::new(at.bucket as usize, recs.len());
+            if let Some(i) = self.index.find(addr_hash(&moved.addr()), |l| l == from) {
+                self.index.set(i, at);
+            }
         }
+        (rec, slot.expect("every record is indexed"))
     }
 
-    fn remove(&mut self, s: usize, i: usize) -> P {
-        let seg = &mut self.segs_mut()[s];
-        let rec = seg.recs.remove(i);
-        if seg.recs.is_empty() {
-            let mut segs = self.take();
-            segs.remove(s);
-            self.set(segs);
-        } else {
-            seg.refresh();
-        }
+    fn remove(&mut self, b: usize, i: usize) -> P {
+        let (rec, slot) = self.take(Loc::new(b, i));
+        self.index.remove(slot);
         rec
     }
 
-    /// Replaces the record at (s, i) with `rec` (same address, new bucket) at its sorted place.
-    fn rekey(&mut self, s: usize, i: usize, rec: P) -> (usize, usize) {
-        if self.seg_for(rec.bucket(), rec.order()) == s {
-            let seg = &mut self.segs_mut()[s];
-            let j = rekey_in(&mut seg.recs, i, rec);
-            seg.refresh();
-            // A segment of one bucket that now holds two may be too long for a mixed one.
-            return if seg.over_full() {
-                self.split(s, j)
-            } else {
-                (s, j)
-            };
-        }
-        self.remove(s, i);
-        self.insert(rec)
+    /// Moves the record at (b, i) to `rec`'s bucket, as `rec`; the index entry stays and is
+    /// pointed at the new place.
+    fn rekey(&mut self, b: usize, i: usize, rec: P) -> (usize, usize) {
+        let (_, slot) = self.take(Loc::new(b, i));
+        // Adding a bucket renumbers entries but moves none, so `slot` stays valid.
+        let loc = self.push(rec);
+        self.index.set(slot, loc);
+        (loc.bucket as usize, loc.idx as usize)
     }
 
     /// Removes expired peers; returns how many (seeders, leechers).
     fn expire(&mut self, now: u16) -> (u32, u32) {
         let mut removed = (0, 0);
-        for seg in self.segs_mut() {
-            seg.recs.retain(|p| {
-                let gone = expired(p.expires(), now);
-                if gone && p.bucket().seeders() {
-                    removed.0 += 1;
-                } else if gone {
-                    removed.1 += 1;
-                }
-                !gone
-            });
-            seg.refresh();
+        for bucket in &mut self.buckets {
+            let before = bucket.recs.len();
+            bucket.recs.retain(|p| !expired(p.expires(), now));
+            let gone = (before - bucket.recs.len()) as u32;
+            if bucket.key.seeders() {
+                removed.0 += gone;
+            } else {
+                removed.1 += gone;
+            }
         }
+        if removed != (0, 0) {
+            self.reindex();
+        }
+        removed
+    }
+
+    /// Drops empty buckets, returns spare capacity and sheds deleted index slots.
+    fn tidy(&mut self) {
+        let before = self.buckets.len();
+        self.buckets.retain(|b| !b.recs.is_empty());
+        for bucket in &mut self.buckets {
+            shrink(&mut bucket.recs);
+        }
+        let (len, slots) = (self.len(), self.index.slots.len());
+        if self.buckets.len() != before || self.index.deleted > 0 || slots > 4 * len + 8 {
+            self.reindex();
+        }
+    }
+}
+
+/// One address family of a large swarm. Up to [`MIXED_MAX`] records it is one vector sorted by
+/// (bucket, ip, port), so a bucket is a contiguous run and a scan finds a peer; past it, a
+/// [`Hashed`] family.
+#[derive(Debug)]
+enum Family<P> {
+    Sorted(Vec<P>),
+    Hashed(Hashed<P>),
+}
+
+impl<P> Default for Family<P> {
+    fn default() -> Self {
+        Family::Sorted(Vec::new())
+    }
+}
+
+impl<P: Record> Family<P> {
+    /// A family of `recs`, sorted here.
+    fn build(mut recs: Vec<P>) -> Self {
+        recs.sort_unstable_by_key(P::order);
+        if recs.len() <= MIXED_MAX {
+            Family::Sorted(recs)
+        } else {
+            Family::Hashed(Hashed::build(&recs))
+        }
+    }
+
+    /// Every record, bucket by bucket.
+    fn all(&self) -> Vec<P> {
+        match self {
+            Family::Sorted(recs) => recs.clone(),
+            Family::Hashed(h) => h
+                .buckets
+                .iter()
+                .flat_map(|b| b.recs.iter().copied())
+                .collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Family::Sorted(recs) => recs.len(),
+            Family::Hashed(h) => h.len(),
+        }
+    }
+
+    /// The records of segment `seg`: the sorted vector (`seg` 0) or a bucket.
+    fn seg(&self, seg: usize) -> &[P] {
+        match self {
+            Family::Sorted(recs) => recs,
+            Family::Hashed(h) => &h.buckets[seg].recs,
+        }
+    }
+
+    fn seg_mut(&mut self, seg: usize) -> &mut [P] {
+        match self {
+            Family::Sorted(recs) => recs,
+            Family::Hashed(h) => &mut h.buckets[seg].recs,
+        }
+    }
+
+    fn rec(&self, seg: usize, idx: usize) -> P {
+        self.seg(seg)[idx]
+    }
+
+    /// Where the peer is, whatever bucket it is in.
+    fn find(&self, addr: P::Addr) -> Option<(usize, usize)> {
+        match self {
+            Family::Sorted(recs) => recs.iter().position(|p| p.addr() == addr).map(|i| (0, i)),
+            Family::Hashed(h) => h.find(addr),
+        }
+    }
+
+    fn insert(&mut self, rec: P) -> (usize, usize) {
+        match self {
+            Family::Sorted(recs) if recs.len() < MIXED_MAX => {
+                let i = recs.partition_point(|p| p.order() < rec.order());
+                reserve_one(recs, 1);
+                recs.insert(i, rec);
+                (0, i)
+            }
+            Family::Sorted(recs) => {
+                let mut all = std::mem::take(recs);
+                all.push(rec);
+                *self = Family::build(all);
+                self.find(rec.addr()).expect("the record was just added")
+            }
+            Family::Hashed(h) => h.insert(rec),
+        }
+    }
+
+    fn remove(&mut self, seg: usize, idx: usize) -> P {
+        match self {
+            Family::Sorted(recs) => recs.remove(idx),
+            Family::Hashed(h) => h.remove(seg, idx),
+        }
+    }
+
+    /// Replaces the record at (seg, idx) with `rec` (same address, new bucket); returns where
+    /// it now is.
+    fn rekey(&mut self, seg: usize, idx: usize, rec: P) -> (usize, usize) {
+        match self {
+            Family::Sorted(recs) => (0, rekey_in(recs, idx, rec)),
+            Family::Hashed(h) => h.rekey(seg, idx, rec),
+        }
+    }
+
+    /// Removes expired peers; returns how many (seeders, leechers).
+    fn expire(&mut self, now: u16) -> (u32, u32) {
+        let removed = match self {
+            Family::Sorted(recs) => {
+                let mut removed = (0, 0);
+                recs.retain(|p| {
+                    let gone = expired(p.expires(), now);
+                    if gone && p.bucket().seeders() {
+                        removed.0 += 1;
+                    } else if gone {
+                        removed.1 += 1;
+                    }
+                    !gone
+                });
+                removed
+            }
+            Family::Hashed(h) => h.expire(now),
+        };
         self.tidy();
         removed
     }
 
-    /// Drops empty segments, merges neighbours that fit in half a segment, and returns spare
-    /// capacity.
+    /// Returns spare capacity; a hashed family that shrank to half of [`MIXED_MAX`] becomes a
+    /// sorted one again.
     fn tidy(&mut self) {
-        let segs = self.segs();
-        let merge = segs.iter().any(|s| s.recs.is_empty())
-            || segs.windows(2).any(|w| w[0].merges_with(&w[1]));
-        if merge {
-            let mut out: Vec<Seg<P>> = Vec::new();
-            for seg in self.take() {
-                match out.last_mut() {
-                    _ if seg.recs.is_empty() => {}
-                    Some(prev) if prev.merges_with(&seg) => {
-                        prev.recs.extend_from_slice(&seg.recs);
-                        prev.refresh();
-                    }
-                    _ => out.push(seg),
-                }
-            }
-            self.set(out);
-        }
-        for seg in self.segs_mut() {
-            shrink(&mut seg.recs);
+        match self {
+            Family::Sorted(recs) => shrink(recs),
+            Family::Hashed(h) if h.len() <= MIXED_MAX / 2 => *self = Family::build(self.all()),
+            Family::Hashed(h) => h.tidy(),
         }
     }
 
     /// Re-resolves every record's PID under `snap`; returns how many changed bucket.
     fn rebucket(&mut self, snap: &Snapshot) -> usize {
+        let mut all = self.all();
         let mut moved = 0;
-        for seg in self.segs_mut() {
-            for p in &mut seg.recs {
-                let to = BucketKey::new(resolve(snap, p.socket().ip()), p.bucket().seeders());
-                if to != p.bucket() {
-                    p.set_bucket(to);
-                    moved += 1;
-                }
+        for p in &mut all {
+            let to = BucketKey::new(resolve(snap, p.socket().ip()), p.bucket().seeders());
+            if to != p.bucket() {
+                p.set_bucket(to);
+                moved += 1;
             }
         }
         if moved > 0 {
-            let segs = self.take();
-            let mut all: Vec<P> = match <[_; 1]>::try_from(segs) {
-                Ok([one]) => one.recs,
-                Err(segs) => segs.into_iter().flat_map(|s| s.recs).collect(),
-            };
-            all.sort_unstable_by_key(P::order);
-            self.set(chunk(all));
+            *self = Family::build(all);
         }
         moved
     }
 
-    /// Appends the bucket runs of every segment to `out`.
+    /// Appends the family's bucket runs to `out`.
     fn runs(&self, v6: bool, out: &mut Vec<Run>) {
-        for (s, seg) in self.segs().iter().enumerate() {
-            if seg.first == seg.last {
-                out.push(Run::new(seg.first, v6, s, 0, seg.recs.len()));
-            } else {
-                push_runs(&seg.recs, v6, s, out);
+        match self {
+            Family::Sorted(recs) => push_runs(recs, v6, out),
+            Family::Hashed(h) => {
+                for (b, bucket) in h.buckets.iter().enumerate() {
+                    if !bucket.recs.is_empty() {
+                        out.push(Run::new(bucket.key, v6, b, 0, bucket.recs.len()));
+                    }
+                }
             }
         }
     }
 }
 
-/// Where to split an over-full segment: the bucket boundary nearest the middle, or the middle
-/// of a segment of one bucket.
-fn cut_point<P: Record>(recs: &[P]) -> usize {
-    let (len, mid) = (recs.len(), recs.len() / 2);
-    let bucket = recs[mid].bucket();
-    let lo = recs.partition_point(|p| p.bucket() < bucket);
-    let hi = recs.partition_point(|p| p.bucket() <= bucket);
-    match (lo > 0, hi < len) {
-        (true, true) if mid - lo <= hi - mid => lo,
-        (_, true) => hi,
-        (true, false) => lo,
-        (false, false) => mid,
-    }
-}
-
-/// Cuts sorted records into segments: runs longer than half a mixed segment get segments of
-/// their own (halves of [`SEG_MAX`] at most), shorter ones share segments of up to half
-/// [`MIXED_MAX`].
-fn chunk<P: Record>(recs: Vec<P>) -> Vec<Seg<P>> {
-    let (Some(first), Some(last)) = (recs.first(), recs.last()) else {
-        return Vec::new();
-    };
-    let one_bucket = first.bucket() == last.bucket();
-    if recs.len() <= MIXED_MAX || (one_bucket && recs.len() <= SEG_MAX) {
-        return vec![Seg::new(recs)];
-    }
-    let mut segs = Vec::new();
-    let (mut open, mut start) = (0, 0);
-    while start < recs.len() {
-        let end = run_end(&recs, start);
-        if end - start > MIXED_MAX / 2 {
-            if open < start {
-                segs.push(Seg::new(recs[open..start].to_vec()));
-            }
-            let pieces = recs[start..end].chunks(SEG_MAX / 2);
-            segs.extend(pieces.map(|piece| Seg::new(piece.to_vec())));
-            open = end;
-        } else if end - open > MIXED_MAX / 2 {
-            segs.push(Seg::new(recs[open..start].to_vec()));
-            open = start;
-        }
-        start = end;
-    }
-    if open < recs.len() {
-        segs.push(Seg::new(recs[open..].to_vec()));
-    }
-    segs
-}
-
-/// Appends the bucket runs of sorted records (segment `seg` of a family) to `out`: one pass
-/// over a short segment, searches in a long one.
-fn push_runs<P: Record>(recs: &[P], v6: bool, seg: usize, out: &mut Vec<Run>) {
-    let Some(first) = recs.first() else {
-        return;
-    };
+/// Appends the bucket runs of records sorted by bucket (a sorted family or a small swarm,
+/// segment 0) to `out`.
+fn push_runs<P: Record>(recs: &[P], v6: bool, out: &mut Vec<Run>) {
     let mut start = 0;
-    if recs.len() <= MIXED_MAX {
-        let mut bucket = first.bucket();
-        for (i, p) in recs.iter().enumerate().skip(1) {
-            if p.bucket() != bucket {
-                out.push(Run::new(bucket, v6, seg, start, i));
-                (start, bucket) = (i, p.bucket());
-            }
-        }
-        out.push(Run::new(bucket, v6, seg, start, recs.len()));
-        return;
-    }
-    while start < recs.len() {
-        let end = run_end(recs, start);
-        out.push(Run::new(recs[start].bucket(), v6, seg, start, end));
-        start = end;
+    for run in recs.chunk_by(|a, b| a.bucket() == b.bucket()) {
+        out.push(Run::new(run[0].bucket(), v6, 0, start, start + run.len()));
+        start += run.len();
     }
 }
 
@@ -726,12 +839,9 @@ impl Large {
             p.bucket = BucketKey::new(resolve(snap, p.socket().ip()), p.bucket.seeders());
             p
         }));
-        recs.sort_unstable_by_key(Peer4::order);
         let (seeders, leechers) = small.counts();
-        let mut v4 = Family::default();
-        v4.set(chunk(recs));
         Large {
-            v4,
+            v4: Family::build(recs),
             v6: None,
             seeders,
             leechers,
@@ -815,24 +925,8 @@ impl Entry {
         }
     }
 
-    fn seg4(&self, seg: usize) -> &[Peer4] {
-        match &self.peers {
-            Peers::Small(s) => s.slice(),
-            Peers::Large(l) => &l.v4.segs()[seg].recs,
-        }
-    }
-
-    fn seg6(&self, seg: usize) -> &[Peer6] {
-        match &self.peers {
-            Peers::Small(_) => &[],
-            Peers::Large(l) => l.v6.as_ref().map_or(&[], |f| &f.segs()[seg].recs),
-        }
-    }
-
-    /// Where the peer is now. A small swarm is searched in full; a large one in the buckets of
-    /// `pid` first (`seeder`'s first) and, when resolved under another snapshot, in every bucket
-    /// of the family.
-    fn find(&self, peer: SocketAddr, pid: PidId, seeder: bool, generation: u32) -> Option<Slot> {
+    /// Where the peer is now, whatever its bucket (a PID may have changed since it was filed).
+    fn find(&self, peer: SocketAddr) -> Option<Slot> {
         match (&self.peers, peer) {
             (Peers::Small(s), SocketAddr::V4(a)) => {
                 let addr = Peer4::addr_of(a);
@@ -841,23 +935,24 @@ impl Entry {
             }
             (Peers::Small(_), SocketAddr::V6(_)) => None,
             (Peers::Large(l), SocketAddr::V4(a)) => {
-                let found =
-                    l.v4.find(Peer4::addr_of(a), pid, seeder, l.generation != generation);
+                let found = l.v4.find(Peer4::addr_of(a));
                 found.map(|at| Slot::new(false, at))
             }
             (Peers::Large(l), SocketAddr::V6(a)) => {
-                let family = l.v6.as_ref()?;
-                let found = family.find(Peer6::addr_of(a), pid, seeder, l.generation != generation);
+                let found = l.v6.as_ref()?.find(Peer6::addr_of(a));
                 found.map(|at| Slot::new(true, at))
             }
         }
     }
 
     fn bucket(&self, slot: Slot) -> BucketKey {
-        if slot.v6 {
-            self.seg6(slot.seg)[slot.idx].bucket()
-        } else {
-            self.seg4(slot.seg)[slot.idx].bucket()
+        match &self.peers {
+            Peers::Small(s) => s.peers[slot.idx].bucket,
+            Peers::Large(l) if slot.v6 => {
+                l.v6.as_ref()
+                    .map_or(BucketKey::default(), |f| f.rec(slot.seg, slot.idx).bucket())
+            }
+            Peers::Large(l) => l.v4.rec(slot.seg, slot.idx).bucket(),
         }
     }
 
@@ -865,9 +960,9 @@ impl Entry {
         match &mut self.peers {
             Peers::Small(s) => s.peers[slot.idx].expires = expires,
             Peers::Large(l) if slot.v6 => {
-                l.v6_mut().segs_mut()[slot.seg].recs[slot.idx].expires = expires;
+                l.v6_mut().seg_mut(slot.seg)[slot.idx].expires = expires;
             }
-            Peers::Large(l) => l.v4.segs_mut()[slot.seg].recs[slot.idx].expires = expires,
+            Peers::Large(l) => l.v4.seg_mut(slot.seg)[slot.idx].expires = expires,
         }
     }
 
@@ -1016,11 +1111,9 @@ impl Entry {
             generation: l.generation as u8,
             ..Small::default()
         };
-        for seg in l.v4.segs() {
-            for &p in &seg.recs {
-                small.peers[usize::from(small.len)] = p;
-                small.len += 1;
-            }
+        for p in l.v4.all() {
+            small.peers[usize::from(small.len)] = p;
+            small.len += 1;
         }
         self.peers = Peers::Small(small);
     }
@@ -1028,7 +1121,7 @@ impl Entry {
     /// Appends the swarm's bucket runs (IPv4 first) to `out`.
     fn runs(&self, out: &mut Vec<Run>) {
         match &self.peers {
-            Peers::Small(s) => push_runs(s.slice(), false, 0, out),
+            Peers::Small(s) => push_runs(s.slice(), false, out),
             Peers::Large(l) => {
                 l.v4.runs(false, out);
                 if let Some(f) = &l.v6 {
@@ -1039,8 +1132,8 @@ impl Entry {
     }
 }
 
-/// One bucket run of one segment: what selection sees as a bucket. A bucket split over several
-/// segments shows as several runs of the same PID, which selection groups anyway.
+/// One bucket run: what selection sees as a bucket. In a sorted family or a small swarm it is a
+/// range of segment 0; in a hashed family, a whole bucket (segment = bucket slot).
 #[derive(Copy, Clone, Debug)]
 struct Run {
     /// Decoded once here: selection asks for it many times.
@@ -1069,8 +1162,8 @@ impl Run {
 struct View<'a> {
     /// A small swarm's peers (empty for a large swarm).
     small: &'a [Peer4],
-    v4: &'a [Seg<Peer4>],
-    v6: &'a [Seg<Peer6>],
+    v4: Option<&'a Family<Peer4>>,
+    v6: Option<&'a Family<Peer6>>,
     runs: &'a [Run],
 }
 
@@ -1079,14 +1172,14 @@ impl<'a> View<'a> {
         match &entry.peers {
             Peers::Small(s) => View {
                 small: s.slice(),
-                v4: &[],
-                v6: &[],
+                v4: None,
+                v6: None,
                 runs,
             },
             Peers::Large(l) => View {
                 small: &[],
-                v4: l.v4.segs(),
-                v6: l.v6.as_deref().map_or(&[], Family::segs),
+                v4: Some(&l.v4),
+                v6: l.v6.as_deref(),
                 runs,
             },
         }
@@ -1123,12 +1216,10 @@ impl Buckets for View<'_> {
     fn peer(&self, bucket: usize, index: usize) -> SocketAddr {
         let r = &self.runs[bucket];
         let at = r.start as usize + index;
-        if r.v6 {
-            self.v6[r.seg as usize].recs[at].socket()
-        } else if let Some(seg) = self.v4.get(r.seg as usize) {
-            seg.recs[at].socket()
-        } else {
-            self.small[at].socket()
+        match (r.v6, self.v4, self.v6) {
+            (true, _, Some(f)) => f.seg(r.seg as usize)[at].socket(),
+            (false, Some(f), _) => f.seg(r.seg as usize)[at].socket(),
+            _ => self.small[at].socket(),
         }
     }
     fn adjacent_reads_pay(&self) -> bool {
@@ -1244,7 +1335,7 @@ impl MemoryStore {
         let (pid_index, pid) = crate::topology::location(snap, a.peer.ip());
         let mut shard = write(self.shard(&a.info_hash));
         if a.event == Event::Stopped {
-            let stats = self.stop(&mut shard, a, pid, snap.generation() as u32);
+            let stats = self.stop(&mut shard, a);
             return Ok((stats, SelectionStats::default()));
         }
         let at = self.swarm_at(&mut shard, &a.info_hash, snap.generation() as u32)?;
@@ -1308,7 +1399,7 @@ impl MemoryStore {
         let seeder = a.is_seeder();
         let bucket = BucketKey::new(pid, seeder);
         let expires = self.now16().wrapping_add(self.limits.peer_timeout as u16);
-        match swarm.find(a.peer, pid, seeder, snap.generation() as u32) {
+        match swarm.find(a.peer) {
             Some(slot) if swarm.bucket(slot) == bucket => {
                 swarm.touch(slot, expires);
                 Ok(slot)
@@ -1335,12 +1426,12 @@ impl MemoryStore {
         }
     }
 
-    fn stop(&self, shard: &mut [Entry], a: &Announce, pid: PidId, generation: u32) -> SwarmStats {
+    fn stop(&self, shard: &mut [Entry], a: &Announce) -> SwarmStats {
         let Ok(at) = search(shard, &a.info_hash) else {
             return SwarmStats::default();
         };
         let swarm = &mut shard[at];
-        if let Some(slot) = swarm.find(a.peer, pid, a.is_seeder(), generation) {
+        if let Some(slot) = swarm.find(a.peer) {
             let bucket = swarm.remove(slot);
             self.gauge(bucket.seeders(), -1);
         }

@@ -99,24 +99,11 @@ fn is_large(store: &MemoryStore, hash: &InfoHash) -> bool {
     matches!(shard[at].peers, Peers::Large(_))
 }
 
-/// Checks the layout invariants of every swarm: sorted, non-empty bounded segments with exact
-/// first/last keys, counts matching the records.
+/// Checks the layout invariants of every swarm (see [`family_records`]) and that counts match
+/// the records.
 fn check_invariants(store: &MemoryStore) {
     fn family<P: Record + std::fmt::Debug>(f: &Family<P>) -> (u32, u32) {
-        if let Family::Many(segs) = f {
-            assert_ne!(segs.len(), 1, "one segment is stored inline");
-        }
-        let mut all = Vec::new();
-        for seg in f.segs() {
-            assert_eq!(seg.first, seg.recs[0].bucket());
-            assert_eq!(seg.last, seg.recs[seg.recs.len() - 1].bucket());
-            assert!(!seg.recs.is_empty() && !seg.over_full(), "{seg:?}");
-            all.extend_from_slice(&seg.recs);
-        }
-        assert!(
-            all.windows(2).all(|w| w[0].order() < w[1].order()),
-            "sorted: {all:?}"
-        );
+        let all = family_records(f);
         let seeders = all.iter().filter(|p| p.bucket().seeders()).count() as u32;
         (seeders, all.len() as u32 - seeders)
     }
@@ -445,7 +432,7 @@ fn small_swarms_grow_large_and_shrink_back() {
 }
 
 #[test]
-fn every_peer_is_reachable_when_a_family_is_split_into_segments() {
+fn every_peer_is_reachable_in_a_hashed_family() {
     let store = store();
     let mut env = Env::new(two_pid_snapshot("127.1.0.0/16"));
     let mut all = Vec::new();
@@ -456,15 +443,17 @@ fn every_peer_is_reachable_when_a_family_is_split_into_segments() {
         all.push(addr.parse::<SocketAddr>().expect("addr"));
     }
     check_invariants(&store);
-    let segments = {
+    {
         let shard = read(store.shard(&HASH));
         let at = search(&shard, &HASH).expect("torrent");
         let Peers::Large(l) = &shard[at].peers else {
             panic!("60 peers are a large swarm")
         };
-        l.v4.segs().len()
-    };
-    assert!(segments > 3, "{segments} segments");
+        let Family::Hashed(h) = &l.v4 else {
+            panic!("60 peers are past MIXED_MAX")
+        };
+        assert_eq!(h.buckets.len(), 6, "3 PIDs x seeders/leechers");
+    }
     // A leecher asking for everything gets every other peer, once.
     let mut a = ann("127.1.0.1:1001", 1, Event::None);
     a.numwant = 1000;
@@ -617,28 +606,48 @@ fn random_announces_stops_sweeps_and_map_changes_match_a_model() {
     }
 }
 
-/// Checks a family's layout and returns its records in order.
+/// Checks a family's layout and returns its records in (bucket, address) order: a sorted
+/// family is sorted and at most `MIXED_MAX` long; a hashed one has buckets in key order, each
+/// holding only its key's records, and an index that finds every record where it is and holds
+/// nothing else.
 fn family_records<P: Record + std::fmt::Debug>(f: &Family<P>) -> Vec<P> {
-    if let Family::Many(segs) = f {
-        assert_ne!(segs.len(), 1, "one segment is stored inline");
-    }
-    let mut all = Vec::new();
-    for seg in f.segs() {
-        assert!(!seg.recs.is_empty(), "no empty segment");
-        assert_eq!(seg.first, seg.recs[0].bucket());
-        assert_eq!(seg.last, seg.recs[seg.recs.len() - 1].bucket());
-        assert!(!seg.over_full(), "{seg:?}");
-        all.extend_from_slice(&seg.recs);
-    }
+    let mut all = match f {
+        Family::Sorted(recs) => {
+            assert!(recs.len() <= MIXED_MAX, "{recs:?}");
+            assert!(
+                recs.windows(2).all(|w| w[0].order() < w[1].order()),
+                "sorted: {recs:?}"
+            );
+            return recs.clone();
+        }
+        Family::Hashed(h) => {
+            assert!(h.buckets.windows(2).all(|w| w[0].key < w[1].key));
+            let mut all = Vec::new();
+            for (b, bucket) in h.buckets.iter().enumerate() {
+                for (i, p) in bucket.recs.iter().enumerate() {
+                    assert_eq!(p.bucket(), bucket.key, "{p:?} in bucket {b}");
+                    assert_eq!(h.find(p.addr()), Some((b, i)), "{p:?} indexed");
+                }
+                all.extend_from_slice(&bucket.recs);
+            }
+            assert_eq!(
+                h.index.len as usize,
+                all.len(),
+                "one index entry per record"
+            );
+            all
+        }
+    };
+    all.sort_by_key(P::order);
     assert!(
-        all.windows(2).all(|w| w[0].order() < w[1].order()),
-        "sorted: {all:?}"
+        all.windows(2).all(|w| w[0].addr() != w[1].addr()),
+        "one record per address: {all:?}"
     );
     all
 }
 
 #[test]
-fn family_inserts_moves_removals_and_tidying_keep_order_and_segment_limits() {
+fn family_inserts_moves_removals_and_tidying_keep_the_layout_and_the_index() {
     let mut rng = SmallRng::seed_from_u64(5);
     let mut f: Family<Peer4> = Family::default();
     let mut model: std::collections::BTreeMap<u64, BucketKey> = Default::default();
@@ -653,13 +662,14 @@ fn family_inserts_moves_removals_and_tidying_keep_order_and_segment_limits() {
                 model.insert(addr, rec.bucket);
             }
             (Some(old), 0) => {
-                let (s, i) = f.find_anywhere(addr).expect("known address");
-                assert_eq!(f.find_exact(old, addr), Some((s, i)));
+                let (s, i) = f.find(addr).expect("known address");
+                assert_eq!(f.rec(s, i).bucket(), old);
                 assert_eq!(f.remove(s, i).addr(), addr);
                 model.remove(&addr);
             }
             (Some(old), _) => {
-                let (s, i) = f.find_exact(old, addr).expect("known address");
+                let (s, i) = f.find(addr).expect("known address");
+                assert_eq!(f.rec(s, i).bucket(), old);
                 let rec = Peer4::new(addr, 9, key(&mut rng));
                 let (s, i) = f.rekey(s, i, rec);
                 assert_eq!(f.rec(s, i), rec, "rekey returns the record's slot");
@@ -675,11 +685,16 @@ fn family_inserts_moves_removals_and_tidying_keep_order_and_segment_limits() {
         want.sort_by_key(|&(a, b)| Peer4::order_of(b, a));
         assert_eq!(have, want, "step {step}");
     }
-    // Expiring nearly everyone leaves few segments, merged back within their limits.
-    let before = f.segs().len();
+    // Expiring nearly everyone turns the family back into a sorted one.
+    assert!(
+        matches!(f, Family::Hashed(_)),
+        "120 addresses are past MIXED_MAX"
+    );
+    let before = f.len();
     let removed = f.expire(9);
-    assert!(removed.0 + removed.1 > 0);
-    assert!(f.segs().len() < before, "{} -> {}", before, f.segs().len());
+    assert_eq!((removed.0 + removed.1) as usize, before - f.len());
+    assert!(f.len() <= MIXED_MAX / 2, "{} left", f.len());
+    assert!(matches!(f, Family::Sorted(_)));
     family_records(&f);
 }
 
@@ -702,8 +717,10 @@ fn records_and_entries_are_as_small_as_the_docs_say() {
     assert_eq!(std::mem::size_of::<Peer6>(), 22);
     assert_eq!(std::mem::size_of::<Peers>(), 24);
     assert_eq!(std::mem::size_of::<Entry>(), 48);
+    // A hashed IPv4 family lives inside `Large`: one pointer less to chase per announce.
+    assert_eq!(std::mem::size_of::<Family<Peer4>>(), 48);
     assert!(
-        std::mem::size_of::<Large>() <= 56,
+        std::mem::size_of::<Large>() <= 72,
         "{}",
         std::mem::size_of::<Large>()
     );
@@ -752,4 +769,37 @@ fn with_an_asn_database_public_peers_of_the_requesters_as_come_first() {
         share >= 0.9,
         "same-AS share {share} (random would give about 0.5)"
     );
+}
+
+#[test]
+fn the_address_index_finds_what_it_holds_through_deletes_and_growth() {
+    // Keys are the locations themselves, hashed so that many share a home slot and tag.
+    let hash = |l: Loc| u64::from(l.idx % 37).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (7 << 48);
+    let mut rng = SmallRng::seed_from_u64(11);
+    let mut index = Index::default();
+    let mut model: HashSet<u32> = HashSet::new();
+    for step in 0..20_000 {
+        let idx = rng.random_range(0..400u32);
+        let loc = Loc { bucket: 3, idx };
+        let found = index.find(hash(loc), |l| l == loc);
+        assert_eq!(found.is_some(), model.contains(&idx), "step {step}");
+        match found {
+            Some(i) => {
+                assert_eq!(index.get(i), loc);
+                index.remove(i);
+                model.remove(&idx);
+            }
+            None => {
+                index.insert(hash(loc), loc, hash);
+                model.insert(idx);
+            }
+        }
+        assert_eq!(index.len as usize, model.len());
+        let used = (index.len + index.deleted) as usize;
+        assert!(used * 4 <= index.slots.len() * 3, "at most 3/4 full");
+    }
+    for &idx in &model {
+        let loc = Loc { bucket: 3, idx };
+        assert!(index.find(hash(loc), |l| l == loc).is_some());
+    }
 }

@@ -1253,15 +1253,51 @@ fn write(shard: &Shard) -> RwLockWriteGuard<'_, Vec<Entry>> {
     shard.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Binary search by info hash, comparing the first 8 bytes as one integer (the rest decide only
-/// on a tie): no `memcmp` call per step.
+/// Finds an info hash in a shard. Info hashes are SHA-1 (SHA-256 for v2) output, so a shard's
+/// first 8 bytes are spread evenly over the integers: the search starts where the hash would sit
+/// if they were exactly even, usually a neighbour of the right entry (one or two cache lines,
+/// where a binary search reads four or five), then gallops outwards, so hashes chosen to bunch
+/// up cost at most a binary search's steps twice over. Compares the first 8 bytes as one
+/// integer (the rest decide only on a tie): no `memcmp` call per step.
 fn search(entries: &[Entry], hash: &InfoHash) -> Result<usize, usize> {
     let head = hash_head(&hash.0);
-    entries.binary_search_by(|e| {
+    let cmp = |e: &Entry| {
         hash_head(&e.hash)
             .cmp(&head)
             .then_with(|| e.hash[8..].cmp(&hash.0[8..]))
-    })
+    };
+    let n = entries.len();
+    if n == 0 {
+        return Err(0);
+    }
+    let guess = ((u128::from(head) * n as u128) >> 64) as usize;
+    match cmp(&entries[guess]) {
+        std::cmp::Ordering::Equal => Ok(guess),
+        std::cmp::Ordering::Less => {
+            // The hash is above `guess`: widen (guess, guess + step] until it ends above it.
+            let (mut lo, mut step) = (guess + 1, 1);
+            while lo + step <= n && cmp(&entries[lo + step - 1]).is_lt() {
+                lo += step;
+                step *= 2;
+            }
+            let hi = (lo + step).min(n);
+            offset(entries[lo..hi].binary_search_by(cmp), lo)
+        }
+        std::cmp::Ordering::Greater => {
+            // The hash is below `guess`: widen [guess - step, guess) until it starts below it.
+            let (mut hi, mut step) = (guess, 1);
+            while hi >= step && cmp(&entries[hi - step]).is_gt() {
+                hi -= step;
+                step *= 2;
+            }
+            let lo = hi.saturating_sub(step);
+            offset(entries[lo..hi].binary_search_by(cmp), lo)
+        }
+    }
+}
+
+fn offset(found: Result<usize, usize>, by: usize) -> Result<usize, usize> {
+    found.map(|i| i + by).map_err(|i| i + by)
 }
 
 /// The first 8 bytes of a hash, as an integer that sorts as the bytes do.

@@ -803,3 +803,38 @@ fn the_address_index_finds_what_it_holds_through_deletes_and_growth() {
         assert!(index.find(hash(loc), |l| l == loc).is_some());
     }
 }
+
+#[test]
+fn shard_search_agrees_with_binary_search_for_even_and_bunched_hashes() {
+    let mut rng = SmallRng::seed_from_u64(3);
+    for n in [0usize, 1, 2, 5, 16, 40, 300] {
+        // Even spread (real info hashes), all bunched low, and all sharing their first 8 bytes.
+        for shape in 0..3 {
+            let mut hash = |rng: &mut SmallRng| {
+                let mut h: [u8; 20] = rng.random();
+                match shape {
+                    1 => h[..7].fill(0),
+                    2 => h[..8].fill(0xAB),
+                    _ => {}
+                }
+                h
+            };
+            let mut hashes: Vec<[u8; 20]> = (0..n).map(|_| hash(&mut rng)).collect();
+            hashes.sort_unstable();
+            hashes.dedup();
+            let entries: Vec<Entry> = hashes.iter().map(|&h| Entry::new(h, 0)).collect();
+            let mut probes: Vec<[u8; 20]> = (0..50).map(|_| hash(&mut rng)).collect();
+            probes.extend_from_slice(&hashes);
+            probes.push([0; 20]);
+            probes.push([0xFF; 20]);
+            for probe in probes {
+                let want = entries.binary_search_by(|e| e.hash.cmp(&probe));
+                assert_eq!(
+                    search(&entries, &InfoHash(probe)),
+                    want,
+                    "n {n} shape {shape}"
+                );
+            }
+        }
+    }
+}

@@ -5,9 +5,9 @@
 //! Where the bytes go:
 //! - **Torrents.** A fixed number of shards (a power of two sized from `max_torrents`, about 16
 //!   torrents each when full), picked by a keyed hash of the info hash so no client can crowd one
-//!   shard. A shard is a vector of 48-byte `Entry`s sorted by info hash, searched by binary
-//!   search: unlike a hash table (45-87 % full) it wastes no slots. The torrent count is an
-//!   atomic, not a walk over the shards.
+//!   shard. A shard is a vector of 48-byte `Entry`s sorted by info hash, searched from where an
+//!   evenly spread hash would sit (info hashes are): unlike a hash table (45-87 % full) it
+//!   wastes no slots. The torrent count is an atomic, not a walk over the shards.
 //! - **Small swarms** (at most two IPv4 peers: most torrents) keep their peers inside the entry,
 //!   with no allocation. Their seeder and leecher counts are read off those two records.
 //! - **Larger swarms** own one heap block (`Large`: counts, snapshot generation) and, per address
@@ -15,9 +15,10 @@
 //!   records, so selection lists buckets without reading records. Up to `MIXED_MAX` records a
 //!   family is one vector sorted by (bucket, ip, port), scanned to find a peer. Past it the
 //!   family is hashed: a vector per bucket, unordered, plus an index from address to (bucket,
-//!   position) (about 9 bytes per slot, at most 7/8 full). The hot swarms that take most
-//!   announces then find, add, remove or move a peer with one probe and a push or
-//!   `swap_remove`: no binary search over hundreds of records, no shifting.
+//!   position) in 8-byte slots, at most 3/4 full (about 11-21 bytes per peer on top of the
+//!   record). The hot swarms that take most announces then find, add, remove or move a peer
+//!   with one probe and a push or `swap_remove`: no binary search over hundreds of records, no
+//!   shifting.
 //! - **A peer** is 10 bytes (IPv6: 22): address, port, bucket key, and its expiry as 16-bit
 //!   wrapping seconds (valid because the sweep runs far more often than every 2^15 s and timeouts
 //!   are below 30000 s, which the config enforces).
@@ -58,9 +59,9 @@ const MIXED_MAX: usize = if cfg!(test) { 4 } else { 64 };
 /// Peers a small swarm holds inside its entry.
 const SMALL: usize = 2;
 
-/// Torrents per shard aimed at when the store holds `max_torrents`: few, so the binary search
-/// reads about four entries that lie close together (256 per shard cost ~8 cache misses per
-/// announce in the race profile). A shard costs ~40 bytes when empty.
+/// Torrents per shard aimed at when the store holds `max_torrents`: few, so the search reads
+/// one or two cache lines of entries (256 per shard cost ~8 cache misses per announce in the
+/// race profile, with a binary search). A shard costs ~40 bytes when empty.
 const TORRENTS_PER_SHARD: usize = 16;
 
 /// The 15-bit PID code shared by every PID id that does not fit (see the module docs).

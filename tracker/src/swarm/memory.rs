@@ -16,9 +16,12 @@
 //!   family is one vector sorted by (bucket, ip, port), scanned to find a peer. Past it the
 //!   family is hashed: a vector per bucket, unordered, plus an index from address to (bucket,
 //!   position) in 8-byte slots, at most 3/4 full (about 11-21 bytes per peer on top of the
-//!   record). The hot swarms that take most announces then find, add, remove or move a peer
+//!   record, up to ~32 before the sweep shrinks an index that emptied; a bucket costs 32 bytes
+//!   and an allocation of its own, which a swarm spread over many sparse PIDs or AS locations
+//!   feels). The hot swarms that take most announces then find, add, remove or move a peer
 //!   with one probe and a push or `swap_remove`: no binary search over hundreds of records, no
-//!   shifting.
+//!   shifting. Adding a bucket renumbers the index (a walk over its slots), once per new PID
+//!   or role in a swarm between sweeps.
 //! - **A peer** is 10 bytes (IPv6: 22): address, port, bucket key, and its expiry as 16-bit
 //!   wrapping seconds (valid because the sweep runs far more often than every 2^15 s and timeouts
 //!   are below 30000 s, which the config enforces).
@@ -373,7 +376,12 @@ impl Index {
     fn insert(&mut self, hash: u64, loc: Loc, hash_of: impl Fn(Loc) -> u64) {
         let used = (self.len + self.deleted) as usize + 1;
         if used * 4 > self.slots.len() * 3 {
-            self.rebuild(self.len as usize + 1, &hash_of);
+            // At most half full afterwards, so the next rebuild is a quarter of the table's
+            // inserts away: sized for exactly `len + 1`, a table just under 3/4 full with a
+            // few deleted slots would rebuild on nearly every insert (a client stopping and
+            // starting its own peers could force that).
+            let n = self.len as usize + 1;
+            self.rebuild(n + n / 2, &hash_of);
         }
         self.put(hash, loc);
     }
@@ -569,21 +577,22 @@ impl<P: Record> Hashed<P> {
                 removed.1 += gone;
             }
         }
-        if removed != (0, 0) {
-            self.reindex();
-        }
+        self.tidy(removed != (0, 0));
         removed
     }
 
-    /// Drops empty buckets, returns spare capacity and sheds deleted index slots.
-    fn tidy(&mut self) {
+    /// Drops empty buckets, returns spare capacity and rebuilds the index when records moved
+    /// (`moved`, or a bucket dropped), it holds deleted slots or it is oversized: one rebuild
+    /// at most.
+    fn tidy(&mut self, moved: bool) {
         let before = self.buckets.len();
         self.buckets.retain(|b| !b.recs.is_empty());
         for bucket in &mut self.buckets {
             shrink(&mut bucket.recs);
         }
-        let (len, slots) = (self.len(), self.index.slots.len());
-        if self.buckets.len() != before || self.index.deleted > 0 || slots > 4 * len + 8 {
+        let len = self.buckets.iter().map(|b| b.recs.len()).sum::<usize>();
+        let (dropped, slots) = (self.buckets.len() != before, self.index.slots.len());
+        if moved || dropped || self.index.deleted > 0 || slots > 4 * len + 8 {
             self.reindex();
         }
     }
@@ -727,7 +736,7 @@ impl<P: Record> Family<P> {
         match self {
             Family::Sorted(recs) => shrink(recs),
             Family::Hashed(h) if h.len() <= MIXED_MAX / 2 => *self = Family::build(self.all()),
-            Family::Hashed(h) => h.tidy(),
+            Family::Hashed(h) => h.tidy(false),
         }
     }
 
@@ -1116,6 +1125,8 @@ impl Entry {
             small.peers[usize::from(small.len)] = p;
             small.len += 1;
         }
+        // Sorted already when the family is, but a small swarm must be whatever it came from.
+        small.slice_mut().sort_unstable_by_key(Peer4::order);
         self.peers = Peers::Small(small);
     }
 

@@ -651,7 +651,16 @@ fn family_inserts_moves_removals_and_tidying_keep_the_layout_and_the_index() {
     let mut rng = SmallRng::seed_from_u64(5);
     let mut f: Family<Peer4> = Family::default();
     let mut model: std::collections::BTreeMap<u64, BucketKey> = Default::default();
-    let key = |rng: &mut SmallRng| BucketKey::new(PidId(rng.random_range(0..3)), rng.random());
+    // Three big PIDs and many sparse ones, so buckets empty, get dropped and come back.
+    let key = |rng: &mut SmallRng| {
+        let pid = if rng.random() {
+            rng.random_range(0..3)
+        } else {
+            rng.random_range(3..40)
+        };
+        BucketKey::new(PidId(pid), rng.random())
+    };
+    let mut expiry: std::collections::BTreeMap<u64, u16> = Default::default();
     for step in 0..6000 {
         let addr = u64::from(rng.random_range(0..120u32)) << 16 | 6881;
         match (model.get(&addr).copied(), rng.random_range(0..3)) {
@@ -660,12 +669,14 @@ fn family_inserts_moves_removals_and_tidying_keep_the_layout_and_the_index() {
                 let (s, i) = f.insert(rec);
                 assert_eq!(f.rec(s, i), rec, "insert returns the record's slot");
                 model.insert(addr, rec.bucket);
+                expiry.insert(addr, 7);
             }
             (Some(old), 0) => {
                 let (s, i) = f.find(addr).expect("known address");
                 assert_eq!(f.rec(s, i).bucket(), old);
                 assert_eq!(f.remove(s, i).addr(), addr);
                 model.remove(&addr);
+                expiry.remove(&addr);
             }
             (Some(old), _) => {
                 let (s, i) = f.find(addr).expect("known address");
@@ -674,6 +685,7 @@ fn family_inserts_moves_removals_and_tidying_keep_the_layout_and_the_index() {
                 let (s, i) = f.rekey(s, i, rec);
                 assert_eq!(f.rec(s, i), rec, "rekey returns the record's slot");
                 model.insert(addr, rec.bucket);
+                expiry.insert(addr, 9);
             }
         }
         if step % 97 == 0 {
@@ -685,15 +697,23 @@ fn family_inserts_moves_removals_and_tidying_keep_the_layout_and_the_index() {
         want.sort_by_key(|&(a, b)| Peer4::order_of(b, a));
         assert_eq!(have, want, "step {step}");
     }
-    // Expiring nearly everyone turns the family back into a sorted one.
+    // Expiring the peers never moved keeps the moved ones, still hashed and findable.
     assert!(
         matches!(f, Family::Hashed(_)),
         "120 addresses are past MIXED_MAX"
     );
-    let before = f.len();
-    let removed = f.expire(9);
-    assert_eq!((removed.0 + removed.1) as usize, before - f.len());
-    assert!(f.len() <= MIXED_MAX / 2, "{} left", f.len());
+    let removed = f.expire(8);
+    let survivors: Vec<u64> = expiry.iter().filter(|e| *e.1 == 9).map(|e| *e.0).collect();
+    let gone = expiry.len() - survivors.len();
+    assert_eq!((removed.0 + removed.1) as usize, gone);
+    let have: Vec<u64> = family_records(&f).iter().map(|p| p.addr()).collect();
+    assert_eq!(have.len(), survivors.len());
+    for addr in survivors {
+        assert!(f.find(addr).is_some(), "{addr} survived");
+    }
+    // Expiring everyone turns the family back into a sorted one.
+    f.expire(9);
+    assert_eq!(f.len(), 0);
     assert!(matches!(f, Family::Sorted(_)));
     family_records(&f);
 }
@@ -795,13 +815,62 @@ fn the_address_index_finds_what_it_holds_through_deletes_and_growth() {
             }
         }
         assert_eq!(index.len as usize, model.len());
-        let used = (index.len + index.deleted) as usize;
-        assert!(used * 4 <= index.slots.len() * 3, "at most 3/4 full");
+        let live = index.slots.iter().filter(|&&s| s > DELETED).count();
+        let deleted = index.slots.iter().filter(|&&s| s == DELETED).count();
+        assert_eq!(
+            (live, deleted),
+            (index.len as usize, index.deleted as usize)
+        );
+        assert!(
+            (live + deleted) * 4 <= index.slots.len() * 3,
+            "at most 3/4 full"
+        );
     }
+    // Renumbering and repointing keep every entry findable under its new location.
+    index.locs_mut(|l| l.bucket = 4);
     for &idx in &model {
-        let loc = Loc { bucket: 3, idx };
-        assert!(index.find(hash(loc), |l| l == loc).is_some());
+        let (old, new) = (Loc { bucket: 3, idx }, Loc { bucket: 4, idx });
+        assert_eq!(index.find(hash(old), |l| l == old), None);
+        let i = index
+            .find(hash(old), |l| l == new)
+            .expect("renumbered entry");
+        index.set(i, Loc { bucket: 5, idx });
+        assert_eq!(index.get(i), Loc { bucket: 5, idx });
     }
+}
+
+#[test]
+fn an_index_just_under_its_limit_does_not_rebuild_on_every_insert() {
+    let hash = |l: Loc| u64::from(l.idx).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut index = Index::default();
+    // Fill a 4096-slot table to one entry below 3/4, then stop and start peers: each stop
+    // leaves a deleted slot that the next start pushes over the limit.
+    for idx in 0..3071 {
+        index.insert(hash(Loc { bucket: 0, idx }), Loc { bucket: 0, idx }, hash);
+    }
+    assert_eq!(index.slots.len(), 4096);
+    let mut rebuilds = 0;
+    for cycle in 0..1000u32 {
+        let (gone, new) = (
+            Loc {
+                bucket: 0,
+                idx: cycle,
+            },
+            Loc {
+                bucket: 0,
+                idx: 10_000 + cycle,
+            },
+        );
+        let i = index.find(hash(gone), |l| l == gone).expect("present");
+        index.remove(i);
+        let before = index.slots.as_ptr();
+        index.insert(hash(new), new, hash);
+        rebuilds += usize::from(index.slots.as_ptr() != before);
+    }
+    assert!(
+        rebuilds <= 2,
+        "{rebuilds} rebuilds in 1000 stop/start cycles"
+    );
 }
 
 #[test]
@@ -810,7 +879,7 @@ fn shard_search_agrees_with_binary_search_for_even_and_bunched_hashes() {
     for n in [0usize, 1, 2, 5, 16, 40, 300] {
         // Even spread (real info hashes), all bunched low, and all sharing their first 8 bytes.
         for shape in 0..3 {
-            let mut hash = |rng: &mut SmallRng| {
+            let hash = |rng: &mut SmallRng| {
                 let mut h: [u8; 20] = rng.random();
                 match shape {
                     1 => h[..7].fill(0),

@@ -118,8 +118,8 @@ pub struct Peer6 {
 
 /// What both peer records offer to the generic family code.
 trait Record: Copy {
-    /// Identity inside a swarm, (ip, port), ordered as (ip, port).
-    type Addr: Ord + Copy + Hash;
+    /// Identity inside a swarm: (ip, port), hashed by the address index.
+    type Addr: Eq + Copy + Hash;
     /// Sort order of a family: (bucket, ip, port).
     type Order: Ord + Copy;
     fn new(addr: Self::Addr, expires: u16, bucket: BucketKey) -> Self;
@@ -269,7 +269,7 @@ fn addr_hash<A: Hash>(addr: &A) -> u64 {
 }
 
 /// One bucket of a hashed family: its records, in no particular order.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Bucket<P> {
     key: BucketKey,
     recs: Vec<P>,
@@ -441,7 +441,7 @@ impl Index {
 /// search or a shift; a bucket stays one contiguous run for selection. Buckets left empty stay
 /// until the sweep, so slots change only when a bucket is added (rare: a new PID or role in the
 /// swarm) or during the sweep.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Hashed<P> {
     buckets: Vec<Bucket<P>>,
     index: Index,

@@ -9,16 +9,17 @@ use rand::SeedableRng;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::selection::{Scratch, SelectionStats, Selector};
+use crate::metrics::{Metrics, Tally};
+use crate::selection::{Scratch, Selector};
 use crate::swarm::memory::AnnounceContext;
 use crate::swarm::redis::{self as redis_store, OpenError, RedisStore};
 use crate::swarm::{Families, MemoryStore, PeerSink, StoreError, StoreTotals, SweepReport};
-use crate::topology::TopologyHandle;
+use crate::topology::{SnapshotCache, TopologyHandle};
 use crate::types::{Announce, InfoHash, SwarmStats};
 
-/// Per-thread working memory for announces: RNG, selection scratch, peer lists. Reused so the
-/// hot path does not allocate.
+/// Per-thread working memory for announces: RNG, selection scratch, peer lists, the cached
+/// snapshot and the counts not yet added to the metrics. Reused so the hot path does not
+/// allocate.
 #[derive(Debug)]
 pub struct Workspace {
     pub rng: SmallRng,
@@ -26,6 +27,10 @@ pub struct Workspace {
     pub sink: PeerSink,
     /// Scrape results, reused between scrapes.
     pub scrape: Vec<(InfoHash, SwarmStats)>,
+    /// Counts the owner adds to [`Tracker::metrics`] with [`Metrics::add`] (the UDP worker once
+    /// per batch, HTTP per request).
+    pub tally: Tally,
+    snapshot: SnapshotCache,
 }
 
 impl Default for Workspace {
@@ -35,6 +40,8 @@ impl Default for Workspace {
             scratch: Scratch::default(),
             sink: PeerSink::default(),
             scrape: Vec::new(),
+            tally: Tally::default(),
+            snapshot: SnapshotCache::default(),
         }
     }
 }
@@ -150,7 +157,7 @@ impl Tracker {
             Store::Memory(m) => m.announce(
                 a,
                 AnnounceContext {
-                    snapshot: &self.topology.load(),
+                    snapshot: self.topology.cached(&mut ws.snapshot),
                     selector: &self.selector,
                     families,
                     rng: &mut ws.rng,
@@ -175,14 +182,8 @@ impl Tracker {
                 .await?
             }
         };
-        self.record_selection(&selection);
+        ws.tally.selection(&selection);
         Ok(stats)
-    }
-
-    fn record_selection(&self, s: &SelectionStats) {
-        if s.same_pid + s.same_isp + s.remote > 0 {
-            self.metrics.selection(s);
-        }
     }
 
     /// Counts for each hash, in order (unknown hashes are zeros; so are hashes the Redis store

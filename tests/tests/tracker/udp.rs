@@ -57,6 +57,15 @@ async fn connect_then_announce_from_several_addresses() {
     assert_eq!(answer.peers, addrs(&["127.0.0.2:6001", "127.0.0.3:6002"]));
     assert_eq!((answer.seeders, answer.leechers), (1, 2));
     assert_eq!(answer.interval, 1800);
+    // The worker adds its counts to the metrics before it sends a batch's answers.
+    let metrics = running.tracker.render_metrics();
+    for line in [
+        "p4p_tracker_announces_total{protocol=\"Udp\",outcome=\"Ok\"} 3",
+        "p4p_tracker_udp_connects_total 3",
+        "p4p_tracker_returned_peers_total{locality=\"same_pid\"} 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     running.stop().await;
 }
 

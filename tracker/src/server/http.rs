@@ -107,6 +107,7 @@ async fn announce(req: HttpRequest, state: State) -> HttpResponse {
     };
     let result = with_workspace(|mut ws| async move {
         let r = tracker.announce(&a, Families::Both, &mut ws).await;
+        tracker.metrics.add(&mut ws.tally);
         let body = r.map(|stats| {
             let mut body = Vec::with_capacity(96 + ws.sink.len() * 18);
             codec::encode_announce(

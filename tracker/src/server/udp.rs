@@ -133,26 +133,28 @@ impl Worker {
                 _ = shutdown.changed() => return,
             };
             let mut replies = 0;
+            let now = self.tracker.clock.now();
             for (packet, &(len, src)) in rx.iter().zip(&got[..n]) {
                 let Some(src) = src else { continue };
                 self.out.clear();
-                self.handle(&packet[..len.min(SLOT)], src).await;
+                self.handle(&packet[..len.min(SLOT)], src, now).await;
                 if !self.out.is_empty() {
                     std::mem::swap(&mut self.out, &mut outs[replies]);
                     dst[replies] = src;
                     replies += 1;
                 }
             }
+            self.tracker.metrics.add(&mut self.ws.tally);
             io.send(&socket, &outs, &dst, replies).await;
         }
     }
 
     /// Answers one datagram into `self.out` (left empty to send nothing).
-    async fn handle(&mut self, packet: &[u8], src: SocketAddr) {
-        let now = self.tracker.clock.now();
+    /// `now`: the clock, read once per batch.
+    async fn handle(&mut self, packet: &[u8], src: SocketAddr, now: u64) {
         match parse_request(packet) {
             Ok(Request::Connect(r)) => {
-                self.tracker.metrics.connect();
+                self.ws.tally.connect();
                 ConnectResponse {
                     transaction_id: r.transaction_id,
                     connection_id: self.issuer.issue(src, now),
@@ -163,8 +165,8 @@ impl Worker {
                 if self.authenticated(&r.connection_id, src, now, r.transaction_id, packet.len()) {
                     self.announce(&r, src).await;
                 } else {
-                    self.tracker
-                        .metrics
+                    self.ws
+                        .tally
                         .announce(Protocol::Udp, Outcome::BadConnection);
                 }
             }
@@ -172,15 +174,11 @@ impl Worker {
                 if self.authenticated(&r.connection_id, src, now, r.transaction_id, packet.len()) {
                     self.scrape(&r).await;
                 } else {
-                    self.tracker
-                        .metrics
-                        .scrape(Protocol::Udp, Outcome::BadConnection);
+                    self.ws.tally.scrape(Protocol::Udp, Outcome::BadConnection);
                 }
             }
             Err(e @ RequestParseError::Sendable { connection_id, .. }) => {
-                self.tracker
-                    .metrics
-                    .announce(Protocol::Udp, Outcome::BadRequest);
+                self.ws.tally.announce(Protocol::Udp, Outcome::BadRequest);
                 // Only a client that proved its address may get more bytes than it sent.
                 let limit = if self.issuer.validate(connection_id, src, now) {
                     usize::MAX
@@ -238,7 +236,7 @@ impl Worker {
         };
         match self.tracker.announce(&a, families, &mut self.ws).await {
             Ok(stats) => {
-                self.tracker.metrics.announce(Protocol::Udp, Outcome::Ok);
+                self.ws.tally.announce(Protocol::Udp, Outcome::Ok);
                 write_announce_header(
                     &mut self.out,
                     r.transaction_id,
@@ -255,9 +253,7 @@ impl Worker {
                     .for_each(|&p: &SocketAddrV6| push_peer_v6(&mut self.out, p));
             }
             Err(e) => {
-                self.tracker
-                    .metrics
-                    .announce(Protocol::Udp, Outcome::Refused);
+                self.ws.tally.announce(Protocol::Udp, Outcome::Refused);
                 ErrorResponse {
                     transaction_id: r.transaction_id,
                     message: store_error_message(&e),
@@ -270,9 +266,7 @@ impl Worker {
     async fn scrape(&mut self, r: &ScrapeRequest<'_>) {
         let max = self.tracker.config.announce.max_scrape_hashes;
         if r.info_hashes.len() > max {
-            self.tracker
-                .metrics
-                .scrape(Protocol::Udp, Outcome::BadRequest);
+            self.ws.tally.scrape(Protocol::Udp, Outcome::BadRequest);
             ErrorResponse {
                 transaction_id: r.transaction_id,
                 message: "too many info hashes in one scrape",
@@ -288,7 +282,7 @@ impl Worker {
         let mut stats = std::mem::take(&mut self.ws.scrape);
         if let Err(e) = self.tracker.scrape(&hashes[..n], &mut stats).await {
             self.ws.scrape = stats;
-            self.tracker.metrics.scrape(Protocol::Udp, Outcome::Refused);
+            self.ws.tally.scrape(Protocol::Udp, Outcome::Refused);
             ErrorResponse {
                 transaction_id: r.transaction_id,
                 message: store_error_message(&e),
@@ -301,7 +295,7 @@ impl Worker {
             push_scrape_stats(&mut self.out, (*s).into());
         }
         self.ws.scrape = stats;
-        self.tracker.metrics.scrape(Protocol::Udp, Outcome::Ok);
+        self.ws.tally.scrape(Protocol::Udp, Outcome::Ok);
     }
 }
 

@@ -1,20 +1,22 @@
 //! The network snapshot the announce path reads.
 //!
 //! Readers take the current [`Snapshot`] with one atomic load (`arc-swap`) and never wait on
-//! the network; a background refresher (ALTO) or an operator swaps in new snapshots.
+//! the network; a background refresher (ALTO) or an operator swaps in new snapshots. A worker
+//! that announces in a loop keeps a [`SnapshotCache`]: a plain load and a pointer compare per
+//! announce instead of the guard's two locked instructions.
 
 pub mod refresh;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Cache};
 use p4p_itracker::Snapshot;
 
 /// The current snapshot and where it stands.
 #[derive(Debug)]
 pub struct TopologyHandle {
-    current: ArcSwap<Snapshot>,
+    current: Arc<ArcSwap<Snapshot>>,
     /// Whether a real topology (file, embedded default or ALTO) was ever loaded. Without one
     /// every address is in one PID and selection is effectively random.
     loaded: AtomicBool,
@@ -26,7 +28,7 @@ impl TopologyHandle {
     /// A handle serving `snapshot`; `loaded` says whether it is a real map.
     pub fn new(snapshot: Snapshot, loaded: bool) -> Self {
         Self {
-            current: ArcSwap::from_pointee(snapshot),
+            current: Arc::new(ArcSwap::from_pointee(snapshot)),
             loaded: AtomicBool::new(loaded),
             confirmed_at: AtomicU64::new(0),
         }
@@ -40,6 +42,19 @@ impl TopologyHandle {
     /// An owned reference, for work that outlives one announce.
     pub fn load_full(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// The current snapshot through `cache`, which this handle (re)fills when it is empty or
+    /// belongs to another handle. Sees a swapped-in snapshot on the next call.
+    pub fn cached<'c>(&self, cache: &'c mut SnapshotCache) -> &'c Arc<Snapshot> {
+        let ours = |c: &Cache<_, _>| std::ptr::eq(c.arc_swap(), &*self.current);
+        if !cache.0.as_ref().is_some_and(ours) {
+            cache.0 = None;
+        }
+        cache
+            .0
+            .get_or_insert_with(|| Cache::new(Arc::clone(&self.current)))
+            .load()
     }
 
     /// Swaps in a new snapshot.
@@ -62,6 +77,17 @@ impl TopologyHandle {
     /// Clock seconds of the last build or confirmation.
     pub fn confirmed_at(&self) -> u64 {
         self.confirmed_at.load(Ordering::Relaxed)
+    }
+}
+
+/// A worker's cached reference to a [`TopologyHandle`]'s snapshot (see
+/// [`TopologyHandle::cached`]).
+#[derive(Default)]
+pub struct SnapshotCache(Option<Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>>);
+
+impl std::fmt::Debug for SnapshotCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotCache")
     }
 }
 
@@ -138,4 +164,26 @@ pub fn initial_snapshot(
         ),
     };
     Ok((topology.snapshot_with_asn(asn), source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_follows_its_handle_and_leaves_another_handles() {
+        let a = TopologyHandle::new(Snapshot::single_pid(), false);
+        let mut cache = SnapshotCache::default();
+        let first = Arc::clone(a.cached(&mut cache));
+        assert!(Arc::ptr_eq(&first, &a.load_full()));
+        // A swapped-in snapshot is seen on the next call.
+        a.store(Snapshot::single_pid(), 1);
+        let second = Arc::clone(a.cached(&mut cache));
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(Arc::ptr_eq(&second, &a.load_full()));
+        // The same cache handed to another handle serves that handle's snapshot.
+        let b = TopologyHandle::new(Snapshot::single_pid(), false);
+        assert!(Arc::ptr_eq(b.cached(&mut cache), &b.load_full()));
+        assert!(Arc::ptr_eq(a.cached(&mut cache), &second));
+    }
 }

@@ -186,6 +186,14 @@ impl Tracker {
         Ok(stats)
     }
 
+    /// Starts loading what announces of `hashes` read first (memory store only; see
+    /// [`MemoryStore::prefetch`]).
+    pub fn prefetch(&self, hashes: &[InfoHash]) {
+        if let Store::Memory(m) = &self.store {
+            m.prefetch(hashes);
+        }
+    }
+
     /// Counts for each hash, in order (unknown hashes are zeros; so are hashes the Redis store
     /// could not read in time, a failure it logs).
     pub async fn scrape(

@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use crate::metrics::{Outcome, Protocol};
 use crate::protocol::connection_id::ConnectionIdIssuer;
 use crate::protocol::udp::{
-    parse_request, push_peer_v4, push_peer_v6, push_scrape_stats, write_announce_header,
-    write_scrape_header, AddressFamily, AnnounceRequest, ConnectResponse, ErrorResponse, Request,
-    RequestParseError, ScrapeRequest, TransactionId,
+    announce_hash_hint, parse_request, push_peer_v4, push_peer_v6, push_scrape_stats,
+    write_announce_header, write_scrape_header, AddressFamily, AnnounceRequest, ConnectResponse,
+    ErrorResponse, Request, RequestParseError, ScrapeRequest, TransactionId,
 };
 use crate::service::{Tracker, Workspace};
 use crate::swarm::Families;
@@ -132,6 +132,16 @@ impl Worker {
                 n = io.recv(&socket, &mut rx, &mut got) => n,
                 _ = shutdown.changed() => return,
             };
+            // Start every announce's first cache misses now, so they overlap.
+            let mut hashes = [InfoHash([0; 20]); BATCH];
+            let mut announces = 0;
+            for (packet, &(len, _)) in rx.iter().zip(&got[..n]) {
+                if let Some(hash) = announce_hash_hint(&packet[..len.min(SLOT)]) {
+                    hashes[announces] = hash;
+                    announces += 1;
+                }
+            }
+            self.tracker.prefetch(&hashes[..announces]);
             let mut replies = 0;
             let now = self.tracker.clock.now();
             for (packet, &(len, src)) in rx.iter().zip(&got[..n]) {

@@ -111,6 +111,14 @@ fn check_invariants(store: &MemoryStore) {
     for shard in store.shards.iter() {
         let entries = read(shard);
         assert!(entries.windows(2).all(|w| w[0].hash < w[1].hash));
+        // The prefetch hint says where the entries are (an empty vector's address is moot).
+        assert_eq!(shard.hint_len.load(Ordering::Relaxed), entries.len());
+        if !entries.is_empty() {
+            assert_eq!(
+                shard.hint_at.load(Ordering::Relaxed),
+                entries.as_ptr() as usize
+            );
+        }
         torrents += entries.len();
         for e in entries.iter() {
             match &e.peers {
@@ -269,6 +277,29 @@ fn caps_refuse_new_torrents_and_peers_but_not_known_ones() {
 }
 
 #[test]
+fn prefetching_any_batch_is_harmless() {
+    let store = store();
+    let mut env = Env::new(Snapshot::single_pid());
+    let hashes: Vec<InfoHash> = (0..100u8).map(|i| InfoHash([i; 20])).collect();
+    // Empty shards, then more hashes than one call looks at, known and unknown.
+    store.prefetch(&hashes);
+    for h in &hashes[..50] {
+        env.announce(
+            &store,
+            Announce {
+                info_hash: *h,
+                ..ann("127.0.0.2:6001", 1, Event::Started)
+            },
+        )
+        .expect("announce");
+    }
+    store.prefetch(&hashes);
+    store.prefetch(&[]);
+    check_invariants(&store);
+    assert_eq!(store.totals().torrents, 50);
+}
+
+#[test]
 fn the_torrent_count_follows_creation_and_sweeping_across_shards() {
     let store = store();
     let mut env = Env::new(Snapshot::single_pid());
@@ -289,6 +320,7 @@ fn the_torrent_count_follows_creation_and_sweeping_across_shards() {
     let r = store.sweep(&env.snap);
     assert_eq!((r.torrents_removed, r.peers_removed), (500, 500));
     assert_eq!(store.totals(), StoreTotals::default());
+    check_invariants(&store);
 }
 
 fn snapshot(pids: &[(&str, &str)]) -> Snapshot {

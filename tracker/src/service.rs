@@ -2,6 +2,7 @@
 //! front ends parse requests, call [`Tracker::announce`] / [`Tracker::scrape`] and encode.
 
 use std::cell::Cell;
+use std::net::SocketAddr;
 
 use p4p_itracker::Snapshot;
 use rand::rngs::SmallRng;
@@ -186,11 +187,11 @@ impl Tracker {
         Ok(stats)
     }
 
-    /// Starts loading what announces of `hashes` read first (memory store only; see
-    /// [`MemoryStore::prefetch`]).
-    pub fn prefetch(&self, hashes: &[InfoHash]) {
+    /// Starts loading what announces of `reqs` (info hash, announcing peer) read (memory store
+    /// only; see [`MemoryStore::prefetch`]).
+    pub fn prefetch(&self, reqs: &[(InfoHash, SocketAddr)]) {
         if let Store::Memory(m) = &self.store {
-            m.prefetch(hashes);
+            m.prefetch(reqs);
         }
     }
 

@@ -336,15 +336,15 @@ impl Header {
     }
 }
 
-/// The info hash of what looks like an announce (long enough, announce action), without
-/// parsing the rest: a hint for prefetching, not a validated request.
-pub fn announce_hash_hint(bytes: &[u8]) -> Option<InfoHash> {
+/// The info hash and port of what looks like an announce (long enough, announce action),
+/// without parsing the rest: a hint for prefetching, not a validated request.
+pub fn announce_hint(bytes: &[u8]) -> Option<(InfoHash, u16)> {
     if bytes.len() < ANNOUNCE_REQUEST_LEN || bytes[8..12] != ACTION_ANNOUNCE.to_be_bytes() {
         return None;
     }
     let mut hash = [0u8; 20];
     hash.copy_from_slice(&bytes[16..36]);
-    Some(InfoHash(hash))
+    Some((InfoHash(hash), u16::from_be_bytes([bytes[96], bytes[97]])))
 }
 
 /// Parses one request datagram. Never panics and never allocates.
@@ -1269,7 +1269,7 @@ mod tests {
     }
 
     #[test]
-    fn the_hash_hint_reads_announces_only() {
+    fn the_announce_hint_reads_announces_only() {
         let mut announce = Vec::new();
         Request::Announce(AnnounceRequest {
             connection_id: ConnectionId(7),
@@ -1286,11 +1286,11 @@ mod tests {
             port: 6881,
         })
         .write(&mut announce);
-        assert_eq!(announce_hash_hint(&announce), Some(InfoHash([5; 20])));
-        assert_eq!(announce_hash_hint(&announce[..97]), None);
+        assert_eq!(announce_hint(&announce), Some((InfoHash([5; 20]), 6881)));
+        assert_eq!(announce_hint(&announce[..97]), None);
         let mut connect = announce.clone();
         connect[8..12].copy_from_slice(&ACTION_CONNECT.to_be_bytes());
-        assert_eq!(announce_hash_hint(&connect), None);
+        assert_eq!(announce_hint(&connect), None);
     }
 
     proptest! {

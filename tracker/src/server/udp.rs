@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::metrics::{Outcome, Protocol};
 use crate::protocol::connection_id::ConnectionIdIssuer;
 use crate::protocol::udp::{
-    announce_hash_hint, parse_request, push_peer_v4, push_peer_v6, push_scrape_stats,
+    announce_hint, parse_request, push_peer_v4, push_peer_v6, push_scrape_stats,
     write_announce_header, write_scrape_header, AddressFamily, AnnounceRequest, ConnectResponse,
     ErrorResponse, Request, RequestParseError, ScrapeRequest, TransactionId,
 };
@@ -133,15 +133,16 @@ impl Worker {
                 _ = shutdown.changed() => return,
             };
             // Start every announce's first cache misses now, so they overlap.
-            let mut hashes = [InfoHash([0; 20]); BATCH];
+            let mut hints = [(InfoHash([0; 20]), dst[0]); BATCH];
             let mut announces = 0;
-            for (packet, &(len, _)) in rx.iter().zip(&got[..n]) {
-                if let Some(hash) = announce_hash_hint(&packet[..len.min(SLOT)]) {
-                    hashes[announces] = hash;
+            for (packet, &(len, src)) in rx.iter().zip(&got[..n]) {
+                let hint = announce_hint(&packet[..len.min(SLOT)]);
+                if let (Some((hash, port)), Some(src)) = (hint, src) {
+                    hints[announces] = (hash, SocketAddr::new(normalize_addr(src).ip(), port));
                     announces += 1;
                 }
             }
-            self.tracker.prefetch(&hashes[..announces]);
+            self.tracker.prefetch(&hints[..announces]);
             let mut replies = 0;
             let now = self.tracker.clock.now();
             for (packet, &(len, src)) in rx.iter().zip(&got[..n]) {

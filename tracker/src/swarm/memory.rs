@@ -351,6 +351,32 @@ impl Index {
         self.slots.len() - 1
     }
 
+    /// The slot a probe for `hash` starts at.
+    fn slot_of(&self, hash: u64) -> Option<&u64> {
+        self.slots.get(hash as usize & self.mask())
+    }
+
+    /// Where the first entry whose tag matches `hash` points: most likely the one a
+    /// [`Index::find`] would return (for prefetching; compares no record).
+    fn first_match(&self, hash: u64) -> Option<Loc> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let tag = Self::tag(hash);
+        let mut i = hash as usize & self.mask();
+        for _ in 0..self.slots.len() {
+            let slot = self.slots[i];
+            if slot == EMPTY {
+                return None;
+            }
+            if slot >> 48 == tag {
+                return Some(Self::loc(slot));
+            }
+            i = (i + 1) & self.mask();
+        }
+        None
+    }
+
     /// The slot of the entry with `hash` for which `eq` holds.
     fn find(&self, hash: u64, mut eq: impl FnMut(Loc) -> bool) -> Option<usize> {
         if self.slots.is_empty() {
@@ -673,6 +699,29 @@ impl<P: Record> Family<P> {
         self.seg(seg)[idx]
     }
 
+    /// Requests the lines of a lookup of `addr` that `stage` reaches: the sorted vector, or the
+    /// index slot and the bucket list, then the record the first matching tag points at.
+    fn prefetch(&self, addr: P::Addr, stage: Stage) {
+        match (self, stage) {
+            (Family::Sorted(recs), Stage::Index) => prefetch_slice(recs),
+            (Family::Hashed(h), Stage::Index) => {
+                if let Some(slot) = h.index.slot_of(addr_hash(&addr)) {
+                    prefetch_slice(std::slice::from_ref(slot));
+                }
+                prefetch_slice(&h.buckets);
+            }
+            (Family::Hashed(h), Stage::Record) => {
+                let loc = h.index.first_match(addr_hash(&addr));
+                let rec =
+                    loc.and_then(|l| h.buckets.get(l.bucket as usize)?.recs.get(l.idx as usize));
+                if let Some(rec) = rec {
+                    prefetch_slice(std::slice::from_ref(rec));
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Where the peer is, whatever bucket it is in.
     fn find(&self, addr: P::Addr) -> Option<(usize, usize)> {
         match self {
@@ -939,6 +988,22 @@ impl Entry {
             complete,
             incomplete,
             downloaded: self.downloaded,
+        }
+    }
+
+    /// Requests the lines of a lookup of `peer` that `stage` reaches (see [`Stage`]).
+    fn prefetch(&self, peer: SocketAddr, stage: Stage) {
+        let Peers::Large(l) = &self.peers else {
+            return; // A small swarm's peers are in the entry.
+        };
+        match (stage, peer) {
+            (Stage::Block, _) => prefetch_slice(std::slice::from_ref(&**l)),
+            (_, SocketAddr::V4(a)) => l.v4.prefetch(Peer4::addr_of(a), stage),
+            (_, SocketAddr::V6(a)) => {
+                if let Some(f) = &l.v6 {
+                    f.prefetch(Peer6::addr_of(a), stage);
+                }
+            }
         }
     }
 
@@ -1313,6 +1378,26 @@ fn prefetch(addr: usize) {
     let _ = addr;
 }
 
+/// Requests every cache line of `s` (at most 16; the rest is left to the hardware prefetcher).
+fn prefetch_slice<T>(s: &[T]) {
+    let start = s.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(s);
+    for line in (start & !63..end).step_by(64).take(16) {
+        prefetch(line);
+    }
+}
+
+/// The rounds of [`MemoryStore::prefetch`] that read the store (under a read lock).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Stage {
+    /// The swarm's heap block.
+    Block,
+    /// The family's sorted vector, or its index slot and bucket list.
+    Index,
+    /// The record the index points at.
+    Record,
+}
+
 /// Where a hash whose first 8 bytes are `head` would sit among `n` evenly spread ones.
 fn guess(head: u64, n: usize) -> usize {
     ((u128::from(head) * n as u128) >> 64) as usize
@@ -1430,19 +1515,21 @@ impl MemoryStore {
         &self.shards[self.shard_index(hash)]
     }
 
-    /// Starts loading the cache lines announces or scrapes of `hashes` will read first: each
-    /// one's shard (lock and hint), then the entry where the hash would sit. A worker calls this
-    /// with a batch's hashes before answering the first, so those misses overlap instead of
-    /// coming one after another. First every shard line is requested, then the hints are read
-    /// (by then mostly arrived), so no load waits on a miss while others could start.
-    pub fn prefetch(&self, hashes: &[InfoHash]) {
+    /// Starts loading the cache lines announces of `reqs` (info hash, announcing peer) will
+    /// miss on, so a batch's misses overlap instead of coming one after another. In rounds, each
+    /// over the whole batch, each round requesting the lines the previous one made available:
+    /// every shard; each entry, from the hint the shard keeps (no lock); then, under a read lock
+    /// (a shared lock's atomics do not wait for prefetches), each swarm's block, its family's
+    /// index slot or sorted vector, and the record the index points at. Looks at the first 64.
+    pub fn prefetch(&self, reqs: &[(InfoHash, SocketAddr)]) {
         const MAX: usize = 64;
+        let reqs = &reqs[..reqs.len().min(MAX)];
         let mut shards = [0usize; MAX];
-        for (slot, hash) in shards.iter_mut().zip(hashes) {
+        for (slot, (hash, _)) in shards.iter_mut().zip(reqs) {
             *slot = self.shard_index(hash);
             prefetch(&self.shards[*slot] as *const Shard as usize);
         }
-        for (&i, hash) in shards.iter().zip(hashes) {
+        for (&i, (hash, _)) in shards.iter().zip(reqs) {
             let shard = &self.shards[i];
             let at = shard.hint_at.load(Ordering::Relaxed);
             let n = shard.hint_len.load(Ordering::Relaxed);
@@ -1451,6 +1538,14 @@ impl MemoryStore {
                 let entry = at.wrapping_add(guess(hash_head(&hash.0), n) * size);
                 prefetch(entry);
                 prefetch(entry.wrapping_add(size - 1));
+            }
+        }
+        for stage in [Stage::Block, Stage::Index, Stage::Record] {
+            for (&i, (hash, peer)) in shards.iter().zip(reqs) {
+                let entries = read(&self.shards[i]);
+                if let Ok(at) = search(&entries, hash) {
+                    entries[at].prefetch(*peer, stage);
+                }
             }
         }
     }

@@ -279,24 +279,72 @@ fn caps_refuse_new_torrents_and_peers_but_not_known_ones() {
 #[test]
 fn prefetching_any_batch_is_harmless() {
     let store = store();
-    let mut env = Env::new(Snapshot::single_pid());
-    let hashes: Vec<InfoHash> = (0..100u8).map(|i| InfoHash([i; 20])).collect();
-    // Empty shards, then more hashes than one call looks at, known and unknown.
-    store.prefetch(&hashes);
-    for h in &hashes[..50] {
-        env.announce(
-            &store,
-            Announce {
-                info_hash: *h,
-                ..ann("127.0.0.2:6001", 1, Event::Started)
-            },
-        )
-        .expect("announce");
+    let mut env = Env::new(two_pid_snapshot("127.1.0.0/16"));
+    let peer: SocketAddr = "127.0.0.2:6001".parse().expect("addr");
+    let reqs: Vec<(InfoHash, SocketAddr)> = (0..100u8).map(|i| (InfoHash([i; 20]), peer)).collect();
+    // Empty shards, then more requests than one call looks at, known and unknown.
+    store.prefetch(&reqs);
+    for (h, _) in &reqs[..50] {
+        let a = Announce {
+            info_hash: *h,
+            ..ann("127.0.0.2:6001", 1, Event::Started)
+        };
+        env.announce(&store, a).expect("announce");
     }
-    store.prefetch(&hashes);
+    // Swarms of every shape: small, sorted, hashed, with IPv6 peers.
+    for i in 0..80u32 {
+        for (hash, n) in [(reqs[1].0, 5), (reqs[2].0, 80), (reqs[3].0, 3)] {
+            if i < n {
+                let addr = format!("127.{}.0.{}:{}", 1 + i % 2, i, 1000 + i);
+                let a = Announce {
+                    info_hash: hash,
+                    ..ann(&addr, u64::from(i % 3), Event::None)
+                };
+                env.announce(&store, a).expect("announce");
+            }
+        }
+    }
+    let a = Announce {
+        info_hash: reqs[3].0,
+        ..ann("[::2]:1", 1, Event::None)
+    };
+    env.announce(&store, a).expect("announce");
+    let mut mixed = reqs.clone();
+    mixed[2].1 = "127.1.0.7:1007".parse().expect("known peer");
+    mixed[3].1 = "[::2]:1".parse().expect("known peer");
+    mixed[4].1 = "[::3]:1".parse().expect("unknown peer");
+    store.prefetch(&mixed);
     store.prefetch(&[]);
     check_invariants(&store);
     assert_eq!(store.totals().torrents, 50);
+}
+
+#[test]
+fn the_index_first_match_shares_the_tag_of_every_present_address() {
+    let mut f = Family::<Peer4>::default();
+    let mut addrs = Vec::new();
+    for i in 0..300u32 {
+        let addr = Peer4::addr_of(SocketAddrV4::new(Ipv4Addr::from(0x7F00_0000 + i), 7));
+        f.insert(Peer4::new(
+            addr,
+            1,
+            BucketKey::new(PidId(i % 3), i % 2 == 0),
+        ));
+        addrs.push(addr);
+    }
+    let Family::Hashed(h) = &f else {
+        panic!("300 peers are past MIXED_MAX")
+    };
+    for addr in addrs {
+        let hash = addr_hash(&addr);
+        let loc = h
+            .index
+            .first_match(hash)
+            .expect("a present address matches");
+        let at = h.buckets[loc.bucket as usize].recs[loc.idx as usize].addr();
+        assert_eq!(addr_hash(&at) >> 48, hash >> 48);
+    }
+    assert_eq!(Index::default().first_match(1), None);
 }
 
 #[test]

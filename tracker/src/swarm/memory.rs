@@ -39,11 +39,14 @@
 //! anywhere here). The sweep visits one shard at a time.
 //!
 //! Prefetching: most of an announce's time is cache misses, one after another (shard, entry,
-//! swarm block, index slot, record, peers). A UDP worker hands a batch's info hashes to
-//! [`MemoryStore::prefetch`] first, which requests every shard's line, then each entry's, from a
-//! hint the shard keeps beside its lock (where its entries were when last written); the misses
-//! of the whole batch then overlap. The one `unsafe` in the crate is that prefetch instruction,
-//! which cannot fault or change memory.
+//! swarm block, index slot, record, peers). A UDP worker hands a batch's (info hash, peer)
+//! pairs to [`MemoryStore::prefetch`] before answering the first. It requests lines in rounds
+//! over the whole batch, each round reaching one level deeper than the last: every shard's
+//! line; each entry's, from a hint the shard keeps beside its lock (where its entries were when
+//! last written; read without the lock, never dereferenced); then, under a read lock, each
+//! swarm's block, its index slot and bucket list, and the record. The misses of a batch then
+//! overlap and the announces find their lines cached. The one `unsafe` in the crate is the
+//! prefetch instruction, which cannot fault or change memory.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -132,8 +132,8 @@ impl Worker {
                 n = io.recv(&socket, &mut rx, &mut got) => n,
                 _ = shutdown.changed() => return,
             };
-            // Start every announce's first cache misses now, so they overlap.
-            let mut hints = [(InfoHash([0; 20]), dst[0]); BATCH];
+            // Start every announce's cache misses now, so they overlap.
+            let mut hints = [(InfoHash([0; 20]), SocketAddr::from(([0, 0, 0, 0], 0))); BATCH];
             let mut announces = 0;
             for (packet, &(len, src)) in rx.iter().zip(&got[..n]) {
                 let hint = announce_hint(&packet[..len.min(SLOT)]);

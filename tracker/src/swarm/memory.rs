@@ -1329,10 +1329,10 @@ pub struct AnnounceContext<'a, R> {
     pub sink: &'a mut PeerSink,
 }
 
-/// One shard: entries sorted by info hash, behind its lock, plus where they sat when the lock
-/// was last released, kept for [`MemoryStore::prefetch`] (a hint that may be stale, read
-/// without the lock and never dereferenced). One cache line, so taking the lock and reading the
-/// hint cost one miss, and no two shards share a line.
+/// One shard: entries sorted by info hash, behind its lock, plus where they sat after their
+/// last move or change of number, kept for [`MemoryStore::prefetch`] (a hint that may be stale,
+/// read without the lock and never dereferenced). One cache line, so taking the lock and reading
+/// the hint cost one miss, and no two shards share a line.
 #[repr(align(64))]
 struct Shard {
     entries: RwLock<Vec<Entry>>,

@@ -128,6 +128,17 @@ impl RequestCounters {
     fn get(&self, protocol: Protocol, outcome: Outcome) -> &Counter {
         &self.0[protocol as usize][outcome as usize]
     }
+
+    /// Adds counts laid out as the counters are.
+    fn add(&self, counts: &[[u64; OUTCOMES.len()]; PROTOCOLS.len()]) {
+        for (counters, row) in self.0.iter().zip(counts) {
+            for (counter, &n) in counters.iter().zip(row) {
+                if n > 0 {
+                    counter.inc_by(n);
+                }
+            }
+        }
+    }
 }
 
 /// Every metric the tracker exports.
@@ -277,20 +288,8 @@ impl Metrics {
         if *t == Tally::default() {
             return;
         }
-        for (p, row) in t.announces.iter().enumerate() {
-            for (o, &n) in row.iter().enumerate() {
-                if n > 0 {
-                    self.announces.0[p][o].inc_by(n);
-                }
-            }
-        }
-        for (p, row) in t.scrapes.iter().enumerate() {
-            for (o, &n) in row.iter().enumerate() {
-                if n > 0 {
-                    self.scrapes.0[p][o].inc_by(n);
-                }
-            }
-        }
+        self.announces.add(&t.announces);
+        self.scrapes.add(&t.scrapes);
         if t.connects > 0 {
             self.connects.inc_by(t.connects);
         }

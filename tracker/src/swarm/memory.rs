@@ -362,22 +362,7 @@ impl Index {
     /// Where the first entry whose tag matches `hash` points: most likely the one a
     /// [`Index::find`] would return (for prefetching; compares no record).
     fn first_match(&self, hash: u64) -> Option<Loc> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let tag = Self::tag(hash);
-        let mut i = hash as usize & self.mask();
-        for _ in 0..self.slots.len() {
-            let slot = self.slots[i];
-            if slot == EMPTY {
-                return None;
-            }
-            if slot >> 48 == tag {
-                return Some(Self::loc(slot));
-            }
-            i = (i + 1) & self.mask();
-        }
-        None
+        self.find(hash, |_| true).map(|i| self.get(i))
     }
 
     /// The slot of the entry with `hash` for which `eq` holds.
@@ -1383,9 +1368,12 @@ fn prefetch(addr: usize) {
 
 /// Requests every cache line of `s` (at most 16; the rest is left to the hardware prefetcher).
 fn prefetch_slice<T>(s: &[T]) {
-    let start = s.as_ptr() as usize;
-    let end = start + std::mem::size_of_val(s);
-    for line in (start & !63..end).step_by(64).take(16) {
+    prefetch_span(s.as_ptr() as usize, std::mem::size_of_val(s));
+}
+
+/// Requests the cache lines of `len` bytes from `addr` (at most 16).
+fn prefetch_span(addr: usize, len: usize) {
+    for line in (addr & !63..addr.wrapping_add(len)).step_by(64).take(16) {
         prefetch(line);
     }
 }
@@ -1538,9 +1526,7 @@ impl MemoryStore {
             let n = shard.hint_len.load(Ordering::Relaxed);
             if n > 0 {
                 let size = std::mem::size_of::<Entry>();
-                let entry = at.wrapping_add(guess(hash_head(&hash.0), n) * size);
-                prefetch(entry);
-                prefetch(entry.wrapping_add(size - 1));
+                prefetch_span(at.wrapping_add(guess(hash_head(&hash.0), n) * size), size);
             }
         }
         for stage in [Stage::Block, Stage::Index, Stage::Record] {
@@ -1567,10 +1553,7 @@ impl MemoryStore {
             let stats = self.stop(&mut shard, a);
             return Ok((stats, SelectionStats::default()));
         }
-        let at = self.swarm_at(&mut shard, &a.info_hash, snap.generation() as u32)?;
-        if shard.len() != here.hint_len.load(Ordering::Relaxed) {
-            here.publish(&shard);
-        }
+        let at = self.swarm_at(here, &mut shard, &a.info_hash, snap.generation() as u32)?;
         let swarm = &mut shard[at];
         let slot = self.record(swarm, a, pid, snap)?;
         let stats = swarm.stats();
@@ -1599,22 +1582,25 @@ impl MemoryStore {
         Ok((stats, selection))
     }
 
-    /// Index of the torrent's entry, created when new (and the torrent cap allows).
+    /// Index of the torrent's entry, created when new (and the torrent cap allows);
+    /// `entries` are `shard`'s, write-locked.
     fn swarm_at(
         &self,
-        shard: &mut Vec<Entry>,
+        shard: &Shard,
+        entries: &mut Vec<Entry>,
         hash: &InfoHash,
         generation: u32,
     ) -> Result<usize, StoreError> {
-        match search(shard, hash) {
+        match search(entries, hash) {
             Ok(at) => Ok(at),
             Err(at) => {
                 if self.torrents.fetch_add(1, Ordering::Relaxed) >= self.limits.max_torrents {
                     self.torrents.fetch_sub(1, Ordering::Relaxed);
                     return Err(StoreError::TooManyTorrents);
                 }
-                reserve_one(shard, 2);
-                shard.insert(at, Entry::new(hash.0, generation));
+                reserve_one(entries, 2);
+                entries.insert(at, Entry::new(hash.0, generation));
+                shard.publish(entries);
                 Ok(at)
             }
         }

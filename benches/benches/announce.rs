@@ -10,7 +10,8 @@ use p4p_tracker::config::{PolicyKind, SelectionConfig, SwarmConfig};
 use p4p_tracker::protocol::http::{encode_announce, parse_announce, AnnounceAnswer};
 use p4p_tracker::selection::{Scratch, Selector};
 use p4p_tracker::swarm::memory::AnnounceContext;
-use p4p_tracker::swarm::{Families, MemoryStore, PeerSink};
+use p4p_tracker::swarm::{MemoryStore, PeerSink};
+use p4p_tracker::types::Families;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

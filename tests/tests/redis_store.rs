@@ -23,8 +23,9 @@ use p4p_tracker::clock::Clock;
 use p4p_tracker::config::{Config, PolicyKind};
 use p4p_tracker::protocol::http::decode_compact_v4;
 use p4p_tracker::server::Running;
-use p4p_tracker::service::{Store, Tracker, Workspace};
-use p4p_tracker::swarm::Families;
+use p4p_tracker::service::{Tracker, Workspace};
+use p4p_tracker::swarm::Store;
+use p4p_tracker::types::Families;
 use p4p_tracker::types::{Announce, Event, InfoHash};
 use redis::AsyncCommands;
 

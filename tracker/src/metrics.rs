@@ -1,9 +1,9 @@
 //! Prometheus metrics (text format on `GET /metrics`).
 //!
-//! Counters are plain atomics behind `prometheus-client`. The UDP workers count into a
-//! [`Tally`] of plain integers and add it to the shared counters once per batch of datagrams:
-//! an atomic add is a locked instruction that also stalls the misses around it, and an announce
-//! would otherwise take seven of them.
+//! Counters are plain atomics behind `prometheus-client`. Front ends count into a per-worker
+//! [`Tally`] of plain integers and add it to the shared counters with [`Metrics::add`] (UDP once
+//! per batch of datagrams, HTTP once per request): an atomic add is a locked instruction that
+//! also stalls the misses around it, and an announce would otherwise take seven of them.
 //! Store totals (torrents, peers) are read from the store when `/metrics` is scraped, not
 //! updated per announce.
 
@@ -123,10 +123,6 @@ impl RequestCounters {
                     .clone()
             })
         }))
-    }
-
-    fn get(&self, protocol: Protocol, outcome: Outcome) -> &Counter {
-        &self.0[protocol as usize][outcome as usize]
     }
 
     /// Adds counts laid out as the counters are.
@@ -266,21 +262,6 @@ impl Metrics {
             m.store_topups.clone(),
         );
         m
-    }
-
-    /// Counts an announce.
-    pub fn announce(&self, protocol: Protocol, outcome: Outcome) {
-        self.announces.get(protocol, outcome).inc();
-    }
-
-    /// Counts a scrape.
-    pub fn scrape(&self, protocol: Protocol, outcome: Outcome) {
-        self.scrapes.get(protocol, outcome).inc();
-    }
-
-    /// Counts a UDP connect.
-    pub fn connect(&self) {
-        self.connects.inc();
     }
 
     /// Adds a worker's tally to the shared counters and empties it.

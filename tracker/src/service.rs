@@ -12,11 +12,10 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::{Metrics, Tally};
 use crate::selection::{Scratch, Selector};
-use crate::swarm::memory::AnnounceContext;
-use crate::swarm::redis::{self as redis_store, OpenError, RedisStore};
-use crate::swarm::{Families, MemoryStore, PeerSink, StoreError, StoreTotals, SweepReport};
+use crate::swarm::redis::OpenError;
+use crate::swarm::{AnnounceContext, PeerSink, Store, StoreError, StoreTotals, SweepReport};
 use crate::topology::{SnapshotCache, TopologyHandle};
-use crate::types::{Announce, InfoHash, SwarmStats};
+use crate::types::{Announce, Families, InfoHash, SwarmStats};
 
 /// Per-thread working memory for announces: RNG, selection scratch, peer lists, the cached
 /// snapshot and the counts not yet added to the metrics. Reused so the hot path does not
@@ -64,34 +63,6 @@ where
     out
 }
 
-/// The swarm store backend.
-#[derive(Debug)]
-pub enum Store {
-    Memory(MemoryStore),
-    /// Shared by every tracker instance on the same Redis (see [`crate::swarm::redis`]).
-    Redis(Box<RedisStore>),
-}
-
-impl Store {
-    /// The store `config.store.url` names: `memory`, or Redis. A Redis store must be built
-    /// inside the tokio runtime it will run on; it connects on first use.
-    pub fn from_config(config: &Config, clock: &Clock) -> Result<Store, OpenError> {
-        if config.store.url == "memory" {
-            return Ok(Store::Memory(MemoryStore::new(
-                config.swarm.clone(),
-                clock.clone(),
-            )));
-        }
-        RedisStore::new(
-            &config.store,
-            config.swarm.clone(),
-            config.selection.clone(),
-            clock.clone(),
-        )
-        .map(|r| Store::Redis(Box::new(r)))
-    }
-}
-
 /// The tracker shared by every front end and worker.
 #[derive(Debug)]
 pub struct Tracker {
@@ -106,7 +77,7 @@ pub struct Tracker {
 impl Tracker {
     /// A tracker with the memory store, serving `snapshot` (`loaded`: whether it is a real map).
     pub fn new(config: Config, clock: Clock, snapshot: Snapshot, loaded: bool) -> Self {
-        let store = Store::Memory(MemoryStore::new(config.swarm.clone(), clock.clone()));
+        let store = Store::in_memory(config.swarm.clone(), clock.clone());
         Self::with_store(config, clock, snapshot, loaded, store)
     }
 
@@ -154,81 +125,43 @@ impl Tracker {
         ws: &mut Workspace,
     ) -> Result<SwarmStats, StoreError> {
         ws.sink.clear();
-        let (stats, selection) = match &self.store {
-            Store::Memory(m) => m.announce(
-                a,
-                AnnounceContext {
-                    snapshot: self.topology.cached(&mut ws.snapshot),
-                    selector: &self.selector,
-                    families,
-                    rng: &mut ws.rng,
-                    scratch: &mut ws.scratch,
-                    sink: &mut ws.sink,
-                },
-            )?,
-            Store::Redis(r) => {
-                // An owned snapshot: a guard is not meant to be held across the round trip.
-                let snapshot = self.topology.load_full();
-                r.announce(
-                    a,
-                    redis_store::AnnounceContext {
-                        snapshot: &snapshot,
-                        selector: &self.selector,
-                        families,
-                        rng: &mut ws.rng,
-                        scratch: &mut ws.scratch,
-                        sink: &mut ws.sink,
-                    },
-                )
-                .await?
-            }
+        let ctx = AnnounceContext {
+            // A cached `Arc`, not a guard: it may be held across a Redis round trip.
+            snapshot: self.topology.cached(&mut ws.snapshot),
+            selector: &self.selector,
+            families,
+            rng: &mut ws.rng,
+            scratch: &mut ws.scratch,
+            sink: &mut ws.sink,
         };
+        let (stats, selection) = self.store.announce(a, ctx).await?;
         ws.tally.selection(&selection);
         Ok(stats)
     }
 
-    /// Starts loading what announces of `reqs` (info hash, announcing peer) read (memory store
-    /// only; see [`MemoryStore::prefetch`]).
+    /// Starts loading what announces of `reqs` (info hash, announcing peer) will read.
     pub fn prefetch(&self, reqs: &[(InfoHash, SocketAddr)]) {
-        if let Store::Memory(m) = &self.store {
-            m.prefetch(reqs);
-        }
+        self.store.prefetch(reqs);
     }
 
-    /// Counts for each hash, in order (unknown hashes are zeros; so are hashes the Redis store
-    /// could not read in time, a failure it logs).
+    /// Counts for each hash, in order (unknown hashes are zeros).
     pub async fn scrape(
         &self,
         hashes: &[InfoHash],
         out: &mut Vec<(InfoHash, SwarmStats)>,
     ) -> Result<(), StoreError> {
-        out.clear();
-        match &self.store {
-            Store::Memory(m) => out.extend(hashes.iter().map(|h| (*h, m.scrape(h)))),
-            Store::Redis(r) => {
-                for h in hashes {
-                    out.push((*h, r.scrape(h).await?));
-                }
-            }
-        }
-        Ok(())
+        self.store.scrape(hashes, out).await
     }
 
     /// Store-wide totals.
     pub fn totals(&self) -> StoreTotals {
-        match &self.store {
-            Store::Memory(m) => m.totals(),
-            Store::Redis(r) => r.totals(),
-        }
+        self.store.totals()
     }
 
     /// Expires peers, drops empty swarms, re-resolves PIDs after a topology change.
     pub async fn sweep(&self) -> SweepReport {
         let snapshot = self.topology.load_full();
-        let report = match &self.store {
-            Store::Memory(m) => m.sweep(&snapshot),
-            Store::Redis(r) => r.sweep().await,
-        };
+        let report = self.store.sweep(&snapshot).await;
         self.metrics.sweep(report.peers_removed);
         report
     }
@@ -249,16 +182,10 @@ impl Tracker {
             .now()
             .saturating_sub(self.topology.confirmed_at());
         self.metrics.topology_age_seconds.set(age as i64);
-        if let Store::Redis(r) = &self.store {
-            self.metrics.store_failures.set(r.failures() as i64);
-            self.metrics.store_topups.set(r.topups() as i64);
-        }
+        let (failures, topups) = self.store.backend_counts();
+        self.metrics.store_failures.set(failures as i64);
+        self.metrics.store_topups.set(topups as i64);
         self.metrics.render(self.totals())
-    }
-
-    /// The selection policy in force.
-    pub fn selector(&self) -> &Selector {
-        &self.selector
     }
 
     /// The swarm store.
@@ -268,10 +195,7 @@ impl Tracker {
 
     /// Whether the store answers (connects to Redis if not yet; the memory store always does).
     pub async fn check_store(&self) -> Result<(), StoreError> {
-        match &self.store {
-            Store::Memory(_) => Ok(()),
-            Store::Redis(r) => r.check().await,
-        }
+        self.store.check().await
     }
 }
 
@@ -280,11 +204,7 @@ impl Tracker {
     /// addresses), for `GET /topology`.
     pub fn describe_topology(&self) -> String {
         let snap = self.topology.load();
-        let counts = match &self.store {
-            Store::Memory(m) => m.pid_counts(),
-            // Counting a PID across every swarm in Redis would be a scan: not offered.
-            Store::Redis(_) => Default::default(),
-        };
+        let counts = self.store.pid_counts().unwrap_or_default();
         let pids: Vec<serde_json::Value> = snap
             .pids()
             .iter()

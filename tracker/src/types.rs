@@ -102,3 +102,23 @@ mod tests {
         assert_eq!(normalize_ip(v6), v6);
     }
 }
+
+/// Which address families an answer may carry. HTTP answers carry both (BEP 7); a UDP answer
+/// carries the family of the socket it came in on (BEP 15).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Families {
+    Both,
+    V4,
+    V6,
+}
+
+impl Families {
+    /// Whether peers of this family may be returned.
+    pub fn allows(self, v6: bool) -> bool {
+        match self {
+            Families::Both => true,
+            Families::V4 => !v6,
+            Families::V6 => v6,
+        }
+    }
+}

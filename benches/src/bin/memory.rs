@@ -8,7 +8,8 @@ use p4p_tracker::clock::Clock;
 use p4p_tracker::config::{SelectionConfig, SwarmConfig};
 use p4p_tracker::selection::{Scratch, Selector};
 use p4p_tracker::swarm::memory::AnnounceContext;
-use p4p_tracker::swarm::{Families, MemoryStore, PeerSink};
+use p4p_tracker::swarm::{MemoryStore, PeerSink};
+use p4p_tracker::types::Families;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 

@@ -17,8 +17,9 @@ use clap::Parser;
 use p4p_benches::{announce, loopback_snapshot};
 use p4p_tracker::clock::Clock;
 use p4p_tracker::config::Config;
-use p4p_tracker::service::{Store, Tracker, Workspace};
-use p4p_tracker::swarm::Families;
+use p4p_tracker::service::{Tracker, Workspace};
+use p4p_tracker::swarm::Store;
+use p4p_tracker::types::Families;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

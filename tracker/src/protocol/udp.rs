@@ -336,17 +336,6 @@ impl Header {
     }
 }
 
-/// The info hash and port of what looks like an announce (long enough, announce action),
-/// without parsing the rest: a hint for prefetching, not a validated request.
-pub fn announce_hint(bytes: &[u8]) -> Option<(InfoHash, u16)> {
-    if bytes.len() < ANNOUNCE_REQUEST_LEN || bytes[8..12] != ACTION_ANNOUNCE.to_be_bytes() {
-        return None;
-    }
-    let mut hash = [0u8; 20];
-    hash.copy_from_slice(&bytes[16..36]);
-    Some((InfoHash(hash), u16::from_be_bytes([bytes[96], bytes[97]])))
-}
-
 /// Parses one request datagram. Never panics and never allocates.
 pub fn parse_request(bytes: &[u8]) -> Result<Request<'_>, RequestParseError> {
     let mut reader = Reader(bytes);
@@ -1266,31 +1255,6 @@ mod tests {
 
     fn parse_one_response(bytes: &[u8], family: AddressFamily) -> ResponseView<'_> {
         parse_response(bytes, family).expect("valid response")
-    }
-
-    #[test]
-    fn the_announce_hint_reads_announces_only() {
-        let mut announce = Vec::new();
-        Request::Announce(AnnounceRequest {
-            connection_id: ConnectionId(7),
-            transaction_id: TransactionId(9),
-            info_hash: InfoHash([5; 20]),
-            peer_id: PeerId([1; 20]),
-            downloaded: 0,
-            left: 0,
-            uploaded: 0,
-            event: Event::None,
-            ip: 0,
-            key: 0,
-            numwant: -1,
-            port: 6881,
-        })
-        .write(&mut announce);
-        assert_eq!(announce_hint(&announce), Some((InfoHash([5; 20]), 6881)));
-        assert_eq!(announce_hint(&announce[..97]), None);
-        let mut connect = announce.clone();
-        connect[8..12].copy_from_slice(&ACTION_CONNECT.to_be_bytes());
-        assert_eq!(announce_hint(&connect), None);
     }
 
     proptest! {

@@ -21,6 +21,15 @@
 //!   `same_pid_share : same_isp_share - same_pid_share`.
 //!
 //! When a tier runs short, the following tiers fill the answer, in preference order.
+//!
+//! Every peer of a group is equally likely to be drawn, but pairs are not: draws are
+//! stratified (one per stratum, so neighbours in storage order meet less often than under
+//! uniform sampling), and where the store says reading neighbours together pays
+//! ([`Buckets::adjacent_reads_pay`], the memory store, whose bucket records lie side by side)
+//! a large group is drawn in runs of `RUN` adjacent peers, so neighbours come back together
+//! more often. Both are deliberate trades for speed (no collision checks; one cache miss per
+//! run instead of one per peer), measured in
+//! `runs_of_neighbours_come_only_from_stores_that_ask_for_them`.
 
 use std::net::SocketAddr;
 
@@ -28,7 +37,7 @@ use p4p_itracker::{PidId, Snapshot};
 use rand::Rng;
 
 use crate::config::{PolicyKind, SelectionConfig};
-use crate::swarm::Families;
+use crate::types::Families;
 
 /// A swarm as selection sees it: a list of buckets, each one PID x family x seeder/leecher.
 pub trait Buckets {
@@ -198,6 +207,43 @@ impl Selector {
         stats
     }
 
+    /// The swarm-level share of remote peers (outside the ISP) for a requester whose PID holds
+    /// `own_seeders` seeders: `remote_share`, lowered to `remote_share_floor` when the PID is
+    /// well seeded, raised to `1 - same_isp_share` (at least) when it has no seeder at all.
+    fn remote_share(&self, own_seeders: usize) -> f64 {
+        let c = &self.config;
+        if own_seeders == 0 {
+            c.remote_share.max(1.0 - c.same_isp_share)
+        } else if own_seeders >= c.seeded_pid_threshold as usize {
+            c.remote_share_floor
+        } else {
+            c.remote_share
+        }
+    }
+
+    /// The part of the local (in-ISP) peers that comes from the requester's own PID.
+    fn own_pid_fraction(&self) -> f64 {
+        let c = &self.config;
+        if c.same_isp_share > 0.0 {
+            c.same_pid_share / c.same_isp_share
+        } else {
+            1.0
+        }
+    }
+
+    /// Most peers an answer of `n` takes from outside the requester's PID while that PID has
+    /// enough: the remote share at its largest rounded up, the own-PID part of the rest rounded
+    /// down (the bounds of the probabilistic rounding in [`Selector::select`]). A store that
+    /// samples buckets (Redis) sizes its samples with it.
+    pub fn most_outside_own_pid(&self, n: usize) -> usize {
+        if self.config.policy == PolicyKind::Random {
+            return n;
+        }
+        let remote = (n as f64 * self.remote_share(0)).ceil() as usize;
+        let own = (n.saturating_sub(remote) as f64 * self.own_pid_fraction()).floor() as usize;
+        n.saturating_sub(own)
+    }
+
     /// Gathers eligible buckets into PID groups in preference order; returns eligible peers.
     fn group<B: Buckets, R: Rng>(
         &self,
@@ -264,23 +310,11 @@ impl Selector {
         rng: &mut R,
         groups: &mut [Group],
     ) {
-        let c = &self.config;
         let own_seeders = own_pid_seeders(buckets, req.location);
-        let remote_share = if own_seeders == 0 {
-            c.remote_share.max(1.0 - c.same_isp_share)
-        } else if own_seeders >= c.seeded_pid_threshold as usize {
-            c.remote_share_floor
-        } else {
-            c.remote_share
-        };
+        let remote_share = self.remote_share(own_seeders);
         let remote = round_probabilistic(n as f64 * remote_share, rng).min(n);
         let local = n - remote;
-        let pid_fraction = if c.same_isp_share > 0.0 {
-            c.same_pid_share / c.same_isp_share
-        } else {
-            1.0
-        };
-        let own = round_probabilistic(local as f64 * pid_fraction, rng).min(local);
+        let own = round_probabilistic(local as f64 * self.own_pid_fraction(), rng).min(local);
         let quota = [own, local - own, remote];
         let mut left = quota;
         for g in groups.iter_mut() {

@@ -402,3 +402,104 @@ proptest! {
         prop_assert!(unique.is_subset(&eligible), "seeders never get seeders");
     }
 }
+
+#[test]
+fn most_outside_own_pid_bounds_what_answers_take_elsewhere() {
+    let c = SelectionConfig::default();
+    // n = 50: remote at most ceil(50 * 0.1) = 5, own at least floor(45 * 0.75 / 0.9) = 37.
+    assert_eq!(p4p().most_outside_own_pid(50), 13);
+    assert_eq!(p4p().most_outside_own_pid(0), 0);
+    assert_eq!(p4p().most_outside_own_pid(1), 1);
+    assert_eq!(random().most_outside_own_pid(50), 50);
+    assert!(c.remote_share_floor <= c.remote_share);
+    // The bound holds, and is reached, over answers from a PID with no seeder (the largest
+    // remote share) and plenty of peers everywhere.
+    let snap = snapshot();
+    let b = swarm(&[
+        ("sel-a1", 1, 0, 200),
+        ("sel-a2", 3, 0, 200),
+        ("sel-b1", 2, 5, 200),
+    ]);
+    let req = requester(&snap, &b, 1, false);
+    let mut rng = SmallRng::seed_from_u64(7);
+    for n in [1, 4, 13, 50] {
+        let bound = p4p().most_outside_own_pid(n);
+        let most = (0..500)
+            .map(|_| {
+                let (peers, s) = run(&p4p(), &snap, &b, &req, n, &mut rng);
+                assert_eq!(peers.len(), n);
+                (s.same_isp + s.remote) as usize
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(
+            most <= bound,
+            "n = {n}: {most} outside the own PID, bound {bound}"
+        );
+        assert_eq!(most, bound, "n = {n}: the bound is tight");
+    }
+}
+
+/// The same buckets, from a store whose adjacent reads do not pay (Redis samples).
+struct Scattered(VecBuckets);
+
+impl Buckets for Scattered {
+    fn count(&self) -> usize {
+        self.0.count()
+    }
+    fn pid(&self, b: usize) -> PidId {
+        self.0.pid(b)
+    }
+    fn seeders(&self, b: usize) -> bool {
+        self.0.seeders(b)
+    }
+    fn v6(&self, b: usize) -> bool {
+        self.0.v6(b)
+    }
+    fn size(&self, b: usize) -> usize {
+        self.0.size(b)
+    }
+    fn peer(&self, b: usize, i: usize) -> SocketAddr {
+        self.0.peer(b, i)
+    }
+}
+
+/// Answers (of 30 from one bucket of 100) holding peers that sit next to each other in the
+/// bucket, counted as pairs of neighbours per answer, averaged.
+fn neighbour_pairs<B: Buckets>(buckets: &B, snap: &Snapshot, req: &Requester) -> f64 {
+    let mut rng = SmallRng::seed_from_u64(5);
+    let mut scratch = Scratch::default();
+    let req = Requester {
+        numwant: 30,
+        ..*req
+    };
+    let rounds = 2_000;
+    let mut pairs = 0usize;
+    for _ in 0..rounds {
+        let mut hosts = Vec::new();
+        random().select(buckets, snap, &req, &mut rng, &mut scratch, &mut |a| {
+            if let SocketAddr::V4(a) = a {
+                hosts.push(u16::from_be_bytes([a.ip().octets()[2], a.ip().octets()[3]]));
+            }
+        });
+        hosts.sort_unstable();
+        pairs += hosts.windows(2).filter(|w| w[1] == w[0] + 1).count();
+    }
+    pairs as f64 / f64::from(rounds)
+}
+
+/// Runs of adjacent peers are a deliberate property of stores whose adjacent reads pay (see
+/// the module doc): they change which peers come back together, never how often each does.
+#[test]
+fn runs_of_neighbours_come_only_from_stores_that_ask_for_them() {
+    let snap = snapshot();
+    let b = swarm(&[("sel-a1", 1, 0, 100)]);
+    let req = requester(&snap, &b, 1, false);
+    let with_runs = neighbour_pairs(&b, &snap, &req);
+    let scattered = neighbour_pairs(&Scattered(b.clone()), &snap, &req);
+    // Uniform draws of 30 from 99 would hold about 30 * 29 / 99 = 8.8 neighbour pairs. One
+    // pick per stratum (of 3.3 peers) makes neighbours rarer: they meet only across a stratum
+    // boundary (about 2.9). Runs of 4 add three pairs per run: about 22 in an answer of 30.
+    assert!((1.5..5.0).contains(&scattered), "scattered: {scattered}");
+    assert!(with_runs > 18.0, "with runs: {with_runs}");
+}

@@ -13,8 +13,8 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use crate::metrics::{Outcome, Protocol};
 use crate::protocol::bencode;
 use crate::protocol::http::{self as codec, AnnounceAnswer};
-use crate::service::{with_workspace, Tracker};
-use crate::swarm::Families;
+use crate::service::{with_workspace, Tracker, Workspace};
+use crate::types::Families;
 use crate::types::{normalize_ip, Announce};
 
 type State = web::Data<Arc<Tracker>>;
@@ -74,29 +74,58 @@ fn forwarded_ip(headers: &HeaderMap) -> Option<IpAddr> {
     last_forwarded.or_else(real).map(normalize_ip)
 }
 
+/// Why a request got a failure reason instead of an answer: the outcome it is counted under
+/// and the text the client reads.
+type Refusal = (Outcome, &'static str);
+
 async fn announce(req: HttpRequest, state: State) -> HttpResponse {
     let tracker = state.get_ref();
-    let config = &tracker.config;
-    let query = req.query_string().as_bytes();
-    let bad = |reason: &str| {
-        tracker
-            .metrics
-            .announce(Protocol::Http, Outcome::BadRequest);
-        failure(reason)
-    };
-    if query.len() > config.http.max_query_len {
-        return bad("query string too long");
+    with_workspace(|mut ws| async move {
+        let answer = answer_announce(&req, tracker, &mut ws).await;
+        let (outcome, response) = respond(answer);
+        ws.tally.announce(Protocol::Http, outcome);
+        tracker.metrics.add(&mut ws.tally);
+        (ws, response)
+    })
+    .await
+}
+
+async fn scrape(req: HttpRequest, state: State) -> HttpResponse {
+    let tracker = state.get_ref();
+    with_workspace(|mut ws| async move {
+        let answer = answer_scrape(&req, tracker, &mut ws).await;
+        let (outcome, response) = respond(answer);
+        ws.tally.scrape(Protocol::Http, outcome);
+        tracker.metrics.add(&mut ws.tally);
+        (ws, response)
+    })
+    .await
+}
+
+/// The bencoded answer or failure reason, and the outcome to count.
+fn respond(answer: Result<Vec<u8>, Refusal>) -> (Outcome, HttpResponse) {
+    match answer {
+        Ok(body) => (Outcome::Ok, bencoded(body)),
+        Err((outcome, reason)) => (outcome, failure(reason)),
     }
-    let q = match codec::parse_announce(query) {
-        Ok(q) => q,
-        Err(reason) => return bad(reason),
-    };
+}
+
+async fn answer_announce(
+    req: &HttpRequest,
+    tracker: &Tracker,
+    ws: &mut Workspace,
+) -> Result<Vec<u8>, Refusal> {
+    let config = &tracker.config;
+    let bad = |reason| (Outcome::BadRequest, reason);
+    let query = req.query_string().as_bytes();
+    if query.len() > config.http.max_query_len {
+        return Err(bad("query string too long"));
+    }
+    let q = codec::parse_announce(query).map_err(bad)?;
     let ip = match (q.ip, config.http.trust_ip_param) {
         (Some(ip), true) => normalize_ip(ip),
-        _ => match client_ip(&req, config.http.reverse_proxy) {
-            Some(ip) => ip,
-            None => return bad("cannot determine the client address"),
-        },
+        _ => client_ip(req, config.http.reverse_proxy)
+            .ok_or(bad("cannot determine the client address"))?,
     };
     let a = Announce {
         info_hash: q.info_hash,
@@ -105,66 +134,49 @@ async fn announce(req: HttpRequest, state: State) -> HttpResponse {
         left: q.left,
         numwant: config.numwant(q.numwant),
     };
-    let result = with_workspace(|mut ws| async move {
-        let r = tracker.announce(&a, Families::Both, &mut ws).await;
-        tracker.metrics.add(&mut ws.tally);
-        let body = r.map(|stats| {
-            let mut body = Vec::with_capacity(96 + ws.sink.len() * 18);
-            codec::encode_announce(
-                &AnnounceAnswer {
-                    stats,
-                    interval: config.announce.interval,
-                    min_interval: config.announce.min_interval,
-                    v4: &ws.sink.v4,
-                    v6: &ws.sink.v6,
-                    compact: q.compact,
-                },
-                &mut body,
-            );
-            body
-        });
-        (ws, body)
-    })
-    .await;
-    match result {
-        Ok(body) => {
-            tracker.metrics.announce(Protocol::Http, Outcome::Ok);
-            bencoded(body)
-        }
-        Err(e) => {
-            tracker.metrics.announce(Protocol::Http, Outcome::Refused);
-            failure(&e.to_string())
-        }
-    }
+    let stats = tracker
+        .announce(&a, Families::Both, ws)
+        .await
+        .map_err(|e| (Outcome::Refused, e.message()))?;
+    let mut body = Vec::with_capacity(96 + ws.sink.len() * 18);
+    codec::encode_announce(
+        &AnnounceAnswer {
+            stats,
+            interval: config.announce.interval,
+            min_interval: config.announce.min_interval,
+            v4: &ws.sink.v4,
+            v6: &ws.sink.v6,
+            compact: q.compact,
+        },
+        &mut body,
+    );
+    Ok(body)
 }
 
-async fn scrape(req: HttpRequest, state: State) -> HttpResponse {
-    let tracker = state.get_ref();
+async fn answer_scrape(
+    req: &HttpRequest,
+    tracker: &Tracker,
+    ws: &mut Workspace,
+) -> Result<Vec<u8>, Refusal> {
+    let bad = |reason| (Outcome::BadRequest, reason);
     let query = req.query_string().as_bytes();
-    let bad = |reason: &str| {
-        tracker.metrics.scrape(Protocol::Http, Outcome::BadRequest);
-        failure(reason)
-    };
     if query.len() > tracker.config.http.max_query_len {
-        return bad("query string too long");
+        return Err(bad("query string too long"));
     }
     let mut hashes = Vec::new();
-    if let Err(reason) = codec::parse_scrape(
+    codec::parse_scrape(
         query,
         tracker.config.announce.max_scrape_hashes,
         &mut hashes,
-    ) {
-        return bad(reason);
-    }
-    let mut entries = Vec::with_capacity(hashes.len());
-    if let Err(e) = tracker.scrape(&hashes, &mut entries).await {
-        tracker.metrics.scrape(Protocol::Http, Outcome::Refused);
-        return failure(&e.to_string());
-    }
-    let mut body = Vec::with_capacity(16 + entries.len() * 80);
-    codec::encode_scrape(&entries, &mut body);
-    tracker.metrics.scrape(Protocol::Http, Outcome::Ok);
-    bencoded(body)
+    )
+    .map_err(bad)?;
+    tracker
+        .scrape(&hashes, &mut ws.scrape)
+        .await
+        .map_err(|e| (Outcome::Refused, e.message()))?;
+    let mut body = Vec::with_capacity(16 + ws.scrape.len() * 80);
+    codec::encode_scrape(&ws.scrape, &mut body);
+    Ok(body)
 }
 
 async fn metrics(state: State) -> HttpResponse {

@@ -1,10 +1,11 @@
 //! Front ends and background tasks, started and stopped together.
 //!
 //! [`start`] binds every configured listener (port 0 works: the bound addresses are returned, so
-//! tests can talk to the server), starts the HTTP server, the UDP workers and the sweeper, and
-//! returns a [`Running`] handle whose [`Running::stop`] shuts everything down gracefully.
+//! tests can talk to the server), starts the HTTP server, the UDP workers and the background
+//! [`tasks`] (sweeper, topology refresher), and returns a [`Running`] handle whose [`Running::stop`] shuts everything down gracefully.
 
 pub mod http;
+pub mod tasks;
 pub mod udp;
 
 use std::net::{SocketAddr, TcpListener};
@@ -74,10 +75,13 @@ pub async fn start(tracker: Arc<Tracker>) -> std::io::Result<Running> {
             )?);
         }
     }
-    tasks.push(tokio::spawn(sweeper(tracker.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(tasks::sweeper(
+        tracker.clone(),
+        shutdown_rx.clone(),
+    )));
     if !tracker.config.topology.alto.is_empty() {
         let urls = tracker.config.topology.alto.clone();
-        tasks.push(tokio::spawn(crate::topology::refresh::run(
+        tasks.push(tokio::spawn(tasks::refresh_topology(
             tracker.clone(),
             urls,
             shutdown_rx.clone(),
@@ -94,31 +98,10 @@ pub async fn start(tracker: Arc<Tracker>) -> std::io::Result<Running> {
     })
 }
 
-/// Sweeps expired peers every `swarm.sweep_interval` seconds until shutdown.
-async fn sweeper(tracker: Arc<Tracker>, mut shutdown: watch::Receiver<bool>) {
-    let period = Duration::from_secs(u64::from(tracker.config.swarm.sweep_interval));
-    let mut tick = tokio::time::interval(period);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let r = tracker.sweep().await;
-                tracing::debug!(removed = r.peers_removed, torrents = r.torrents_removed, moved = r.peers_moved, "sweep");
-            }
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
 impl Running {
     /// A receiver that turns true at shutdown, for tasks started beside the tracker.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
-    }
-
-    /// Adds a task to be awaited at shutdown.
-    pub fn attach(&mut self, task: JoinHandle<()>) {
-        self.tasks.push(task);
     }
 
     /// Stops accepting, lets in-flight requests finish, stops every task.

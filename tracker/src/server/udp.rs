@@ -16,12 +16,12 @@ use tokio::sync::watch;
 use crate::metrics::{Outcome, Protocol};
 use crate::protocol::connection_id::ConnectionIdIssuer;
 use crate::protocol::udp::{
-    announce_hint, parse_request, push_peer_v4, push_peer_v6, push_scrape_stats,
-    write_announce_header, write_scrape_header, AddressFamily, AnnounceRequest, ConnectResponse,
-    ErrorResponse, Request, RequestParseError, ScrapeRequest, TransactionId,
+    parse_request, push_peer_v4, push_peer_v6, push_scrape_stats, write_announce_header,
+    write_scrape_header, AddressFamily, AnnounceRequest, ConnectResponse, ErrorResponse, Request,
+    RequestParseError, ScrapeRequest, TransactionId,
 };
 use crate::service::{Tracker, Workspace};
-use crate::swarm::Families;
+use crate::types::Families;
 use crate::types::{normalize_addr, Announce, InfoHash};
 
 /// Most IPv4 peers in one answer: 20 + 200 x 6 = 1220 bytes, one unfragmented datagram.
@@ -132,23 +132,31 @@ impl Worker {
                 n = io.recv(&socket, &mut rx, &mut got) => n,
                 _ = shutdown.changed() => return,
             };
-            // Start every announce's cache misses now, so they overlap.
+            // Parse the whole batch first, then start every announce's cache misses at once
+            // (see `Tracker::prefetch`), so they overlap instead of stalling one by one.
+            let now = self.tracker.clock.now();
+            let mut parsed: [Option<Result<Request<'_>, RequestParseError>>; BATCH] =
+                std::array::from_fn(|_| None);
             let mut hints = [(InfoHash([0; 20]), SocketAddr::from(([0, 0, 0, 0], 0))); BATCH];
             let mut announces = 0;
-            for (packet, &(len, src)) in rx.iter().zip(&got[..n]) {
-                let hint = announce_hint(&packet[..len.min(SLOT)]);
-                if let (Some((hash, port)), Some(src)) = (hint, src) {
-                    hints[announces] = (hash, SocketAddr::new(normalize_addr(src).ip(), port));
+            for ((packet, &(len, src)), slot) in rx.iter().zip(&got[..n]).zip(&mut parsed) {
+                let Some(src) = src else { continue };
+                let request = parse_request(&packet[..len.min(SLOT)]);
+                if let Ok(Request::Announce(r)) = &request {
+                    let (a, _) = self.announce_of(r, src);
+                    hints[announces] = (a.info_hash, a.peer);
                     announces += 1;
                 }
+                *slot = Some(request);
             }
             self.tracker.prefetch(&hints[..announces]);
             let mut replies = 0;
-            let now = self.tracker.clock.now();
-            for (packet, &(len, src)) in rx.iter().zip(&got[..n]) {
-                let Some(src) = src else { continue };
+            for (&(len, src), request) in got[..n].iter().zip(parsed) {
+                let (Some(src), Some(request)) = (src, request) else {
+                    continue;
+                };
                 self.out.clear();
-                self.handle(&packet[..len.min(SLOT)], src, now).await;
+                self.handle(request, len.min(SLOT), src, now).await;
                 if !self.out.is_empty() {
                     std::mem::swap(&mut self.out, &mut outs[replies]);
                     dst[replies] = src;
@@ -160,10 +168,16 @@ impl Worker {
         }
     }
 
-    /// Answers one datagram into `self.out` (left empty to send nothing).
-    /// `now`: the clock, read once per batch.
-    async fn handle(&mut self, packet: &[u8], src: SocketAddr, now: u64) {
-        match parse_request(packet) {
+    /// Answers one parsed datagram of `len` bytes into `self.out` (left empty to send
+    /// nothing). `now`: the clock, read once per batch.
+    async fn handle(
+        &mut self,
+        request: Result<Request<'_>, RequestParseError>,
+        len: usize,
+        src: SocketAddr,
+        now: u64,
+    ) {
+        match request {
             Ok(Request::Connect(r)) => {
                 self.ws.tally.connect();
                 ConnectResponse {
@@ -173,7 +187,7 @@ impl Worker {
                 .write(&mut self.out);
             }
             Ok(Request::Announce(r)) => {
-                if self.authenticated(&r.connection_id, src, now, r.transaction_id, packet.len()) {
+                if self.authenticated(&r.connection_id, src, now, r.transaction_id, len) {
                     self.announce(&r, src).await;
                 } else {
                     self.ws
@@ -182,7 +196,7 @@ impl Worker {
                 }
             }
             Ok(Request::Scrape(r)) => {
-                if self.authenticated(&r.connection_id, src, now, r.transaction_id, packet.len()) {
+                if self.authenticated(&r.connection_id, src, now, r.transaction_id, len) {
                     self.scrape(&r).await;
                 } else {
                     self.ws.tally.scrape(Protocol::Udp, Outcome::BadConnection);
@@ -194,7 +208,7 @@ impl Worker {
                 let limit = if self.issuer.validate(connection_id, src, now) {
                     usize::MAX
                 } else {
-                    packet.len()
+                    len
                 };
                 if let Some(answer) = e.error_response() {
                     answer.write_truncated(&mut self.out, limit);
@@ -226,7 +240,9 @@ impl Worker {
         false
     }
 
-    async fn announce(&mut self, r: &AnnounceRequest, src: SocketAddr) {
+    /// The announce a request makes from `src`, and the families its answer may carry: the
+    /// same for the batch's prefetch hints and for the answer.
+    fn announce_of(&self, r: &AnnounceRequest, src: SocketAddr) -> (Announce, Families) {
         let config = &self.tracker.config;
         let src = normalize_addr(src);
         let family = AddressFamily::of(src);
@@ -245,6 +261,12 @@ impl Worker {
             left: r.left,
             numwant: config.numwant(r.peers_wanted().map(i64::from)).min(cap),
         };
+        (a, families)
+    }
+
+    async fn announce(&mut self, r: &AnnounceRequest, src: SocketAddr) {
+        let (a, families) = self.announce_of(r, src);
+        let config = &self.tracker.config;
         match self.tracker.announce(&a, families, &mut self.ws).await {
             Ok(stats) => {
                 self.ws.tally.announce(Protocol::Udp, Outcome::Ok);
@@ -267,7 +289,7 @@ impl Worker {
                 self.ws.tally.announce(Protocol::Udp, Outcome::Refused);
                 ErrorResponse {
                     transaction_id: r.transaction_id,
-                    message: store_error_message(&e),
+                    message: e.message(),
                 }
                 .write(&mut self.out);
             }
@@ -296,7 +318,7 @@ impl Worker {
             self.ws.tally.scrape(Protocol::Udp, Outcome::Refused);
             ErrorResponse {
                 transaction_id: r.transaction_id,
-                message: store_error_message(&e),
+                message: e.message(),
             }
             .write(&mut self.out);
             return;
@@ -307,15 +329,6 @@ impl Worker {
         }
         self.ws.scrape = stats;
         self.ws.tally.scrape(Protocol::Udp, Outcome::Ok);
-    }
-}
-
-/// The client-facing text of a store refusal, without allocating.
-fn store_error_message(e: &crate::swarm::StoreError) -> &'static str {
-    match e {
-        crate::swarm::StoreError::TooManyTorrents => "tracker is tracking too many torrents",
-        crate::swarm::StoreError::SwarmFull => "swarm is full",
-        crate::swarm::StoreError::Unavailable => "temporarily unavailable",
     }
 }
 

@@ -4,26 +4,178 @@
 //! the buckets it wants without scanning the swarm. A bucket's PID is the stable
 //! [`p4p_itracker::PidId`] (never a position in one snapshot), so peers resolved under an older
 //! snapshot and peers on other tracker nodes agree.
+//!
+//! [`Store`] is the one boundary the rest of the tracker sees: it dispatches to the
+//! [`memory`] store (one process, sharded in memory) or the [`redis`] store (several tracker
+//! instances sharing swarms). Both take the same [`AnnounceContext`] and hand their buckets to
+//! the same [`Selector`](crate::selection::Selector).
 
 pub mod memory;
 pub mod redis;
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 
-pub use memory::MemoryStore;
+use p4p_itracker::{PidId, Snapshot};
+use rand::Rng;
 
-/// Why an announce was refused. The message is what the client sees.
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+use crate::clock::Clock;
+use crate::config::{Config, SwarmConfig};
+use crate::selection::{Scratch, SelectionStats, Selector};
+// The memory store still names the request-side type through here.
+pub(crate) use crate::types::Families;
+use crate::types::{Announce, InfoHash, SwarmStats};
+
+/// The swarm store backend, chosen by `store.url`.
+#[derive(Debug)]
+pub enum Store {
+    Memory(MemoryStore),
+    /// Shared by every tracker instance on the same Redis (see [`redis`]).
+    Redis(Box<RedisStore>),
+}
+
+impl Store {
+    /// The store `config.store.url` names: `memory`, or Redis. A Redis store must be built
+    /// inside the tokio runtime it will run on; it connects on first use.
+    pub fn from_config(config: &Config, clock: &Clock) -> Result<Store, redis::OpenError> {
+        if config.store.url == "memory" {
+            return Ok(Store::in_memory(config.swarm.clone(), clock.clone()));
+        }
+        RedisStore::new(&config.store, config.swarm.clone(), clock.clone())
+            .map(|r| Store::Redis(Box::new(r)))
+    }
+
+    /// A memory store with these limits.
+    pub fn in_memory(limits: SwarmConfig, clock: Clock) -> Store {
+        Store::Memory(MemoryStore::new(limits, clock))
+    }
+
+    /// Records an announce and writes the chosen peers into `ctx.sink`.
+    pub async fn announce<R: Rng + Clone>(
+        &self,
+        a: &Announce,
+        ctx: AnnounceContext<'_, R>,
+    ) -> Result<(SwarmStats, SelectionStats), StoreError> {
+        match self {
+            Store::Memory(m) => m.announce(
+                a,
+                memory::AnnounceContext {
+                    snapshot: ctx.snapshot,
+                    selector: ctx.selector,
+                    families: ctx.families,
+                    rng: ctx.rng,
+                    scratch: ctx.scratch,
+                    sink: ctx.sink,
+                },
+            ),
+            Store::Redis(r) => r.announce(a, ctx).await,
+        }
+    }
+
+    /// Starts loading what announces of `reqs` (info hash, announcing peer) will read (memory
+    /// store only; see [`MemoryStore::prefetch`]).
+    pub fn prefetch(&self, reqs: &[(InfoHash, SocketAddr)]) {
+        if let Store::Memory(m) = self {
+            m.prefetch(reqs);
+        }
+    }
+
+    /// Counts for each hash, in order, into `out` (cleared first). Unknown hashes are zeros.
+    pub async fn scrape(
+        &self,
+        hashes: &[InfoHash],
+        out: &mut Vec<(InfoHash, SwarmStats)>,
+    ) -> Result<(), StoreError> {
+        out.clear();
+        match self {
+            Store::Memory(m) => out.extend(hashes.iter().map(|h| (*h, m.scrape(h)))),
+            Store::Redis(r) => {
+                for h in hashes {
+                    out.push((*h, r.scrape(h).await?));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Store-wide totals (on Redis: the swarms this node served within the peer timeout).
+    pub fn totals(&self) -> StoreTotals {
+        match self {
+            Store::Memory(m) => m.totals(),
+            Store::Redis(r) => r.totals(),
+        }
+    }
+
+    /// Expires peers, drops empty swarms, re-resolves PIDs after a topology change.
+    pub async fn sweep(&self, snapshot: &Snapshot) -> SweepReport {
+        match self {
+            Store::Memory(m) => m.sweep(snapshot),
+            Store::Redis(r) => r.sweep().await,
+        }
+    }
+
+    /// Seeders and leechers per bucket id over every swarm, or `None` where the store does
+    /// not offer it (Redis: counting a PID across every swarm would be a scan).
+    pub fn pid_counts(&self) -> Option<HashMap<PidId, (u64, u64)>> {
+        match self {
+            Store::Memory(m) => Some(m.pid_counts()),
+            Store::Redis(_) => None,
+        }
+    }
+
+    /// Whether the store answers (connects to Redis if not yet; the memory store always does).
+    pub async fn check(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(r) => r.check().await,
+        }
+    }
+
+    /// Backend health counters for the metrics: (failed calls, sample top-ups). Zeros for the
+    /// memory store, which has neither.
+    pub fn backend_counts(&self) -> (u64, u64) {
+        match self {
+            Store::Memory(_) => (0, 0),
+            Store::Redis(r) => (r.failures(), r.topups()),
+        }
+    }
+}
+
+/// Everything an announce needs besides the announce itself: the network snapshot, the
+/// policy, which families the answer may carry, and the caller's reusable working memory.
+pub struct AnnounceContext<'a, R> {
+    pub snapshot: &'a Snapshot,
+    pub selector: &'a Selector,
+    pub families: Families,
+    pub rng: &'a mut R,
+    pub scratch: &'a mut Scratch,
+    pub sink: &'a mut PeerSink,
+}
+
+/// Why an announce was refused. [`StoreError::message`] is what the client sees.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.message())]
 pub enum StoreError {
     /// The torrent cap is reached and this announce would add a torrent.
-    #[error("tracker is tracking too many torrents")]
     TooManyTorrents,
     /// The swarm's peer cap is reached and this announce would add a peer.
-    #[error("swarm is full")]
     SwarmFull,
     /// The backend (Redis) could not be reached in time.
-    #[error("temporarily unavailable")]
     Unavailable,
+}
+
+impl StoreError {
+    /// The client-facing text (a static string: refusing allocates nothing).
+    pub fn message(&self) -> &'static str {
+        match self {
+            StoreError::TooManyTorrents => "tracker is tracking too many torrents",
+            StoreError::SwarmFull => "swarm is full",
+            StoreError::Unavailable => "temporarily unavailable",
+        }
+    }
 }
 
 /// Where an announce's chosen peers go: one list per family, reused between announces so the
@@ -57,26 +209,6 @@ impl PeerSink {
     /// Whether both lists are empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// Which address families an answer may carry. HTTP answers carry both (BEP 7); a UDP answer
-/// carries the family of the socket it came in on (BEP 15).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Families {
-    Both,
-    V4,
-    V6,
-}
-
-impl Families {
-    /// Whether peers of this family may be returned.
-    pub fn allows(self, v6: bool) -> bool {
-        match self {
-            Families::Both => true,
-            Families::V4 => !v6,
-            Families::V6 => v6,
-        }
     }
 }
 

@@ -47,11 +47,11 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::sync::OnceCell;
 
-use super::{Families, PeerSink, StoreError, StoreTotals, SweepReport};
+use super::{AnnounceContext, PeerSink, StoreError, StoreTotals, SweepReport};
 use crate::clock::Clock;
-use crate::config::{PolicyKind, SelectionConfig, StoreConfig, SwarmConfig};
+use crate::config::{PolicyKind, StoreConfig, SwarmConfig};
 use crate::selection::{Buckets, Requester, Scratch, SelectionStats, Selector};
-use crate::types::{Announce, Event, InfoHash, SwarmStats};
+use crate::types::{Announce, Event, Families, InfoHash, SwarmStats};
 
 /// The URL scheme that names a Redis Cluster by its seed nodes:
 /// `redis+cluster://host1:port1,host2:port2/`.
@@ -63,6 +63,12 @@ const PREFERRED_ISP_PIDS: usize = 8;
 const PREFERRED_REMOTE_PIDS: usize = 4;
 /// Entries of the cost order looked at to find them.
 const PREFERRED_SCAN: usize = 64;
+/// Sample entries a bucket gets beyond its proportional share of what selection may take from
+/// its PID group. Selection cuts a group of `g` peers into `t` equal strata and draws one peer
+/// from each: a bucket of `s` peers overlaps at most `floor(t * s / g)` whole strata plus a
+/// partial one at each end, and the requester's skipped position can shift a cut by one. A
+/// sample that still runs short costs a second round trip (a top-up), never a wrong answer.
+const SAMPLE_SLACK: usize = 3;
 /// Most swarms one sweep visits (each is one script call).
 const SWEEP_BATCH: usize = 10_000;
 /// Seconds between two logged Redis errors (the rest are counted, not logged).
@@ -140,7 +146,6 @@ pub struct RedisStore {
     timeout: Duration,
     max_buckets: usize,
     limits: SwarmConfig,
-    selection: SelectionConfig,
     clock: Clock,
     /// Unix second at which `clock` read zero.
     epoch: u64,
@@ -170,12 +175,7 @@ impl RedisStore {
     /// A store for `config.url` (`redis://...` or [`CLUSTER_SCHEME`]). Does not connect: the
     /// first call does, on the current tokio runtime, so the tracker starts (and answers
     /// "temporarily unavailable") while Redis is still down.
-    pub fn new(
-        config: &StoreConfig,
-        limits: SwarmConfig,
-        selection: SelectionConfig,
-        clock: Clock,
-    ) -> Result<Self, OpenError> {
+    pub fn new(config: &StoreConfig, limits: SwarmConfig, clock: Clock) -> Result<Self, OpenError> {
         let url = redact(&config.url);
         let backend = open_backend(&config.url).map_err(|source| OpenError::Url {
             url: url.clone(),
@@ -195,7 +195,6 @@ impl RedisStore {
             max_buckets: config.max_buckets_per_swarm.max(1),
             epoch: unix.saturating_sub(clock.now()),
             limits,
-            selection,
             clock,
             scripts: Scripts::new(),
             seen: DashMap::new(),
@@ -247,14 +246,7 @@ impl RedisStore {
     }
 
     fn keys(&self, h: &InfoHash) -> SwarmKeys {
-        let mut base = String::with_capacity(self.prefix.len() + 44);
-        base.push_str(&self.prefix);
-        base.push('{');
-        for b in h.0 {
-            base.push(char::from(HEX[usize::from(b >> 4)]));
-            base.push(char::from(HEX[usize::from(b & 15)]));
-        }
-        base.push('}');
+        let base = format!("{}{{{}}}", self.prefix, hex::encode(h.0));
         SwarmKeys {
             buckets: format!("{base}:b"),
             meta: format!("{base}:m"),
@@ -373,8 +365,12 @@ impl RedisStore {
             .arg(self.limits.peer_timeout + KEY_TTL_SLACK)
             .arg(&keys.zprefix)
             .arg(self.limits.sweep_interval)
-            .arg(spill(&self.selection, a.numwant.min(MAX_NUMWANT)));
-        if self.selection.policy == PolicyKind::P4p {
+            .arg(
+                ctx.selector
+                    .most_outside_own_pid(a.numwant.min(MAX_NUMWANT)),
+            )
+            .arg(SAMPLE_SLACK);
+        if ctx.selector.policy() == PolicyKind::P4p {
             for p in preferred_pids(snap, pid_index) {
                 inv.arg(&*snap.pid(p).name);
             }
@@ -554,20 +550,8 @@ impl RedisStore {
     }
 }
 
-/// Everything an announce needs besides the announce itself.
-pub struct AnnounceContext<'a, R> {
-    pub snapshot: &'a Snapshot,
-    pub selector: &'a Selector,
-    pub families: Families,
-    pub rng: &'a mut R,
-    pub scratch: &'a mut Scratch,
-    pub sink: &'a mut PeerSink,
-}
-
 /// numwant is bounded by configuration already; this bounds the script's work regardless.
 const MAX_NUMWANT: usize = 200;
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The URL with any user and password replaced by `***`.
 fn redact(url: &str) -> String {
@@ -670,23 +654,6 @@ fn families_code(f: Families) -> &'static str {
         Families::V4 => "4",
         Families::V6 => "6",
     }
-}
-
-/// Most peers a p4p answer of `n` takes outside the requester's PID while that PID has enough
-/// (mirrors `Selector`'s quotas: the remote share at its largest, the own-PID share rounded
-/// down). The announce script adds the PID's shortfall when it has not.
-fn spill(c: &SelectionConfig, n: usize) -> usize {
-    if c.policy == PolicyKind::Random {
-        return n;
-    }
-    let remote = (n as f64 * c.remote_share.max(1.0 - c.same_isp_share)).ceil() as usize;
-    let pid_fraction = if c.same_isp_share > 0.0 {
-        c.same_pid_share / c.same_isp_share
-    } else {
-        1.0
-    };
-    let own = (n.saturating_sub(remote) as f64 * pid_fraction).floor() as usize;
-    n.saturating_sub(own).min(n)
 }
 
 /// The PIDs whose buckets are sampled in full besides the requester's own: the cheapest of its

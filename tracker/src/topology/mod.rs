@@ -5,8 +5,6 @@
 //! that announces in a loop keeps a [`SnapshotCache`]: a plain load and a pointer compare per
 //! announce instead of the guard's two locked instructions.
 
-pub mod refresh;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -109,20 +107,18 @@ pub fn location(snap: &Snapshot, ip: std::net::IpAddr) -> (u16, p4p_itracker::Pi
     }
 }
 
-/// The stable bucket id of an AS location (interned once per AS).
+/// The stable bucket id of an AS location. Its name, `#AS<number>`, starts with a character
+/// RFC 7285 does not allow in a PIDName, so no PID of any map (a PID may well be named
+/// `AS64500`) shares a bucket with the public peers of an AS.
 fn as_location(asn: u32) -> p4p_itracker::PidId {
-    use std::collections::HashMap;
-    use std::sync::{LazyLock, RwLock};
-    static IDS: LazyLock<RwLock<HashMap<u32, p4p_itracker::PidId>>> =
-        LazyLock::new(|| RwLock::new(HashMap::new()));
-    if let Some(id) = IDS.read().unwrap_or_else(|e| e.into_inner()).get(&asn) {
-        return *id;
-    }
-    let id = p4p_itracker::PidId::intern(&format!("AS{asn}"));
-    IDS.write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(asn, id);
-    id
+    use std::io::Write;
+    // "#AS" and at most 10 digits: formatted on the stack, no allocation per announce.
+    let mut buf = [0u8; 16];
+    let mut w = &mut buf[..];
+    let _ = write!(w, "#AS{asn}");
+    let len = 16 - w.len();
+    let name = std::str::from_utf8(&buf[..len]).unwrap_or("#AS");
+    p4p_itracker::PidId::intern(name)
 }
 
 /// Why the configured topology could not be loaded at start.
@@ -169,6 +165,19 @@ pub fn initial_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_as_location_never_shares_a_bucket_with_a_pid_of_the_same_name() {
+        let public = as_location(64500);
+        assert_eq!(public, as_location(64500));
+        assert_ne!(public, p4p_itracker::PidId::intern("AS64500"));
+        assert_ne!(public, as_location(64501));
+        assert_eq!(
+            &*public.name(),
+            "#AS64500",
+            "named outside the PIDName alphabet"
+        );
+    }
 
     #[test]
     fn a_cache_follows_its_handle_and_leaves_another_handles() {

@@ -10,8 +10,9 @@
 -- started, stopped), 6 numwant, 7 families (b|4|6), 8 requester is a seeder (1|0),
 -- 9 max peers per swarm, 10 max buckets per swarm, 11 key TTL in seconds, 12 bucket key prefix,
 -- 13 seconds between trims, 14 most peers the policy takes outside the requester's PID while
--- that PID has enough, 15.. PIDs the policy takes from first (the cheapest of the requester's
--- ISP, then outside it).
+-- that PID has enough (`Selector::most_outside_own_pid`), 15 sample slack per bucket
+-- (`SAMPLE_SLACK` in redis.rs), 16.. PIDs the policy takes from first (the cheapest of the
+-- requester's ISP, then outside it).
 --
 -- Counts are ZCOUNT over live scores, so they are exact whenever trimmed. Expired members are
 -- removed at most every ARGV[13] seconds per swarm (the memory store's sweep interval): until
@@ -23,7 +24,7 @@
 -- a PID group gives at most T peers (numwant for the requester's PID; ARGV[14] plus the
 -- requester PID's shortfall for the preferred ones; twice its proportional share for the
 -- rest), and selection spreads a group's picks over its buckets in proportion to their
--- sizes (stratified), so a bucket gives at most T * size / group size + 3.
+-- sizes (stratified), so a bucket gives at most T * size / group size + ARGV[15].
 
 local now = tonumber(ARGV[1])
 local me = ARGV[3]
@@ -99,7 +100,8 @@ end
 
 local own = string.sub(target, 1, -4)
 local preferred = {}
-for i = 15, #ARGV do preferred[ARGV[i]] = true end
+local slack = tonumber(ARGV[15])
+for i = 16, #ARGV do preferred[ARGV[i]] = true end
 
 local function eligible(id)
   local f = string.sub(id, -2, -2)
@@ -132,7 +134,7 @@ local function cap(pid, n)
   else
     take = math.floor(2 * numwant * group[pid] / eligible_total) + 2
   end
-  return math.floor(take * n / group[pid]) + 3
+  return math.floor(take * n / group[pid]) + slack
 end
 
 local reply = { downloaded, 0 }

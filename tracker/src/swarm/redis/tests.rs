@@ -43,13 +43,7 @@ fn store(prefix: &str) -> RedisStore {
         key_prefix: prefix.into(),
         ..StoreConfig::default()
     };
-    RedisStore::new(
-        &config,
-        SwarmConfig::default(),
-        SelectionConfig::default(),
-        Clock::new(),
-    )
-    .expect("store")
+    RedisStore::new(&config, SwarmConfig::default(), Clock::new()).expect("store")
 }
 
 #[test]
@@ -82,12 +76,7 @@ fn building_a_store_needs_a_runtime_and_a_valid_url() {
         ..StoreConfig::default()
     };
     assert!(matches!(
-        RedisStore::new(
-            &config,
-            SwarmConfig::default(),
-            SelectionConfig::default(),
-            Clock::new()
-        ),
+        RedisStore::new(&config, SwarmConfig::default(), Clock::new()),
         Err(OpenError::NoRuntime)
     ));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -99,25 +88,14 @@ fn building_a_store_needs_a_runtime_and_a_valid_url() {
         ..StoreConfig::default()
     };
     assert!(matches!(
-        RedisStore::new(
-            &bad,
-            SwarmConfig::default(),
-            SelectionConfig::default(),
-            Clock::new()
-        ),
+        RedisStore::new(&bad, SwarmConfig::default(), Clock::new()),
         Err(OpenError::Url { .. })
     ));
     let cluster = StoreConfig {
         url: "redis+cluster://127.0.0.1:1,127.0.0.1:2/".into(),
         ..StoreConfig::default()
     };
-    RedisStore::new(
-        &cluster,
-        SwarmConfig::default(),
-        SelectionConfig::default(),
-        Clock::new(),
-    )
-    .expect("cluster URL");
+    RedisStore::new(&cluster, SwarmConfig::default(), Clock::new()).expect("cluster URL");
 }
 
 #[test]
@@ -133,13 +111,7 @@ fn an_unreachable_redis_is_unavailable_within_the_timeout() {
             timeout_ms: 300,
             ..StoreConfig::default()
         };
-        let s = RedisStore::new(
-            &config,
-            SwarmConfig::default(),
-            SelectionConfig::default(),
-            Clock::new(),
-        )
-        .expect("store");
+        let s = RedisStore::new(&config, SwarmConfig::default(), Clock::new()).expect("store");
         let started = std::time::Instant::now();
         assert_eq!(s.check().await, Err(StoreError::Unavailable));
         assert_eq!(
@@ -394,20 +366,6 @@ fn a_short_sample_is_reported_with_what_each_bucket_needed() {
         "placeholders never reach the answer"
     );
     assert!(sink.v4.len() < 30);
-}
-
-#[test]
-fn spill_bounds_what_p4p_takes_outside_the_own_pid() {
-    let c = SelectionConfig::default();
-    // n = 50: remote at most ceil(5) = 5, own at least floor(45 * 0.75 / 0.9) = 37.
-    assert_eq!(spill(&c, 50), 13);
-    assert_eq!(spill(&c, 0), 0);
-    assert_eq!(spill(&c, 1), 1);
-    let random = SelectionConfig {
-        policy: PolicyKind::Random,
-        ..c
-    };
-    assert_eq!(spill(&random, 50), 50);
 }
 
 #[test]

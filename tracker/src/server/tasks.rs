@@ -1,5 +1,7 @@
-//! Keeps the snapshot current from one or more iTrackers (ALTO, one per ISP).
+//! Background tasks that run beside the front ends until shutdown: the sweeper (expires peers)
+//! and the topology refresher.
 //!
+//! The refresher keeps the snapshot current from one or more iTrackers (ALTO, one per ISP).
 //! Every `refresh_interval` seconds each client fetches conditionally (ETags for the network
 //! map and the cost map separately, so a cost-only change is seen). Only when some map changed
 //! is a new snapshot built (all ISPs' last good maps combined) and swapped in; unchanged rounds
@@ -15,6 +17,22 @@ use tokio::sync::watch;
 
 use crate::service::Tracker;
 
+/// Sweeps expired peers every `swarm.sweep_interval` seconds until shutdown.
+pub async fn sweeper(tracker: Arc<Tracker>, mut shutdown: watch::Receiver<bool>) {
+    let period = Duration::from_secs(u64::from(tracker.config.swarm.sweep_interval));
+    let mut tick = tokio::time::interval(period);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let r = tracker.sweep().await;
+                tracing::debug!(removed = r.peers_removed, torrents = r.torrents_removed, moved = r.peers_moved, "sweep");
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// One iTracker and its last good map.
 struct Source {
     client: AltoClient,
@@ -23,7 +41,11 @@ struct Source {
 
 /// Refreshes `tracker`'s topology from `urls` until `shutdown` turns true. The first round runs
 /// at once.
-pub async fn run(tracker: Arc<Tracker>, urls: Vec<String>, mut shutdown: watch::Receiver<bool>) {
+pub async fn refresh_topology(
+    tracker: Arc<Tracker>,
+    urls: Vec<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let period = Duration::from_secs(u64::from(tracker.config.topology.refresh_interval.max(1)));
     let mut sources: Vec<Source> = urls
         .into_iter()

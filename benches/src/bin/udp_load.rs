@@ -27,17 +27,16 @@ use clap::Parser;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use p4p_itracker::{Snapshot, Topology};
+use p4p_tracker::protocol::udp::{
+    parse_response, AddressFamily, AnnounceRequest, ConnectRequest, ConnectionId, InfoHashes,
+    Request, ResponseView, ScrapeRequest, TransactionId,
+};
+use p4p_tracker::types::{Event, InfoHash, PeerId};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 /// A boxed error: this binary only reports errors, it never matches on them.
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-const PROTOCOL_ID: u64 = 0x0417_2710_1980;
-const ACTION_CONNECT: u32 = 0;
-const ACTION_ANNOUNCE: u32 = 1;
-const ACTION_SCRAPE: u32 = 2;
-const ACTION_ERROR: u32 = 3;
 
 #[derive(Parser, Debug)]
 #[command(about = "UDP tracker load generator with many source addresses")]
@@ -257,6 +256,8 @@ struct Generator {
     in_flight: usize,
     counts: Counts,
     buf: Vec<u8>,
+    /// The request being sent, reused.
+    packet: Vec<u8>,
 }
 
 fn main() -> Result {
@@ -365,6 +366,7 @@ impl Generator {
             in_flight: 0,
             counts: Counts::default(),
             buf: vec![0u8; 8192],
+            packet: Vec::with_capacity(16 + 20 * 74),
         })
     }
 
@@ -456,11 +458,15 @@ impl Generator {
     }
 
     fn send_connect(&mut self, i: usize) -> io::Result<()> {
-        let mut p = [0u8; 16];
-        p[..8].copy_from_slice(&PROTOCOL_ID.to_be_bytes());
-        p[8..12].copy_from_slice(&ACTION_CONNECT.to_be_bytes());
-        p[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
-        self.send(i, &p)
+        let mut p = std::mem::take(&mut self.packet);
+        p.clear();
+        ConnectRequest {
+            transaction_id: TransactionId(u32::MAX),
+        }
+        .write(&mut p);
+        let sent = self.send(i, &p);
+        self.packet = p;
+        sent
     }
 
     fn send(&mut self, i: usize, packet: &[u8]) -> io::Result<()> {
@@ -492,38 +498,45 @@ impl Generator {
             let scrape = !self.args.one_pass
                 && self.args.announces_per_scrape > 0
                 && self.rng.random_ratio(1, self.args.announces_per_scrape + 1);
-            let mut packet = [0u8; 16 + 20 * 74];
-            let len = if scrape {
-                self.write_scrape(&mut packet, cid, index as u32)
+            let mut packet = std::mem::take(&mut self.packet);
+            packet.clear();
+            let cid = ConnectionId(cid);
+            let tid = TransactionId(index as u32);
+            if scrape {
+                self.write_scrape(&mut packet, cid, tid);
             } else {
-                write_announce(
-                    &mut packet,
+                announce(
                     cid,
-                    index as u32,
-                    &self.hashes[peer.torrent as usize],
+                    tid,
+                    self.hashes[peer.torrent as usize],
                     &peer,
                     self.args.numwant,
                 )
-            };
-            self.send(socket, &packet[..len])?;
+                .write(&mut packet);
+            }
+            let sent = self.send(socket, &packet);
+            self.packet = packet;
+            sent?;
             self.in_flight += 1;
             self.announced += usize::from(!scrape);
         }
         Ok(())
     }
 
-    fn write_scrape(&mut self, p: &mut [u8], cid: u64, tid: u32) -> usize {
-        p[..8].copy_from_slice(&cid.to_be_bytes());
-        p[8..12].copy_from_slice(&ACTION_SCRAPE.to_be_bytes());
-        p[12..16].copy_from_slice(&tid.to_be_bytes());
+    fn write_scrape(&mut self, p: &mut Vec<u8>, cid: ConnectionId, tid: TransactionId) {
         let n = self
             .rng
             .random_range(1..=self.args.scrape_hashes.clamp(1, 74));
-        for k in 0..n as usize {
-            let t = self.popularity.sample(&mut self.rng);
-            p[16 + 20 * k..36 + 20 * k].copy_from_slice(&self.hashes[t as usize]);
+        let mut hashes = [InfoHash([0; 20]); 74];
+        for h in &mut hashes[..n as usize] {
+            *h = InfoHash(self.hashes[self.popularity.sample(&mut self.rng) as usize]);
         }
-        16 + 20 * n as usize
+        ScrapeRequest {
+            connection_id: cid,
+            transaction_id: tid,
+            info_hashes: InfoHashes::from_slice(&hashes[..n as usize]),
+        }
+        .write(p);
     }
 
     /// Reads every datagram waiting on source `i`.
@@ -549,38 +562,34 @@ impl Generator {
     }
 
     fn on_response(&mut self, i: usize, p: &[u8]) {
-        if p.len() < 8 {
+        let Ok(response) = parse_response(p, AddressFamily::V4) else {
             return;
-        }
-        let action = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
-        match action {
-            ACTION_CONNECT if p.len() >= 16 => {
+        };
+        match response {
+            ResponseView::Connect(c) => {
                 self.counts.connect += 1;
-                let cid = u64::from_be_bytes(p[8..16].try_into().unwrap_or_default());
-                self.sources[i].connection_id = Some(cid);
+                self.sources[i].connection_id = Some(c.connection_id.0);
             }
-            ACTION_ANNOUNCE if p.len() >= 20 => {
+            ResponseView::Announce(a) => {
                 self.counts.announce += 1;
-                let peers = &p[20..];
-                self.counts.peers += (peers.len() / 6) as u64;
-                self.classify(i, peers);
+                self.counts.peers += a.peers.len() as u64;
+                self.classify(i, a.peers.iter());
             }
-            ACTION_SCRAPE => self.counts.scrape += 1,
-            ACTION_ERROR => {
+            ResponseView::Scrape(_) => self.counts.scrape += 1,
+            ResponseView::Error(_) => {
                 self.counts.error += 1;
                 // An expired connection id: connect again before the next announce.
                 self.sources[i].connection_id = None;
             }
-            _ => {}
         }
     }
 
-    fn classify(&mut self, i: usize, peers: &[u8]) {
+    fn classify(&mut self, i: usize, peers: impl Iterator<Item = SocketAddr>) {
         let (Some(c), Some(own)) = (self.classifier.as_mut(), self.sources[i].pid) else {
             return;
         };
-        for chunk in peers.chunks_exact(6) {
-            let ip = Ipv4Addr::new(chunk[0], chunk[1], chunk[2], chunk[3]);
+        for peer in peers {
+            let IpAddr::V4(ip) = peer.ip() else { continue };
             let pid = c.pid(ip);
             self.counts.classified += 1;
             self.counts.same_pid += u64::from(pid == own);
@@ -590,29 +599,28 @@ impl Generator {
     }
 }
 
-fn write_announce(
-    p: &mut [u8],
-    cid: u64,
-    tid: u32,
-    hash: &[u8; 20],
+/// A re-announce of simulated `peer` (its peer id and key from the transaction id).
+fn announce(
+    cid: ConnectionId,
+    tid: TransactionId,
+    hash: [u8; 20],
     peer: &Peer,
     numwant: u32,
-) -> usize {
-    p[..8].copy_from_slice(&cid.to_be_bytes());
-    p[8..12].copy_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
-    p[12..16].copy_from_slice(&tid.to_be_bytes());
-    p[16..36].copy_from_slice(hash);
-    // peer_id: unique enough per simulated peer.
-    p[36..56].fill(0);
-    p[36..40].copy_from_slice(&tid.to_be_bytes());
-    p[56..64].copy_from_slice(&50u64.to_be_bytes()); // downloaded
-    let left: u64 = if peer.seeder { 0 } else { 50 };
-    p[64..72].copy_from_slice(&left.to_be_bytes());
-    p[72..80].copy_from_slice(&50u64.to_be_bytes()); // uploaded
-    p[80..84].copy_from_slice(&0u32.to_be_bytes()); // event: none (a re-announce)
-    p[84..88].fill(0); // ip: from the source address
-    p[88..92].copy_from_slice(&tid.to_be_bytes()); // key
-    p[92..96].copy_from_slice(&numwant.to_be_bytes());
-    p[96..98].copy_from_slice(&peer.port.to_be_bytes());
-    98
+) -> Request<'static> {
+    let mut peer_id = [0u8; 20];
+    peer_id[..4].copy_from_slice(&tid.0.to_be_bytes());
+    Request::Announce(AnnounceRequest {
+        connection_id: cid,
+        transaction_id: tid,
+        info_hash: InfoHash(hash),
+        peer_id: PeerId(peer_id),
+        downloaded: 50,
+        left: if peer.seeder { 0 } else { 50 },
+        uploaded: 50,
+        event: Event::None,
+        ip: 0,
+        key: tid.0,
+        numwant: numwant as i32,
+        port: peer.port,
+    })
 }

@@ -38,8 +38,10 @@ struct Subject {
 impl Subject {
     /// A fresh store of `backend` with `limits`.
     fn open(backend: Backend, limits: SwarmConfig) -> Self {
-        let mut config = Config::default();
-        config.swarm = limits;
+        let mut config = Config {
+            swarm: limits,
+            ..Config::default()
+        };
         if let Backend::Redis = backend {
             config.store.url = test_redis_url();
             config.store.key_prefix = unique_prefix("conformance");

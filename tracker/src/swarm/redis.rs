@@ -553,11 +553,18 @@ impl RedisStore {
 /// numwant is bounded by configuration already; this bounds the script's work regardless.
 const MAX_NUMWANT: usize = 200;
 
-/// The URL with any user and password replaced by `***`.
+/// The URL with any user and password replaced by `***`. Only the authority (between `://`
+/// and the next `/`) can hold credentials: an `@` in the path or query is left alone.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &url[scheme_end + at..]),
+        None => url.to_string(),
     }
 }
 

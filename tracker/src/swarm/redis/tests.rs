@@ -53,6 +53,15 @@ fn credentials_never_reach_the_logs() {
         "redis://***@10.0.0.1:6379/"
     );
     assert_eq!(redact("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
+    assert_eq!(
+        redact("redis+cluster://u:p@10.0.0.1:1,10.0.0.2:2/"),
+        "redis+cluster://***@10.0.0.1:1,10.0.0.2:2/"
+    );
+    // An @ after the authority is not a credential separator.
+    assert_eq!(
+        redact("redis://10.0.0.1:6379/0?client=a@b"),
+        "redis://10.0.0.1:6379/0?client=a@b"
+    );
 }
 
 #[test]

@@ -5,8 +5,17 @@ use p4p_itracker::SnapshotBuilder;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
+use std::cell::Cell;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use p4p_itracker::{PidId, Snapshot};
+
+use super::candidates::*;
+use super::wire::*;
 use super::*;
 use crate::config::SelectionConfig;
+use crate::selection::{Buckets, Scratch, Selector};
+use crate::types::Families;
 
 #[test]
 fn bucket_ids_round_trip_and_garbage_is_refused() {

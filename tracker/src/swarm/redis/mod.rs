@@ -33,8 +33,6 @@
 //! served within `peer_timeout` (counting swarms across Redis would need a scan or a cross-slot
 //! counter). Redis `maxmemory` and the key TTLs bound Redis itself.
 
-use std::cell::Cell;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,7 +40,6 @@ use ::redis::aio::ConnectionManager;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{FromRedisValue, RedisError, RedisResult, Script, ScriptInvocation, Value};
 use dashmap::DashMap;
-use p4p_itracker::{PidId, Snapshot};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::sync::OnceCell;
@@ -50,19 +47,15 @@ use tokio::sync::OnceCell;
 use super::{AnnounceContext, PeerSink, StoreError, StoreTotals, SweepReport};
 use crate::clock::Clock;
 use crate::config::{PolicyKind, StoreConfig, SwarmConfig};
-use crate::selection::{Buckets, Requester, Scratch, SelectionStats, Selector};
-use crate::types::{Announce, Event, Families, InfoHash, SwarmStats};
+use crate::selection::{Requester, SelectionStats};
+use crate::types::{Announce, Event, InfoHash, SwarmStats};
+use candidates::{preferred_pids, select, Candidates};
+use wire::{bucket_id, event_code, families_code, member, open_backend, parse_member, redact};
 
 /// The URL scheme that names a Redis Cluster by its seed nodes:
 /// `redis+cluster://host1:port1,host2:port2/`.
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 
-/// PIDs of the requester's ISP (cheapest first) whose buckets the announce samples in full.
-const PREFERRED_ISP_PIDS: usize = 8;
-/// Cheapest PIDs outside the ISP sampled in full (the remote tier's first picks).
-const PREFERRED_REMOTE_PIDS: usize = 4;
-/// Entries of the cost order looked at to find them.
-const PREFERRED_SCAN: usize = 64;
 /// Sample entries a bucket gets beyond its proportional share of what selection may take from
 /// its PID group. Selection cuts a group of `g` peers into `t` equal strata and draws one peer
 /// from each: a bucket of `s` peers overlaps at most `floor(t * s / g)` whole strata plus a
@@ -111,10 +104,10 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Self {
-            announce: Script::new(include_str!("redis/announce.lua")),
-            sample: Script::new(include_str!("redis/sample.lua")),
-            scrape: Script::new(include_str!("redis/scrape.lua")),
-            sweep: Script::new(include_str!("redis/sweep.lua")),
+            announce: Script::new(include_str!("announce.lua")),
+            sample: Script::new(include_str!("sample.lua")),
+            scrape: Script::new(include_str!("scrape.lua")),
+            sweep: Script::new(include_str!("sweep.lua")),
         }
     }
 }
@@ -553,293 +546,8 @@ impl RedisStore {
 /// numwant is bounded by configuration already; this bounds the script's work regardless.
 const MAX_NUMWANT: usize = 200;
 
-/// The URL with any user and password replaced by `***`. Only the authority (between `://`
-/// and the next `/`) can hold credentials: an `@` in the path or query is left alone.
-fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let authority_end = url[scheme_end..]
-        .find('/')
-        .map_or(url.len(), |i| scheme_end + i);
-    match url[scheme_end..authority_end].rfind('@') {
-        Some(at) => format!("{}***{}", &url[..scheme_end], &url[scheme_end + at..]),
-        None => url.to_string(),
-    }
-}
-
-fn open_backend(url: &str) -> RedisResult<Backend> {
-    match url.strip_prefix(CLUSTER_SCHEME) {
-        Some(rest) => {
-            let nodes: Vec<String> = rest
-                .trim_end_matches('/')
-                .split(',')
-                .filter(|n| !n.is_empty())
-                .map(|n| format!("redis://{n}/"))
-                .collect();
-            ::redis::cluster::ClusterClient::builder(nodes)
-                .retries(2)
-                .build()
-                .map(Backend::Cluster)
-        }
-        None => ::redis::Client::open(url).map(Backend::Single),
-    }
-}
-
-/// A bucket id: `<pid name>|<4|6><s|l>` (PID names never contain `|`).
-fn bucket_id(pid: &str, v6: bool, seeders: bool) -> String {
-    let mut id = String::with_capacity(pid.len() + 3);
-    id.push_str(pid);
-    id.push('|');
-    id.push(if v6 { '6' } else { '4' });
-    id.push(if seeders { 's' } else { 'l' });
-    id
-}
-
-/// (PID name, v6, seeders) of a bucket id.
-fn parse_bucket_id(id: &[u8]) -> Option<(&str, bool, bool)> {
-    let [head @ .., b'|', fam, kind] = id else {
-        return None;
-    };
-    let v6 = match fam {
-        b'4' => false,
-        b'6' => true,
-        _ => return None,
-    };
-    let seeders = match kind {
-        b's' => true,
-        b'l' => false,
-        _ => return None,
-    };
-    Some((std::str::from_utf8(head).ok()?, v6, seeders))
-}
-
-/// A peer as a set member: address bytes then port, big-endian (the compact form).
-fn member(addr: SocketAddr) -> Vec<u8> {
-    let mut m = Vec::with_capacity(18);
-    match addr.ip() {
-        IpAddr::V4(ip) => m.extend_from_slice(&ip.octets()),
-        IpAddr::V6(ip) => m.extend_from_slice(&ip.octets()),
-    }
-    m.extend_from_slice(&addr.port().to_be_bytes());
-    m
-}
-
-fn parse_member(m: &[u8]) -> Option<SocketAddr> {
-    match m.len() {
-        6 => {
-            let ip: [u8; 4] = m[..4].try_into().ok()?;
-            let port = u16::from_be_bytes([m[4], m[5]]);
-            Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
-        }
-        18 => {
-            let ip: [u8; 16] = m[..16].try_into().ok()?;
-            let port = u16::from_be_bytes([m[16], m[17]]);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(ip),
-                port,
-                0,
-                0,
-            )))
-        }
-        _ => None,
-    }
-}
-
-fn event_code(e: Event) -> &'static str {
-    match e {
-        Event::None => "n",
-        Event::Started => "s",
-        Event::Completed => "c",
-        Event::Stopped => "x",
-    }
-}
-
-fn families_code(f: Families) -> &'static str {
-    match f {
-        Families::Both => "b",
-        Families::V4 => "4",
-        Families::V6 => "6",
-    }
-}
-
-/// The PIDs whose buckets are sampled in full besides the requester's own: the cheapest of its
-/// ISP, then the cheapest outside it (where p4p's tiers take their first peers).
-fn preferred_pids(snap: &Snapshot, from: u16) -> impl Iterator<Item = u16> + '_ {
-    let (mut isp, mut remote) = (0, 0);
-    snap.by_cost(from)
-        .iter()
-        .take(PREFERRED_SCAN)
-        .copied()
-        .filter(move |&to| {
-            let (n, cap) = if snap.same_isp(from, to) {
-                (&mut isp, PREFERRED_ISP_PIDS)
-            } else {
-                (&mut remote, PREFERRED_REMOTE_PIDS)
-            };
-            *n += 1;
-            *n <= cap
-        })
-}
-
-/// One bucket as the announce script returned it.
-#[derive(Debug)]
-struct Candidate {
-    id: Vec<u8>,
-    pid: PidId,
-    seeders: bool,
-    v6: bool,
-    /// Live peers in the bucket, the requester included.
-    count: usize,
-    /// A uniform random subset, in random order, the requester excluded.
-    sample: Vec<SocketAddr>,
-    /// Next sample entry selection takes.
-    next: Cell<usize>,
-}
-
-/// The swarm as one announce sees it.
-#[derive(Debug, Default)]
-struct Candidates {
-    downloaded: u32,
-    buckets: Vec<Candidate>,
-    /// The requester's bucket.
-    requester: Option<usize>,
-    /// Set when a bucket's sample ran out during selection.
-    short: Cell<bool>,
-}
-
-impl Candidates {
-    /// Parses the announce script's reply (see `redis/announce.lua`).
-    fn parse(reply: Value, target: &str) -> Result<Self, StoreError> {
-        let Value::Array(items) = reply else {
-            return Err(malformed());
-        };
-        let mut items = items.into_iter();
-        let downloaded = match items.next() {
-            Some(Value::Int(-1)) => return Err(StoreError::SwarmFull),
-            Some(Value::Int(d)) => u32::try_from(d).unwrap_or(u32::MAX),
-            _ => return Err(malformed()),
-        };
-        let Some(Value::Int(n)) = items.next() else {
-            return Err(malformed());
-        };
-        let mut c = Candidates {
-            downloaded,
-            buckets: Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(4096)),
-            ..Candidates::default()
-        };
-        while let (Some(Value::BulkString(id)), Some(Value::Int(count)), Some(Value::Array(s))) =
-            (items.next(), items.next(), items.next())
-        {
-            let (pid, v6, seeders) = parse_bucket_id(&id).ok_or_else(malformed)?;
-            if id == target.as_bytes() {
-                c.requester = Some(c.buckets.len());
-            }
-            let sample = s
-                .iter()
-                .filter_map(|m| match m {
-                    Value::BulkString(b) => parse_member(b),
-                    _ => None,
-                })
-                .collect();
-            c.buckets.push(Candidate {
-                pid: PidId::intern(pid),
-                id,
-                seeders,
-                v6,
-                count: usize::try_from(count).unwrap_or(0),
-                sample,
-                next: Cell::new(0),
-            });
-        }
-        Ok(c)
-    }
-
-    fn stats(&self) -> SwarmStats {
-        let (mut complete, mut incomplete) = (0u32, 0u32);
-        for b in &self.buckets {
-            let n = u32::try_from(b.count).unwrap_or(u32::MAX);
-            if b.seeders {
-                complete = complete.saturating_add(n);
-            } else {
-                incomplete = incomplete.saturating_add(n);
-            }
-        }
-        SwarmStats {
-            complete,
-            incomplete,
-            downloaded: self.downloaded,
-        }
-    }
-}
-
-fn malformed() -> StoreError {
-    tracing::error!("unexpected reply from the Redis announce script");
-    StoreError::Unavailable
-}
-
-/// Never a real peer (port 0 on the unspecified address): stands for "sample ran out".
-const MISSING: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-
-impl Buckets for Candidates {
-    fn count(&self) -> usize {
-        self.buckets.len()
-    }
-    fn pid(&self, bucket: usize) -> PidId {
-        self.buckets[bucket].pid
-    }
-    fn seeders(&self, bucket: usize) -> bool {
-        self.buckets[bucket].seeders
-    }
-    fn v6(&self, bucket: usize) -> bool {
-        self.buckets[bucket].v6
-    }
-    fn size(&self, bucket: usize) -> usize {
-        self.buckets[bucket].count
-    }
-    /// Selection never asks for one position twice, and the positions it asks for are
-    /// uniform over the bucket; the sample is a uniform random subset in random order, so
-    /// handing out its entries in turn gives every peer the same chance the memory store does.
-    fn peer(&self, bucket: usize, _index: usize) -> SocketAddr {
-        let b = &self.buckets[bucket];
-        let i = b.next.get();
-        b.next.set(i + 1);
-        b.sample.get(i).copied().unwrap_or_else(|| {
-            self.short.set(true);
-            MISSING
-        })
-    }
-}
-
-/// Runs the selector over the candidates; returns its stats and, for each bucket whose sample
-/// ran short, (bucket, peers it needed).
-fn select<R: Rng>(
-    cands: &Candidates,
-    snap: &Snapshot,
-    selector: &Selector,
-    req: &Requester,
-    rng: &mut R,
-    scratch: &mut Scratch,
-    sink: &mut PeerSink,
-) -> (SelectionStats, Vec<(usize, usize)>) {
-    cands.short.set(false);
-    let stats = selector.select(cands, snap, req, rng, scratch, &mut |p| {
-        if p != MISSING {
-            sink.push(p);
-        }
-    });
-    if !cands.short.get() {
-        return (stats, Vec::new());
-    }
-    let short = cands
-        .buckets
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| b.next.get() > b.sample.len())
-        .map(|(i, b)| (i, b.next.get()))
-        .collect();
-    (stats, short)
-}
+mod candidates;
+mod wire;
 
 #[cfg(test)]
 mod tests;

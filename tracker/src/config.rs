@@ -25,9 +25,20 @@ pub enum ConfigError {
         path: PathBuf,
         source: Box<toml::de::Error>,
     },
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
+    /// A field (or a pair of fields) holds a value that cannot work.
+    #[error("invalid configuration: {field}: {reason}")]
+    Invalid {
+        /// The field as it is written in the TOML file (`section.name`).
+        field: &'static str,
+        reason: String,
+    },
 }
+
+/// Store URL schemes the tracker accepts besides `memory` (see [`StoreConfig::url`]).
+pub const STORE_SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "redis+cluster://"];
+
+/// Most UDP workers per address: each is a thread and a socket.
+pub const MAX_UDP_WORKERS: usize = 1024;
 
 /// The whole configuration tree.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -50,7 +61,9 @@ pub struct HttpConfig {
     pub bind: Vec<SocketAddr>,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
-    /// Longest accepted query string in bytes; longer requests get a failure reason.
+    /// Longest accepted query string in bytes; longer requests get a failure reason. The default
+    /// fits a scrape of `announce.max_scrape_hashes` (74) fully percent-encoded info hashes
+    /// (71 bytes each with `info_hash=` and `&`).
     pub max_query_len: usize,
     /// Honour the client-supplied `ip` parameter (a spoofing vector: off unless every client is
     /// trusted).
@@ -173,7 +186,7 @@ impl Default for HttpConfig {
         Self {
             bind: vec![SocketAddr::from(([0, 0, 0, 0], 6969))],
             workers: 0,
-            max_query_len: 4096,
+            max_query_len: 8192,
             trust_ip_param: false,
             reverse_proxy: false,
         }
@@ -265,50 +278,140 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks relations between fields that types cannot express.
+    /// Checks values that cannot work, and relations between fields that types cannot express.
+    /// The error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
         let s = &self.selection;
-        let shares = [
-            s.same_pid_share,
-            s.same_isp_share,
-            s.remote_share,
-            s.remote_share_floor,
-        ];
-        if shares.iter().any(|x| !(0.0..=1.0).contains(x)) {
-            return Err(ConfigError::Invalid(
-                "selection shares must be within 0..=1".into(),
-            ));
+        for (field, x) in [
+            ("selection.same_pid_share", s.same_pid_share),
+            ("selection.same_isp_share", s.same_isp_share),
+            ("selection.remote_share", s.remote_share),
+            ("selection.remote_share_floor", s.remote_share_floor),
+        ] {
+            if !(0.0..=1.0).contains(&x) {
+                return invalid(field, format!("must be within 0..=1 (is {x})"));
+            }
         }
         if s.same_pid_share > s.same_isp_share {
-            return Err(ConfigError::Invalid(
-                "selection.same_pid_share must not exceed selection.same_isp_share".into(),
-            ));
+            return invalid(
+                "selection.same_pid_share",
+                "must not exceed selection.same_isp_share".into(),
+            );
         }
         if s.remote_share_floor <= 0.0 || s.remote_share_floor > s.remote_share {
-            return Err(ConfigError::Invalid(
-                "selection.remote_share_floor must be above 0 and at most remote_share".into(),
-            ));
+            return invalid(
+                "selection.remote_share_floor",
+                "must be above 0 and at most selection.remote_share".into(),
+            );
         }
-        if self.announce.max_numwant == 0 || self.announce.default_numwant == 0 {
-            return Err(ConfigError::Invalid(
-                "announce numwant limits must be positive".into(),
-            ));
+        let a = &self.announce;
+        if a.max_numwant == 0 {
+            return invalid("announce.max_numwant", "must be positive".into());
         }
-        if self.swarm.peer_timeout == 0 || self.swarm.sweep_interval == 0 {
-            return Err(ConfigError::Invalid(
-                "swarm timeouts must be positive".into(),
-            ));
+        if a.default_numwant == 0 {
+            return invalid("announce.default_numwant", "must be positive".into());
         }
-        if self.store.timeout_ms == 0 || self.store.max_buckets_per_swarm == 0 {
-            return Err(ConfigError::Invalid(
-                "store.timeout_ms and store.max_buckets_per_swarm must be positive".into(),
-            ));
+        if a.interval == 0 {
+            return invalid("announce.interval", "must be positive".into());
         }
-        if self.swarm.peer_timeout >= 30_000 {
+        if a.min_interval > a.interval {
+            return invalid(
+                "announce.min_interval",
+                format!("must not exceed announce.interval ({} s)", a.interval),
+            );
+        }
+        let w = &self.swarm;
+        if w.peer_timeout == 0 {
+            return invalid("swarm.peer_timeout", "must be positive".into());
+        }
+        if w.peer_timeout >= 30_000 {
             // Peers store their expiry as 16-bit wrapping seconds (see swarm::memory).
-            return Err(ConfigError::Invalid(
-                "swarm.peer_timeout must be below 30000 s".into(),
-            ));
+            return invalid("swarm.peer_timeout", "must be below 30000 s".into());
+        }
+        if a.interval >= w.peer_timeout {
+            return invalid(
+                "announce.interval",
+                format!(
+                    "must be below swarm.peer_timeout ({} s): peers would expire before they announce again",
+                    w.peer_timeout
+                ),
+            );
+        }
+        if w.sweep_interval == 0 || w.sweep_interval >= 30_000 {
+            // A sweep must come round before 16-bit expiry times wrap.
+            return invalid("swarm.sweep_interval", "must be within 1..30000 s".into());
+        }
+        if w.max_torrents == 0 {
+            return invalid("swarm.max_torrents", "must be positive".into());
+        }
+        if w.max_peers_per_swarm == 0 {
+            return invalid("swarm.max_peers_per_swarm", "must be positive".into());
+        }
+        if self.udp.workers > MAX_UDP_WORKERS {
+            return invalid(
+                "udp.workers",
+                format!("must be at most {MAX_UDP_WORKERS} (one thread and socket each)"),
+            );
+        }
+        self.validate_topology()?;
+        self.validate_store()
+    }
+
+    fn validate_topology(&self) -> Result<(), ConfigError> {
+        let t = &self.topology;
+        let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
+        if !t.alto.is_empty() && t.file.is_some() {
+            return invalid(
+                "topology.alto",
+                "cannot be combined with topology.file (the iTracker's maps would replace the file's): choose one".into(),
+            );
+        }
+        for url in &t.alto {
+            let lower = url.to_ascii_lowercase();
+            let rest = lower
+                .strip_prefix("http://")
+                .or_else(|| lower.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+                return invalid(
+                    "topology.alto",
+                    format!("{url:?} is not an http:// or https:// URL of an iTracker's directory (IRD)"),
+                );
+            }
+        }
+        if !t.interdomain_cost.is_finite() || t.interdomain_cost < 0.0 {
+            return invalid(
+                "topology.interdomain_cost",
+                format!(
+                    "must be a finite cost of 0 or more (is {})",
+                    t.interdomain_cost
+                ),
+            );
+        }
+        if t.refresh_interval == 0 {
+            return invalid("topology.refresh_interval", "must be positive".into());
+        }
+        Ok(())
+    }
+
+    fn validate_store(&self) -> Result<(), ConfigError> {
+        let st = &self.store;
+        let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
+        if st.url != "memory" && !STORE_SCHEMES.iter().any(|p| st.url.starts_with(p)) {
+            return invalid(
+                "store.url",
+                format!(
+                    "{:?} is neither \"memory\" nor a Redis URL ({})",
+                    st.url,
+                    STORE_SCHEMES.join(", ")
+                ),
+            );
+        }
+        if st.timeout_ms == 0 {
+            return invalid("store.timeout_ms", "must be positive".into());
+        }
+        if st.max_buckets_per_swarm == 0 {
+            return invalid("store.max_buckets_per_swarm", "must be positive".into());
         }
         Ok(())
     }
@@ -334,6 +437,75 @@ mod tests {
         let actual = toml::Value::try_from(Config::default()).expect("serialize");
         assert_eq!(printed, actual, "default-config.toml must list every field");
         Config::default().validate().expect("defaults are valid");
+    }
+
+    /// The field an invalid configuration is refused for.
+    fn refused_field(tweak: impl FnOnce(&mut Config)) -> &'static str {
+        let mut c = Config::default();
+        tweak(&mut c);
+        match c.validate() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_with_the_field_named() {
+        assert_eq!(
+            refused_field(|c| c.announce.min_interval = c.announce.interval + 1),
+            "announce.min_interval"
+        );
+        assert_eq!(
+            refused_field(|c| c.announce.interval = c.swarm.peer_timeout),
+            "announce.interval"
+        );
+        assert_eq!(
+            refused_field(|c| c.swarm.sweep_interval = 40_000),
+            "swarm.sweep_interval"
+        );
+        assert_eq!(
+            refused_field(|c| c.swarm.max_torrents = 0),
+            "swarm.max_torrents"
+        );
+        assert_eq!(
+            refused_field(|c| c.selection.remote_share = 1.5),
+            "selection.remote_share"
+        );
+        assert_eq!(
+            refused_field(|c| c.topology.alto = vec!["127.0.0.1:7285".into()]),
+            "topology.alto"
+        );
+        assert_eq!(
+            refused_field(|c| {
+                c.topology.alto = vec!["http://127.0.0.1:7285/".into()];
+                c.topology.file = Some("x.toml".into());
+            }),
+            "topology.alto"
+        );
+        assert_eq!(
+            refused_field(|c| c.topology.interdomain_cost = f64::NAN),
+            "topology.interdomain_cost"
+        );
+        assert_eq!(
+            refused_field(|c| c.topology.interdomain_cost = -1.0),
+            "topology.interdomain_cost"
+        );
+        assert_eq!(
+            refused_field(|c| c.store.url = "memcached://x".into()),
+            "store.url"
+        );
+        assert_eq!(refused_field(|c| c.udp.workers = 30_000), "udp.workers");
+        let mut ok = Config::default();
+        ok.topology.alto = vec!["HTTPS://alto.example.net/directory".into()];
+        ok.store.url = "redis+cluster://10.0.0.1:6379,10.0.0.2:6379/".into();
+        ok.validate().expect("valid");
+    }
+
+    #[test]
+    fn the_default_query_limit_fits_the_largest_scrape() {
+        let c = Config::default();
+        let one = "info_hash=".len() + 3 * 20 + "&".len();
+        assert!(c.http.max_query_len >= c.announce.max_scrape_hashes * one);
     }
 
     #[test]

@@ -9,14 +9,19 @@
 //!   always valid and builds its [`Snapshot`];
 //! - [`alto`]: RFC 7285 messages and media types;
 //! - [`client`]: what a tracker uses to fetch ALTO maps and turn them into a [`Snapshot`];
-//! - [`config`]: the server's configuration file;
-//! - [`server`]: the ALTO and admin HTTP(S) service.
+//! - `config`: the server's configuration file (feature `server`);
+//! - `server`: the ALTO and admin HTTP(S) service (feature `server`).
+//!
+//! Features: `server` (default) builds the ALTO server, its TLS stack and the `p4p-itracker`
+//! binary; `graphml` (default) the Topology Zoo importer. A tracker needs neither.
 
 pub mod alto;
 pub mod client;
+#[cfg(feature = "server")]
 pub mod config;
 pub mod model;
 pub mod pid;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod snapshot;
 pub mod source;

@@ -67,8 +67,12 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML or has unknown fields.
-    #[error("invalid configuration {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("invalid configuration {path}: {source}")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
 }
 
 /// The commented default configuration, as `--print-config` shows it.
@@ -107,9 +111,9 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        toml::from_str(&text).map_err(|source| ConfigError::Invalid {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            source,
         })
     }
 }

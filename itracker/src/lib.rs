@@ -1,29 +1,30 @@
 //! The P4P iTracker: an ISP's view of its network, served as ALTO (RFC 7285).
 //!
-//! Data flows through the modules in this order:
-//! - [`model`] (also reachable as [`topology`]): PIDs, links and the P4P cost rules; a
-//!   [`Topology`] is always valid;
-//! - [`source`]: topology files (TOML), the Topology Zoo GraphML importer, the MaxMind ASN
-//!   database;
+//! The modules, each using only those listed before it:
 //! - [`pid`]: the process-wide PID name interner (stable ids, never snapshot positions);
+//! - [`source`]: the MaxMind ASN database and the Topology Zoo GraphML importer;
 //! - [`snapshot`]: the immutable, lookup-ready view a tracker reads on every announce
 //!   (longest-prefix match, dense cost matrix, neighbours by cost);
+//! - [`model`]: PIDs, links, the topology file format and the P4P cost rules; a [`Topology`] is
+//!   always valid and builds its [`Snapshot`];
 //! - [`alto`]: RFC 7285 messages and media types;
-//! - [`server`]: the ALTO and admin HTTP(S) service;
 //! - [`client`]: what a tracker uses to fetch ALTO maps and turn them into a [`Snapshot`];
-//! - [`config`]: the server's configuration file.
+//! - `config`: the server's configuration file (feature `server`);
+//! - `server`: the ALTO and admin HTTP(S) service (feature `server`).
+//!
+//! Features: `server` (default) builds the ALTO server, its TLS stack and the `p4p-itracker`
+//! binary; `graphml` (default) the Topology Zoo importer. A tracker needs neither.
 
 pub mod alto;
 pub mod client;
+#[cfg(feature = "server")]
 pub mod config;
 pub mod model;
 pub mod pid;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod snapshot;
 pub mod source;
-
-/// The topology model under the name the tracker uses (`p4p_itracker::topology::Topology`).
-pub use model as topology;
 
 pub use model::Topology;
 pub use pid::PidId;

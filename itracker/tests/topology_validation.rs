@@ -1,6 +1,6 @@
 //! Topology files are validated with errors that name the PID, prefix, link or field.
 
-use p4p_itracker::topology::{Topology, TopologyError};
+use p4p_itracker::model::{Topology, TopologyError};
 
 fn err(text: &str) -> String {
     Topology::from_toml_str(text)
@@ -115,9 +115,10 @@ fn interdomain_can_include_the_intradomain_part() {
     for (include, expected) in [(false, 7.0), (true, 10.0)] {
         let t = Topology::from_toml_str(&text(include)).expect("valid");
         let (a, x) = (t.pid_index("a").expect("a"), t.pid_index("x").expect("x"));
-        assert_eq!(t.costs().get(a, x), expected, "include = {include}");
+        let costs = t.costs();
+        assert_eq!(costs.get(a, x), expected, "include = {include}");
         assert_eq!(
-            t.costs().get(x, a),
+            costs.get(x, a),
             65.0,
             "external to anything: interdomain default"
         );

@@ -24,15 +24,30 @@ use crate::snapshot::Snapshot;
 /// Why a fetch failed. The caller keeps its last good snapshot.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Transport failure (connection, TLS, timeout).
-    #[error("GET {url}: {message}")]
-    Http { url: String, message: String },
+    /// A URL in the IRD (or the IRD URL itself) is not a valid URL.
+    #[error("invalid URL {url:?}: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    /// Transport failure (connection, TLS, timeout, reading the body).
+    #[error("GET {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: ureq::Error,
+    },
     /// The server answered with an unexpected status.
     #[error("GET {url}: HTTP {status}")]
     Status { url: String, status: u16 },
     /// The body is not the expected JSON.
-    #[error("GET {url}: invalid response: {message}")]
-    Json { url: String, message: String },
+    #[error("GET {url}: invalid response: {source}")]
+    Json {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
     /// The IRD offers no network map.
     #[error("the IRD offers no network map")]
     NoNetworkMap,
@@ -163,9 +178,10 @@ impl AltoClient {
             .resources
             .values()
             .find(|e| e.media_type == media::PROPMAP && e.uses.contains(&nm_id))
-            .map(|e| self.resolve(&e.uri));
-        let nm_url = self.resolve(&nm_uri);
-        let cm_url = self.resolve(&cm_uri);
+            .map(|e| self.resolve(&e.uri))
+            .transpose()?;
+        let nm_url = self.resolve(&nm_uri)?;
+        let cm_url = self.resolve(&cm_uri)?;
         let nm_changed = refresh(self, &nm_url, media::NETWORK_MAP, Slot::Network)?;
         let cm_changed = refresh(self, &cm_url, media::COST_MAP, Slot::Cost)?;
         if !nm_changed && !cm_changed && self.delivered {
@@ -215,24 +231,10 @@ impl AltoClient {
         Ok(FetchOutcome::Updated(map))
     }
 
-    fn resolve(&self, uri: &str) -> String {
-        if uri.starts_with("http://") || uri.starts_with("https://") {
-            return uri.to_string();
-        }
-        let after_scheme = self.ird_url.find("://").map_or(0, |i| i + 3);
-        let origin_end = self.ird_url[after_scheme..]
-            .find('/')
-            .map_or(self.ird_url.len(), |i| after_scheme + i);
-        if uri.starts_with('/') {
-            format!("{}{uri}", &self.ird_url[..origin_end])
-        } else {
-            let dir_end = self
-                .ird_url
-                .rfind('/')
-                .filter(|&i| i >= origin_end)
-                .map_or(origin_end, |i| i);
-            format!("{}/{uri}", &self.ird_url[..dir_end])
-        }
+    /// Resolves a URI from the IRD against the IRD's URL (RFC 3986: absolute, `/path`,
+    /// `relative`, `../up` and `?query` forms).
+    fn resolve(&self, uri: &str) -> Result<String, ClientError> {
+        resolve(&self.ird_url, uri)
     }
 
     fn get(&self, url: &str, accept: &str, etag: Option<&str>) -> Result<Got, ClientError> {
@@ -246,9 +248,9 @@ impl AltoClient {
         if let Some(token) = &self.token {
             req = req.header("Authorization", &format!("Bearer {token}"));
         }
-        let mut res = req.call().map_err(|e| ClientError::Http {
+        let mut res = req.call().map_err(|source| ClientError::Http {
             url: url.to_string(),
-            message: e.to_string(),
+            source,
         })?;
         match res.status().as_u16() {
             304 => Ok(Got::NotModified),
@@ -263,9 +265,9 @@ impl AltoClient {
                     .with_config()
                     .limit(64 * 1024 * 1024)
                     .read_to_vec()
-                    .map_err(|e| ClientError::Http {
+                    .map_err(|source| ClientError::Http {
                         url: url.to_string(),
-                        message: e.to_string(),
+                        source,
                     })?;
                 Ok(Got::Fresh(body, etag))
             }
@@ -336,9 +338,9 @@ fn refresh(
 }
 
 fn parse<T: serde::de::DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, ClientError> {
-    serde_json::from_slice(body).map_err(|e| ClientError::Json {
+    serde_json::from_slice(body).map_err(|source| ClientError::Json {
         url: url.to_string(),
-        message: e.to_string(),
+        source,
     })
 }
 
@@ -381,9 +383,26 @@ fn cost_map_entry(ird: &DirectoryMessage, network_map: &str) -> Result<String, C
         .ok_or_else(|| ClientError::NoCostMap(network_map.to_string()))
 }
 
+fn resolve(base: &str, uri: &str) -> Result<String, ClientError> {
+    let bad = |url: &str| {
+        let url = url.to_string();
+        move |source| ClientError::Url { url, source }
+    };
+    let base = url::Url::parse(base).map_err(bad(base))?;
+    Ok(base.join(uri).map_err(bad(uri))?.into())
+}
+
+/// The host (and port, if the URL names one) of a URL, as a name: characters other than
+/// letters, digits and `.` become `-` (`127.0.0.1:7285` -> `127.0.0.1-7285`).
 fn host_of(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host = rest.split('/').next().unwrap_or(rest);
+    let host = match url::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => url.to_string(),
+        },
+        Err(_) => url.to_string(),
+    };
     host.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' {
@@ -495,5 +514,61 @@ impl IspMap {
     /// This map alone as a snapshot (unknown costs = `interdomain_cost`).
     pub fn snapshot(&self, interdomain_cost: f64) -> Snapshot {
         combine(std::slice::from_ref(self), interdomain_cost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{host_of, resolve};
+
+    const IRD: &str = "http://127.0.0.1:7285/alto/directory";
+
+    fn resolved(uri: &str) -> String {
+        resolve(IRD, uri).expect("resolves")
+    }
+
+    #[test]
+    fn absolute_and_rooted_uris_resolve_as_before() {
+        assert_eq!(resolved("https://other:1/nm"), "https://other:1/nm");
+        assert_eq!(resolved("/networkmap"), "http://127.0.0.1:7285/networkmap");
+        assert_eq!(
+            resolved("networkmap"),
+            "http://127.0.0.1:7285/alto/networkmap"
+        );
+        assert_eq!(
+            resolve("http://127.0.0.1:7285", "networkmap").expect("resolves"),
+            "http://127.0.0.1:7285/networkmap"
+        );
+    }
+
+    #[test]
+    fn relative_uris_climb_with_dot_dot() {
+        assert_eq!(resolved("../maps/nm"), "http://127.0.0.1:7285/maps/nm");
+        assert_eq!(resolved("./costmap"), "http://127.0.0.1:7285/alto/costmap");
+    }
+
+    #[test]
+    fn query_strings_are_kept() {
+        assert_eq!(
+            resolved("costmap?mode=numerical"),
+            "http://127.0.0.1:7285/alto/costmap?mode=numerical"
+        );
+        assert_eq!(resolved("?v=2"), "http://127.0.0.1:7285/alto/directory?v=2");
+    }
+
+    #[test]
+    fn a_bad_base_is_an_error_naming_it() {
+        let e = resolve("not a url", "nm").expect_err("no base");
+        assert!(e.to_string().contains("not a url"), "{e}");
+    }
+
+    #[test]
+    fn host_names_keep_the_port_and_only_safe_characters() {
+        assert_eq!(host_of(IRD), "127.0.0.1-7285");
+        assert_eq!(
+            host_of("https://alto.example.net/directory"),
+            "alto.example.net"
+        );
+        assert_eq!(host_of("http://[::1]:7285/d"), "---1--7285");
     }
 }

@@ -14,9 +14,9 @@
 //! Shortest-path ties are broken by the lower path cost, then by the lower PID index, so the
 //! result never depends on hash order.
 
-use super::topology::{PidKind, Topology};
+use super::parts::{CostDefaults, Link, Pid, PidKind};
 
-/// Dense, directional PID x PID costs, indexed like [`Topology::pids`].
+/// Dense, directional PID x PID costs, indexed like [`super::Topology::pids`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct CostMatrix {
     n: usize,
@@ -29,34 +29,47 @@ struct Paths {
     cost: Vec<f64>,
 }
 
-impl CostMatrix {
-    /// Computes every PID-to-PID cost of a topology.
-    pub fn compute(topo: &Topology) -> CostMatrix {
-        let n = topo.pids().len();
-        let d = topo.defaults();
-        let mut costs = vec![d.interdomain; n * n];
-        for s in 0..n {
-            if topo.pids()[s].kind == PidKind::External {
-                continue;
-            }
-            let paths = shortest_paths(topo, s);
-            for t in 0..n {
-                costs[s * n + t] = match topo.pids()[t].kind {
-                    _ if s == t => d.intra_pid,
-                    PidKind::Internal if paths.dist[t].is_finite() => paths.cost[t],
-                    PidKind::Internal => d.inter_pid,
-                    PidKind::External => interdomain_cost(topo, &paths, s, t),
-                };
-            }
+/// Computes every PID-to-PID cost of a topology's PIDs and links (what
+/// [`super::Topology::costs`] returns). Runs a shortest-path search from every internal PID.
+pub fn p_distances(pids: &[Pid], links: &[Link], d: &CostDefaults) -> CostMatrix {
+    let net = Net { links, defaults: d };
+    let n = pids.len();
+    let mut costs = vec![d.interdomain; n * n];
+    for s in 0..n {
+        if pids[s].kind == PidKind::External {
+            continue;
         }
-        for (s, pid) in topo.pids().iter().enumerate() {
-            if pid.kind == PidKind::External {
-                costs[s * n + s] = d.interdomain;
-            }
+        let paths = shortest_paths(&net, n, s);
+        for t in 0..n {
+            costs[s * n + t] = match pids[t].kind {
+                _ if s == t => d.intra_pid,
+                PidKind::Internal if paths.dist[t].is_finite() => paths.cost[t],
+                PidKind::Internal => d.inter_pid,
+                PidKind::External => interdomain_cost(&net, &paths, s, t),
+            };
         }
-        CostMatrix { n, costs }
     }
+    for (s, pid) in pids.iter().enumerate() {
+        if pid.kind == PidKind::External {
+            costs[s * n + s] = d.interdomain;
+        }
+    }
+    CostMatrix { n, costs }
+}
 
+/// The links and defaults the path search reads.
+struct Net<'a> {
+    links: &'a [Link],
+    defaults: &'a CostDefaults,
+}
+
+impl Net<'_> {
+    fn link_cost(&self, link: &Link) -> f64 {
+        link.cost(self.defaults)
+    }
+}
+
+impl CostMatrix {
     /// Number of PIDs.
     pub fn len(&self) -> usize {
         self.n
@@ -75,8 +88,7 @@ impl CostMatrix {
 
 /// Dijkstra over internal links by routing weight, carrying the link-cost sum of the chosen
 /// path. `O(n^2)`: PIDs number in the tens to hundreds and this runs once per topology change.
-fn shortest_paths(topo: &Topology, source: usize) -> Paths {
-    let n = topo.pids().len();
+fn shortest_paths(net: &Net<'_>, n: usize, source: usize) -> Paths {
     let mut dist = vec![f64::INFINITY; n];
     let mut cost = vec![f64::INFINITY; n];
     let mut done = vec![false; n];
@@ -92,9 +104,9 @@ fn shortest_paths(topo: &Topology, source: usize) -> Paths {
             });
         let Some(u) = next else { break };
         done[u] = true;
-        for link in topo.links().iter().filter(|l| l.from == u) {
+        for link in net.links.iter().filter(|l| l.from == u) {
             let Some(w) = link.weight else { continue };
-            let (nd, nc) = (dist[u] + w, cost[u] + topo.link_cost(link));
+            let (nd, nc) = (dist[u] + w, cost[u] + net.link_cost(link));
             let v = link.to;
             if !done[v] && (nd < dist[v] || (nd == dist[v] && nc < cost[v])) {
                 dist[v] = nd;
@@ -105,23 +117,23 @@ fn shortest_paths(topo: &Topology, source: usize) -> Paths {
     Paths { dist, cost }
 }
 
-fn interdomain_cost(topo: &Topology, paths: &Paths, source: usize, target: usize) -> f64 {
-    let d = topo.defaults();
-    let egress = topo
-        .links()
+fn interdomain_cost(net: &Net<'_>, paths: &Paths, source: usize, target: usize) -> f64 {
+    let d = net.defaults;
+    let egress = net
+        .links
         .iter()
         .filter(|l| l.to == target && l.is_egress() && paths.dist[l.from].is_finite())
         .min_by(|a, b| {
             paths.dist[a.from]
                 .total_cmp(&paths.dist[b.from])
-                .then(topo.link_cost(a).total_cmp(&topo.link_cost(b)))
+                .then(net.link_cost(a).total_cmp(&net.link_cost(b)))
                 .then(a.from.cmp(&b.from))
         });
     match egress {
         None => d.interdomain,
         Some(link) if d.interdomain_includes_intradomain && link.from != source => {
-            paths.cost[link.from] + topo.link_cost(link)
+            paths.cost[link.from] + net.link_cost(link)
         }
-        Some(link) => topo.link_cost(link),
+        Some(link) => net.link_cost(link),
     }
 }

@@ -8,7 +8,7 @@
 //! dearer, one below it cheaper, down to zero. The first measurement starts from the link's
 //! default cost. A static cost in the topology always wins over the dynamic price.
 
-use super::topology::{Link, Topology, TopologyError};
+use super::parts::{CostDefaults, Link, Pid};
 
 /// Parameters of the price update (the `[pricing]` table of a topology file).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -40,30 +40,6 @@ impl PricingConfig {
         let p = (current + self.step * (utilisation - self.mlu_target)).clamp(0.0, self.max_price);
         (p * 1e4).round() / 1e4
     }
-
-    pub(crate) fn validate(&self) -> Result<(), TopologyError> {
-        let bad = |field, value, reason| {
-            Err(TopologyError::BadSetting {
-                field,
-                value,
-                reason,
-            })
-        };
-        if !(self.mlu_target > 0.0 && self.mlu_target <= 1.0) {
-            return bad("pricing.mlu_target", self.mlu_target, "must be in (0, 1]");
-        }
-        if !(self.step.is_finite() && self.step >= 0.0) {
-            return bad("pricing.step", self.step, "must be a finite number >= 0");
-        }
-        if !(self.max_price.is_finite() && self.max_price > 0.0) {
-            return bad(
-                "pricing.max_price",
-                self.max_price,
-                "must be a finite number > 0",
-            );
-        }
-        Ok(())
-    }
 }
 
 /// One utilisation measurement, naming its link by name or by its (from, to) PIDs.
@@ -94,96 +70,65 @@ pub enum LinkLoadError {
     BadUtilisation { index: usize, value: f64 },
 }
 
-impl Topology {
-    /// The cost of one link: static if configured, else its dynamic price, else the default
-    /// (`defaults.link` inside the ISP, `defaults.interdomain` on an egress link).
-    pub fn link_cost(&self, link: &Link) -> f64 {
-        link.static_cost
-            .or(link.price)
-            .unwrap_or(if link.is_egress() {
-                self.defaults().interdomain
-            } else {
-                self.defaults().link
-            })
-    }
-
-    /// Applies utilisation measurements: every link named gets one price update. All or
-    /// nothing: on any error the topology is unchanged.
-    pub fn apply_link_loads(&mut self, loads: &[LinkLoad]) -> Result<(), LinkLoadError> {
-        let mut targets = Vec::with_capacity(loads.len());
-        for (index, load) in loads.iter().enumerate() {
-            if !(load.utilisation.is_finite() && load.utilisation >= 0.0) {
-                return Err(LinkLoadError::BadUtilisation {
-                    index,
-                    value: load.utilisation,
-                });
-            }
-            let found = self.find_link(load);
-            let Some(i) = found else {
-                let what = match (&load.link, &load.from, &load.to) {
-                    (Some(name), _, _) => format!("named {name:?}"),
-                    (None, Some(f), Some(t)) => format!("from {f:?} to {t:?}"),
-                    _ => "given (set `link`, or `from` and `to`)".to_string(),
-                };
-                return Err(LinkLoadError::UnknownLink { index, what });
+/// Applies utilisation measurements to `links` (of a topology with `pids`): every link named
+/// gets one price update, starting from its default cost at the first one. All or nothing: on
+/// any error the links are unchanged.
+pub fn apply_link_loads(
+    pids: &[Pid],
+    links: &mut [Link],
+    defaults: &CostDefaults,
+    pricing: &PricingConfig,
+    loads: &[LinkLoad],
+) -> Result<(), LinkLoadError> {
+    let mut targets = Vec::with_capacity(loads.len());
+    for (index, load) in loads.iter().enumerate() {
+        if !(load.utilisation.is_finite() && load.utilisation >= 0.0) {
+            return Err(LinkLoadError::BadUtilisation {
+                index,
+                value: load.utilisation,
+            });
+        }
+        let Some(i) = find_link(pids, links, load) else {
+            let what = match (&load.link, &load.from, &load.to) {
+                (Some(name), _, _) => format!("named {name:?}"),
+                (None, Some(f), Some(t)) => format!("from {f:?} to {t:?}"),
+                _ => "given (set `link`, or `from` and `to`)".to_string(),
             };
-            targets.push((i, load.utilisation));
-        }
-        let (pricing, defaults_link, interdomain) = (
-            self.pricing().clone(),
-            self.defaults().link,
-            self.defaults().interdomain,
-        );
-        for (i, u) in targets {
-            let link = &mut self.links_mut()[i];
-            let start = if link.is_egress() {
-                interdomain
-            } else {
-                defaults_link
-            };
-            link.price = Some(pricing.next_price(link.price.unwrap_or(start), u));
-            link.utilisation = Some(u);
-        }
-        Ok(())
+            return Err(LinkLoadError::UnknownLink { index, what });
+        };
+        targets.push((i, load.utilisation));
     }
+    for (i, u) in targets {
+        let link = &mut links[i];
+        let start = link.default_cost(defaults);
+        link.price = Some(pricing.next_price(link.price.unwrap_or(start), u));
+        link.utilisation = Some(u);
+    }
+    Ok(())
+}
 
-    /// Carries dynamic prices (and last utilisations) over from an older topology, for every
-    /// link with the same (from, to) PID names. Called on reload so that prices survive.
-    pub fn inherit_prices(&mut self, old: &Topology) {
-        let names: Vec<(String, String)> = self
-            .links()
+/// Carries dynamic prices (and last utilisations) over from an older version's links to
+/// `links`, for every link with the same (from, to) PID names.
+pub fn inherit_prices(pids: &[Pid], links: &mut [Link], old_pids: &[Pid], old_links: &[Link]) {
+    for link in links.iter_mut() {
+        let (from, to) = (&pids[link.from].name, &pids[link.to].name);
+        let same = old_links
             .iter()
-            .map(|l| {
-                (
-                    self.pids()[l.from].name.clone(),
-                    self.pids()[l.to].name.clone(),
-                )
-            })
-            .collect();
-        for (link, (from, to)) in self.links_mut().iter_mut().zip(names) {
-            let same = old
-                .links()
-                .iter()
-                .find(|o| old.pids()[o.from].name == from && old.pids()[o.to].name == to);
-            if let Some(o) = same.filter(|o| o.price.is_some()) {
-                link.price = o.price;
-                link.utilisation = o.utilisation;
-            }
+            .find(|o| &old_pids[o.from].name == from && &old_pids[o.to].name == to);
+        if let Some(o) = same.filter(|o| o.price.is_some()) {
+            link.price = o.price;
+            link.utilisation = o.utilisation;
         }
     }
+}
 
-    fn find_link(&self, load: &LinkLoad) -> Option<usize> {
-        if let Some(name) = &load.link {
-            return self.links().iter().position(|l| &l.name == name);
-        }
-        let (from, to) = (
-            self.pid_index(load.from.as_deref()?)?,
-            self.pid_index(load.to.as_deref()?)?,
-        );
-        self.links()
-            .iter()
-            .position(|l| l.from == from && l.to == to)
+fn find_link(pids: &[Pid], links: &[Link], load: &LinkLoad) -> Option<usize> {
+    if let Some(name) = &load.link {
+        return links.iter().position(|l| &l.name == name);
     }
+    let index = |name: &str| pids.iter().position(|p| p.name == name);
+    let (from, to) = (index(load.from.as_deref()?)?, index(load.to.as_deref()?)?);
+    links.iter().position(|l| l.from == from && l.to == to)
 }
 
 #[cfg(test)]

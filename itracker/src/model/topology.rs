@@ -1,189 +1,41 @@
-//! The validated topology of one ISP.
+//! The validated topology of one ISP, and everything derived from it: p-distances
+//! ([`super::cost`]), price updates ([`super::pricing`]) and the tracker's [`Snapshot`].
+//!
+//! This is the one `impl Topology`: the modules below it ([`super::file`], [`super::cost`],
+//! [`super::pricing`]) work on its parts and never name it, so the model's imports run one way.
 
-use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use sha2::{Digest, Sha256};
 
-use super::cost::CostMatrix;
-use super::pricing::PricingConfig;
+use super::cost::{p_distances, CostMatrix};
+use super::error::TopologyError;
+use super::file;
+use super::parts::{CostDefaults, Link, Pid, PidKind};
+use super::pricing::{self, LinkLoad, LinkLoadError, PricingConfig};
 use crate::pid::DEFAULT_PID_NAME;
+use crate::snapshot::{PidSpec, Snapshot, SnapshotBuilder};
+use crate::source::asn::AsnDb;
 
-/// Whether a PID is one of the ISP's own locations or somewhere else.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PidKind {
-    /// A PoP, region or customer aggregate of this ISP.
-    Internal,
-    /// A peering point, transit provider, another AS, or the rest of the Internet.
-    External,
-}
-
-/// A named network location (RFC 7285 PID) and the prefixes it holds.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Pid {
-    /// RFC 7285 PIDName.
-    pub name: String,
-    /// Internal or external to the ISP.
-    pub kind: PidKind,
-    /// IPv4 and IPv6 prefixes, canonical (no host bits), in file order.
-    pub prefixes: Vec<IpNetwork>,
-}
-
-/// A directed link between two PIDs.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Link {
-    /// Unique name (from the file, or `<from>-><to>`), used by link-load measurements.
-    pub name: String,
-    /// Index of the PID the link leaves.
-    pub from: usize,
-    /// Index of the PID the link enters.
-    pub to: usize,
-    /// Capacity, in any unit the operator likes (the same for every link).
-    pub capacity: f64,
-    /// IGP routing weight; `None` for egress links (to external PIDs).
-    pub weight: Option<f64>,
-    /// Static cost (p-distance) configured by the operator; wins over everything else.
-    pub static_cost: Option<f64>,
-    /// Last measured utilisation (traffic / capacity), if any.
-    pub utilisation: Option<f64>,
-    /// Dynamic price derived from utilisation measurements, if any were made.
-    pub price: Option<f64>,
-}
-
-impl Link {
-    /// Whether this link leaves the ISP (its target is an external PID).
-    pub fn is_egress(&self) -> bool {
-        self.weight.is_none()
-    }
-}
-
-/// Default costs and interdomain policy.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CostDefaults {
-    /// Cost from a PID to itself.
-    pub intra_pid: f64,
-    /// Cost between two internal PIDs with no path between them.
-    pub inter_pid: f64,
-    /// Cost from an external PID to anything, and to an external PID no egress link reaches.
-    pub interdomain: f64,
-    /// Cost of an internal link with neither a static cost nor a dynamic price. (Egress links
-    /// without either cost `interdomain`.)
-    pub link: f64,
-    /// Whether an internal-to-external cost adds the intradomain cost to the egress PID.
-    pub interdomain_includes_intradomain: bool,
-    /// With an ASN database: cost between two addresses outside the ISP's internal PIDs that
-    /// belong to the same AS (different ASes cost `interdomain`).
-    pub same_asn: f64,
-}
-
-impl Default for CostDefaults {
-    fn default() -> Self {
-        Self {
-            intra_pid: 1.0,
-            inter_pid: 10.0,
-            interdomain: 65.0,
-            link: 1.0,
-            interdomain_includes_intradomain: false,
-            same_asn: 20.0,
-        }
-    }
-}
-
-/// One end of a link, as the link-load API and errors name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinkEnd {
-    /// The `from` field.
-    From,
-    /// The `to` field.
-    To,
-}
-
-impl fmt::Display for LinkEnd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LinkEnd::From => "from",
-            LinkEnd::To => "to",
-        })
-    }
-}
-
-/// Why a topology was rejected. Every variant names what is at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum TopologyError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The text is not valid TOML or does not have the expected shape.
-    #[error("invalid topology file: {0}")]
-    Syntax(String),
-    /// The ISP name is not a valid RFC 7285 name.
-    #[error("isp name {name:?} {reason}")]
-    BadIspName {
-        name: String,
-        reason: super::PidNameError,
-    },
-    /// A PID name breaks RFC 7285's PIDName rules.
-    #[error("PID name {name:?} {reason}")]
-    BadPidName {
-        name: String,
-        reason: super::PidNameError,
-    },
-    /// Two PIDs have the same name.
-    #[error("PID {0} is defined twice")]
-    DuplicatePid(String),
-    /// A prefix does not parse or has host bits set.
-    #[error("PID {pid}: prefix {prefix:?} {reason}")]
-    BadPrefix {
-        pid: String,
-        prefix: String,
-        reason: String,
-    },
-    /// A prefix is listed in two PIDs (or twice in one).
-    #[error("prefix {prefix} is in PID {first} and in PID {second}")]
-    DuplicatePrefix {
-        prefix: IpNetwork,
-        first: String,
-        second: String,
-    },
-    /// A link names a PID that does not exist.
-    #[error("link {link}: field {end} names unknown PID {pid:?}")]
-    UnknownPid {
-        link: String,
-        end: LinkEnd,
-        pid: String,
-    },
-    /// A link field has a value the rules forbid.
-    #[error("link {link}: field {field} = {value}: {reason}")]
-    BadLinkField {
-        link: String,
-        field: &'static str,
-        value: String,
-        reason: &'static str,
-    },
-    /// Two links have the same name, or the same (from, to) pair.
-    #[error("link {0} is defined twice (by name or by its from/to pair)")]
-    DuplicateLink(String),
-    /// A default cost or pricing parameter is out of range.
-    #[error("field {field} = {value}: {reason}")]
-    BadSetting {
-        field: &'static str,
-        value: f64,
-        reason: &'static str,
-    },
+/// A validated ISP topology (see the module docs).
+#[derive(Clone, Debug)]
+pub struct Topology {
+    isp: String,
+    pids: Vec<Pid>,
+    links: Vec<Link>,
+    defaults: CostDefaults,
+    pricing: PricingConfig,
+    vtag: String,
 }
 
 impl Topology {
-    /// Parses and validates a topology file's text (the format is in `topology-data/README.md`).
+    /// Parses and validates a topology file's text (the format is in `topology-data/README.md`
+    /// and [`super::file`]).
     pub fn from_toml_str(text: &str) -> Result<Topology, TopologyError> {
-        crate::source::file::parse(text)
+        Ok(Self::from_parts(file::parse(text)?))
     }
 
     /// Reads, parses and validates a topology file.
@@ -196,25 +48,26 @@ impl Topology {
         Self::from_toml_str(&text)
     }
 
-    /// Assembles a topology from parts that [`crate::source`] has already validated, completing
-    /// the map with a default PID and computing the vtag.
-    pub(crate) fn assemble(
-        isp: String,
-        mut pids: Vec<Pid>,
-        links: Vec<Link>,
-        defaults: CostDefaults,
-        pricing: PricingConfig,
-    ) -> Result<Topology, TopologyError> {
-        complete_map(&mut pids)?;
+    /// Assembles a topology from parts the file parser has validated, completing the map with
+    /// a default PID and computing the vtag.
+    fn from_parts(parts: file::Validated) -> Topology {
+        let file::Validated {
+            isp,
+            mut pids,
+            links,
+            defaults,
+            pricing,
+        } = parts;
+        complete_map(&mut pids);
         let vtag = network_map_tag(&pids);
-        Ok(Topology {
+        Topology {
             isp,
             pids,
             links,
             defaults,
             pricing,
             vtag,
-        })
+        }
     }
 
     /// The ISP's name.
@@ -253,25 +106,77 @@ impl Topology {
         &self.vtag
     }
 
-    /// The P4P p-distances between every pair of PIDs.
+    /// The cost of one link (see [`Link::cost`]).
+    pub fn link_cost(&self, link: &Link) -> f64 {
+        link.cost(&self.defaults)
+    }
+
+    /// The P4P p-distances between every pair of PIDs. All-pairs shortest paths: compute them
+    /// once per topology version and pass them on ([`Topology::snapshot_with_costs`]).
     pub fn costs(&self) -> CostMatrix {
-        CostMatrix::compute(self)
+        p_distances(&self.pids, &self.links, &self.defaults)
     }
 
-    pub(crate) fn links_mut(&mut self) -> &mut [Link] {
-        &mut self.links
+    /// Applies utilisation measurements: every link named gets one price update. All or
+    /// nothing: on any error the topology is unchanged.
+    pub fn apply_link_loads(&mut self, loads: &[LinkLoad]) -> Result<(), LinkLoadError> {
+        pricing::apply_link_loads(
+            &self.pids,
+            &mut self.links,
+            &self.defaults,
+            &self.pricing,
+            loads,
+        )
     }
-}
 
-/// A validated ISP topology (see the module docs).
-#[derive(Clone, Debug)]
-pub struct Topology {
-    isp: String,
-    pids: Vec<Pid>,
-    links: Vec<Link>,
-    defaults: CostDefaults,
-    pricing: PricingConfig,
-    vtag: String,
+    /// Carries dynamic prices (and last utilisations) over from an older topology, for every
+    /// link with the same (from, to) PID names. Called on reload so that prices survive.
+    pub fn inherit_prices(&mut self, old: &Topology) {
+        pricing::inherit_prices(&self.pids, &mut self.links, &old.pids, &old.links);
+    }
+
+    /// The lookup-ready snapshot of this topology: every PID (internal ones marked), the P4P
+    /// costs, and the network map vtag as version.
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_with_asn(None)
+    }
+
+    /// Like [`Topology::snapshot`], with the MaxMind fallback when `asn` is given: addresses
+    /// outside the internal PIDs in the same AS cost `defaults.same_asn`, in different ASes
+    /// `defaults.interdomain`.
+    pub fn snapshot_with_asn(&self, asn: Option<Arc<AsnDb>>) -> Snapshot {
+        self.snapshot_with_costs(&self.costs(), asn)
+    }
+
+    /// Like [`Topology::snapshot_with_asn`], from costs already computed by
+    /// [`Topology::costs`] for this topology (the ALTO server needs them for its cost maps as
+    /// well, and all-pairs shortest paths are the expensive part).
+    pub fn snapshot_with_costs(&self, costs: &CostMatrix, asn: Option<Arc<AsnDb>>) -> Snapshot {
+        debug_assert_eq!(costs.len(), self.pids.len(), "costs of another topology");
+        let d = &self.defaults;
+        let mut b = SnapshotBuilder::new(self.vtag(), d.interdomain);
+        let isp = b.add_isp(self.isp());
+        for pid in &self.pids {
+            b.add_pid(PidSpec {
+                name: pid.name.clone(),
+                isp,
+                internal: pid.kind == PidKind::Internal,
+                prefixes: pid.prefixes.clone(),
+            });
+        }
+        for from in 0..costs.len() {
+            for to in 0..costs.len() {
+                b.set_cost(from, to, costs.get(from, to));
+            }
+        }
+        if let Some(db) = asn {
+            b = b.with_asn(db, d.same_asn, d.interdomain);
+        }
+        // A validated topology has unique names and prefixes, non-negative costs, and far
+        // fewer than 65535 PIDs (the file format would be unusable long before that).
+        b.build()
+            .expect("a validated topology always builds a snapshot")
+    }
 }
 
 fn any_v4() -> IpNetwork {
@@ -284,11 +189,11 @@ fn any_v6() -> IpNetwork {
 
 /// Makes the map complete: `0.0.0.0/0` and `::/0` go to the PID that already holds the other
 /// one, else to a PID named `default` (created external if absent).
-fn complete_map(pids: &mut Vec<Pid>) -> Result<(), TopologyError> {
+fn complete_map(pids: &mut Vec<Pid>) {
     let holder = |p: &IpNetwork, pids: &[Pid]| pids.iter().position(|x| x.prefixes.contains(p));
     let (h4, h6) = (holder(&any_v4(), pids), holder(&any_v6(), pids));
     let target = match (h4, h6) {
-        (Some(_), Some(_)) => return Ok(()),
+        (Some(_), Some(_)) => return,
         (Some(i), None) | (None, Some(i)) => i,
         (None, None) => match pids.iter().position(|p| p.name == DEFAULT_PID_NAME) {
             Some(i) => i,
@@ -308,7 +213,6 @@ fn complete_map(pids: &mut Vec<Pid>) -> Result<(), TopologyError> {
     if h6.is_none() {
         pids[target].prefixes.push(any_v6());
     }
-    Ok(())
 }
 
 /// SHA-256 over the sorted PIDs and their sorted prefixes, hex encoded (64 characters, within

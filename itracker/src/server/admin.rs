@@ -39,12 +39,10 @@ async fn put_topology(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, state.admin_token.as_ref(), true)?;
     let text = std::str::from_utf8(&body)
-        .map_err(|e| ApiError::Rejected(format!("topology is not UTF-8: {e}")))?
+        .map_err(ApiError::NotUtf8)?
         .to_string();
     let state2 = state.clone();
-    let outcome = web::block(move || state2.replace_topology(&text))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let outcome = web::block(move || state2.replace_topology(&text)).await?;
     state.record_update("topology", outcome.is_ok());
     Ok(HttpResponse::Ok().json(outcome?))
 }
@@ -55,12 +53,9 @@ async fn post_link_load(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, state.admin_token.as_ref(), true)?;
-    let loads: LinkLoadBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::Rejected(format!("invalid link-load body: {e}")))?;
+    let loads: LinkLoadBody = serde_json::from_slice(&body).map_err(ApiError::LinkLoadBody)?;
     let state2 = state.clone();
-    let outcome = web::block(move || state2.apply_link_loads(&loads.links))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let outcome = web::block(move || state2.apply_link_loads(&loads.links)).await?;
     state.record_update("link-load", outcome.is_ok());
     Ok(HttpResponse::Ok().json(outcome?))
 }

@@ -1,5 +1,8 @@
 //! HTTP plumbing shared by the routes: errors, bearer tokens, content negotiation, ETags.
 
+use std::path::PathBuf;
+
+use actix_web::error::BlockingError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -8,6 +11,8 @@ use subtle::ConstantTimeEq;
 
 use super::state::Rendered;
 use crate::alto::{media, ErrorMessage, FieldError};
+use crate::model::pricing::LinkLoadError;
+use crate::model::TopologyError;
 
 /// Every way a request can fail.
 #[derive(Debug, thiserror::Error)]
@@ -24,12 +29,34 @@ pub enum ApiError {
     /// Missing or wrong bearer token.
     #[error("missing or invalid bearer token")]
     Unauthorized,
-    /// An admin update was rejected (the old map keeps serving).
+    /// An admin update's topology is invalid (the old map keeps serving).
     #[error("{0}")]
-    Rejected(String),
-    /// A failure on our side.
+    Topology(#[from] TopologyError),
+    /// An admin update's link loads are invalid (the old map keeps serving).
+    #[error("{0}")]
+    LinkLoad(#[from] LinkLoadError),
+    /// An admin update's topology body is not UTF-8.
+    #[error("topology is not UTF-8: {0}")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    /// An admin update's link-load body is not the expected JSON.
+    #[error("invalid link-load body: {0}")]
+    LinkLoadBody(#[source] serde_json::Error),
+    /// The accepted topology could not be written to the topology file (nothing changed).
+    #[error("internal error: cannot write {}: {source}", path.display())]
+    WriteTopology {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The blocking task running an update failed.
     #[error("internal error: {0}")]
-    Internal(String),
+    Blocking(#[from] BlockingError),
+    /// A response message could not be serialized.
+    #[error("internal error: {0}")]
+    Render(#[source] serde_json::Error),
+    /// The connection has no peer address (needed for an empty `srcs` list).
+    #[error("internal error: no peer address for an empty srcs list")]
+    NoPeerAddress,
 }
 
 impl ResponseError for ApiError {
@@ -39,8 +66,14 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Topology(_)
+            | ApiError::LinkLoad(_)
+            | ApiError::NotUtf8(_)
+            | ApiError::LinkLoadBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::WriteTopology { .. }
+            | ApiError::Blocking(_)
+            | ApiError::Render(_)
+            | ApiError::NoPeerAddress => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -168,7 +201,7 @@ pub fn json(
     media_type: &'static str,
     msg: &impl serde::Serialize,
 ) -> Result<HttpResponse, ApiError> {
-    let body = serde_json::to_vec(msg).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body = serde_json::to_vec(msg).map_err(ApiError::Render)?;
     Ok(HttpResponse::Ok()
         .content_type(media_type)
         .body(web::Bytes::from(body)))

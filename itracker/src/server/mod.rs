@@ -43,9 +43,22 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    /// The certificate or key is unusable, or only one of them is configured.
+    /// Only one of `tls_cert` and `tls_key` is configured.
+    #[error("TLS: set both tls_cert and tls_key, or neither")]
+    TlsHalfConfigured,
+    /// A certificate or key file cannot be read or is not PEM.
+    #[error("TLS: {path}: {source}")]
+    TlsFile {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("TLS: {path}: no certificate found")]
+    NoCertificate { path: PathBuf },
+    /// rustls refused the certificate and key (e.g. they do not match).
     #[error("TLS: {0}")]
-    Tls(String),
+    TlsConfig(#[source] rustls::Error),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -53,6 +66,22 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The server stopped with an I/O error after it had started.
+    #[error("serving on {addr}: {source}")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The background server's thread ([`spawn`]) could not be started.
+    #[error("cannot start the server thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The background server's thread could not build its Tokio runtime.
+    #[error("cannot start the server thread's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The background server's thread ended (panicked) before the server was listening.
+    #[error("the server thread died before the server was listening")]
+    ThreadDied,
 }
 
 /// Shared state of all workers.
@@ -150,13 +179,14 @@ impl AppState {
     /// carry over. On error nothing changes.
     pub fn replace_topology(&self, text: &str) -> Result<UpdateOutcome, ApiError> {
         let _guard = self.lock();
-        let mut topology =
-            Topology::from_toml_str(text).map_err(|e| ApiError::Rejected(e.to_string()))?;
+        let mut topology = Topology::from_toml_str(text)?;
         topology.inherit_prices(&self.current().topology);
         let served = Served::new(topology, self.asn.clone());
         if let Some(path) = &self.topology_path {
-            write_atomically(path, text)
-                .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", path.display())))?;
+            write_atomically(path, text).map_err(|source| ApiError::WriteTopology {
+                path: path.clone(),
+                source,
+            })?;
         }
         let outcome = self.swap(served);
         tracing::info!(vtag = %outcome.vtag, "topology replaced");
@@ -167,9 +197,7 @@ impl AppState {
     pub fn apply_link_loads(&self, loads: &[LinkLoad]) -> Result<UpdateOutcome, ApiError> {
         let _guard = self.lock();
         let mut topology = self.current().topology.clone();
-        topology
-            .apply_link_loads(loads)
-            .map_err(|e| ApiError::Rejected(e.to_string()))?;
+        topology.apply_link_loads(loads)?;
         let outcome = self.swap(Served::new(topology, self.asn.clone()));
         tracing::info!(links = loads.len(), etag = %outcome.cost_map_etag, "link loads applied");
         Ok(outcome)
@@ -293,11 +321,7 @@ pub fn build(config: &Config, handle_signals: bool) -> Result<Bound, ServerError
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
         (None, None) => None,
-        _ => {
-            return Err(ServerError::Tls(
-                "set both tls_cert and tls_key, or neither".into(),
-            ))
-        }
+        _ => return Err(ServerError::TlsHalfConfigured),
     };
     let listener = TcpListener::bind(config.bind).map_err(|source| ServerError::Bind {
         addr: config.bind,
@@ -368,10 +392,11 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     tokio::spawn(reload_on_sighup(state));
     #[cfg(not(unix))]
     drop(state);
-    bound.run().await.map_err(|source| ServerError::Bind {
-        addr: config.bind,
-        source,
-    })
+    let addr = bound.addr();
+    bound
+        .run()
+        .await
+        .map_err(|source| ServerError::Serve { addr, source })
 }
 
 #[cfg(unix)]
@@ -414,10 +439,7 @@ pub fn spawn(config: Config) -> Result<Background, ServerError> {
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    let _ = tx.send(Err(ServerError::Bind {
-                        addr: config.bind,
-                        source: e,
-                    }));
+                    let _ = tx.send(Err(ServerError::Runtime(e)));
                     return;
                 }
             };
@@ -438,13 +460,8 @@ pub fn spawn(config: Config) -> Result<Background, ServerError> {
                 }
             });
         })
-        .map_err(|source| ServerError::Bind {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            source,
-        })?;
-    let (addr, url, state, handle) = rx
-        .recv()
-        .map_err(|_| ServerError::Tls("server thread died".into()))??;
+        .map_err(ServerError::Thread)?;
+    let (addr, url, state, handle) = rx.recv().map_err(|_| ServerError::ThreadDied)??;
     Ok(Background {
         addr,
         url,

@@ -261,7 +261,7 @@ async fn endpoint_cost(
         let ip = req
             .peer_addr()
             .map(|a| a.ip())
-            .ok_or_else(|| ApiError::Internal("no peer address for an empty srcs list".into()))?;
+            .ok_or(ApiError::NoPeerAddress)?;
         srcs.push((typed(ip), ip));
     }
     let served = state.current();

@@ -65,10 +65,11 @@ pub struct Served {
 }
 
 impl Served {
-    /// Renders every message of a topology.
+    /// Renders every message of a topology. Computes its costs once, for the snapshot and the
+    /// cost maps alike.
     pub fn new(topology: Topology, asn: Option<Arc<AsnDb>>) -> Served {
-        let snapshot = topology.snapshot_with_asn(asn);
         let costs = topology.costs();
+        let snapshot = topology.snapshot_with_costs(&costs, asn);
         let vtag = VersionTag {
             resource_id: resource::NETWORK_MAP.to_string(),
             tag: topology.vtag().to_string(),

@@ -10,21 +10,24 @@ use super::ServerError;
 
 /// Loads a certificate chain and private key into a rustls server configuration.
 pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, ServerError> {
-    let tls = |path: &Path, e: &dyn std::fmt::Display| {
-        ServerError::Tls(format!("{}: {e}", path.display()))
+    let file = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ServerError::TlsFile { path, source }
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| tls(cert, &e))?
+        .map_err(file(cert))?
         .collect::<Result<_, _>>()
-        .map_err(|e| tls(cert, &e))?;
+        .map_err(file(cert))?;
     if certs.is_empty() {
-        return Err(tls(cert, &"no certificate found"));
+        return Err(ServerError::NoCertificate {
+            path: cert.to_path_buf(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| tls(key, &e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(file(key))?;
     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .map_err(ServerError::TlsConfig)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Tls(e.to_string()))
+        .map_err(ServerError::TlsConfig)
 }

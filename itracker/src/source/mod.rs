@@ -1,6 +1,7 @@
-//! Where topologies come from: topology files ([`file`]), Topology Zoo GraphML maps
-//! ([`graphml`]), and the MaxMind ASN database for everything outside the ISP ([`asn`]).
+//! Where topologies come from besides topology files (whose format is [`crate::model::file`]):
+//! Topology Zoo GraphML maps (`graphml`, feature `graphml`), and the MaxMind ASN database for everything outside
+//! the ISP ([`asn`]).
 
 pub mod asn;
-pub mod file;
+#[cfg(feature = "graphml")]
 pub mod graphml;

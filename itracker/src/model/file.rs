@@ -1,18 +1,19 @@
 //! The topology file format (TOML), documented field by field in `topology-data/README.md`.
 //!
 //! Parsing happens in two steps: serde checks the shape (unknown fields are errors, so typos do
-//! not silently fall back to defaults), then [`parse`] checks the meaning and names the PID,
-//! prefix, link or field at fault.
+//! not silently fall back to defaults), then [`validate`] checks the meaning and names the PID,
+//! prefix, link or field at fault. The result, [`Validated`], is what
+//! [`super::Topology::from_toml_str`] completes into a topology.
 
 use std::collections::HashMap;
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
-    validate_pid_name, CostDefaults, Link, LinkEnd, Pid, PidKind, PricingConfig, Topology,
-    TopologyError,
-};
+use super::error::TopologyError;
+use super::names::validate_pid_name;
+use super::parts::{CostDefaults, Link, LinkEnd, Pid, PidKind};
+use super::pricing::PricingConfig;
 
 /// A topology file as written by an operator.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -71,24 +72,45 @@ pub struct LinkEntry {
     pub utilisation: Option<f64>,
 }
 
+/// A topology file whose every field has been checked: the parts of a topology, before the map
+/// is completed with a default PID.
+#[derive(Clone, Debug)]
+pub struct Validated {
+    /// The ISP's name.
+    pub isp: String,
+    /// PIDs in file order.
+    pub pids: Vec<Pid>,
+    /// Links in file order, their PIDs as indices into `pids`.
+    pub links: Vec<Link>,
+    /// Default costs.
+    pub defaults: CostDefaults,
+    /// Pricing parameters.
+    pub pricing: PricingConfig,
+}
+
 /// Parses and validates a topology file's text.
-pub fn parse(text: &str) -> Result<Topology, TopologyError> {
-    let file: TopologyFile =
-        toml::from_str(text).map_err(|e| TopologyError::Syntax(e.to_string()))?;
+pub fn parse(text: &str) -> Result<Validated, TopologyError> {
+    let file: TopologyFile = toml::from_str(text).map_err(TopologyError::Syntax)?;
     validate(file)
 }
 
 /// Validates a deserialized topology file.
-pub fn validate(file: TopologyFile) -> Result<Topology, TopologyError> {
+pub fn validate(file: TopologyFile) -> Result<Validated, TopologyError> {
     validate_pid_name(&file.isp).map_err(|reason| TopologyError::BadIspName {
         name: file.isp.clone(),
         reason,
     })?;
     validate_defaults(&file.defaults)?;
-    file.pricing.validate()?;
+    validate_pricing(&file.pricing)?;
     let pids = validate_pids(&file.pids)?;
     let links = validate_links(&file.links, &pids, &file.defaults, &file.pricing)?;
-    Topology::assemble(file.isp, pids, links, file.defaults, file.pricing)
+    Ok(Validated {
+        isp: file.isp,
+        pids,
+        links,
+        defaults: file.defaults,
+        pricing: file.pricing,
+    })
 }
 
 fn validate_defaults(d: &CostDefaults) -> Result<(), TopologyError> {
@@ -106,6 +128,30 @@ fn validate_defaults(d: &CostDefaults) -> Result<(), TopologyError> {
                 reason: "must be a finite number >= 0",
             });
         }
+    }
+    Ok(())
+}
+
+fn validate_pricing(p: &PricingConfig) -> Result<(), TopologyError> {
+    let bad = |field, value, reason| {
+        Err(TopologyError::BadSetting {
+            field,
+            value,
+            reason,
+        })
+    };
+    if !(p.mlu_target > 0.0 && p.mlu_target <= 1.0) {
+        return bad("pricing.mlu_target", p.mlu_target, "must be in (0, 1]");
+    }
+    if !(p.step.is_finite() && p.step >= 0.0) {
+        return bad("pricing.step", p.step, "must be a finite number >= 0");
+    }
+    if !(p.max_price.is_finite() && p.max_price > 0.0) {
+        return bad(
+            "pricing.max_price",
+            p.max_price,
+            "must be a finite number > 0",
+        );
     }
     Ok(())
 }

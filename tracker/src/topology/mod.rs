@@ -121,13 +121,19 @@ fn as_location(asn: u32) -> p4p_itracker::PidId {
     p4p_itracker::PidId::intern(name)
 }
 
-/// Why the configured topology could not be loaded at start.
+/// Why the configured topology could not be loaded at start (each source error names its file).
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
-    #[error("topology file {path}: {message}")]
-    File { path: String, message: String },
-    #[error("ASN database {path}: {message}")]
-    Asn { path: String, message: String },
+    /// The topology file could not be read or is not a valid topology.
+    #[error("topology file {path}")]
+    File {
+        path: std::path::PathBuf,
+        #[source]
+        source: p4p_itracker::model::TopologyError,
+    },
+    /// The MaxMind ASN database could not be opened.
+    #[error(transparent)]
+    Asn(#[from] p4p_itracker::source::asn::AsnError),
 }
 
 /// The snapshot to start with, and a description of where it came from: the topology file if
@@ -138,20 +144,16 @@ pub fn initial_snapshot(
 ) -> Result<(Snapshot, String), TopologyError> {
     use p4p_itracker::source::asn::AsnDb;
     let asn = match &config.asn_db {
-        Some(path) => Some(Arc::new(AsnDb::open(path).map_err(|e| {
-            TopologyError::Asn {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            }
-        })?)),
+        Some(path) => Some(Arc::new(AsnDb::open(path)?)),
         None => None,
     };
     let (topology, source) = match &config.file {
         Some(path) => {
-            let t = p4p_itracker::Topology::from_file(path).map_err(|e| TopologyError::File {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+            let t =
+                p4p_itracker::Topology::from_file(path).map_err(|source| TopologyError::File {
+                    path: path.clone(),
+                    source,
+                })?;
             (t, format!("file {}", path.display()))
         }
         None => (

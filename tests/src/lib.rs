@@ -83,6 +83,19 @@ pub fn http_get_from(from: IpAddr, server: SocketAddr, path: &str) -> Vec<u8> {
 
 /// [`http_get_from`] with extra request header lines (each ending in `\r\n`).
 pub fn http_get_with(from: IpAddr, server: SocketAddr, path: &str, headers: &str) -> Vec<u8> {
+    let (status, body) = http_get_status(from, server, path, headers);
+    assert_eq!(status, 200, "unexpected status for {path}");
+    body
+}
+
+/// Sends `GET path` (with extra header lines) and returns the status code and the body,
+/// whatever the status.
+pub fn http_get_status(
+    from: IpAddr,
+    server: SocketAddr,
+    path: &str,
+    headers: &str,
+) -> (u16, Vec<u8>) {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(server),
         socket2::Type::STREAM,
@@ -106,18 +119,19 @@ pub fn http_get_with(from: IpAddr, server: SocketAddr, path: &str, headers: &str
         .position(|w| w == b"\r\n\r\n")
         .expect("HTTP header end");
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    assert!(
-        head.starts_with("HTTP/1.1 200"),
-        "unexpected status: {head}"
-    );
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("status line in {head}"));
     let body = raw[split + 4..].to_vec();
     if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        return dechunk(&body);
+        return (status, dechunk(&body));
     }
-    body
+    (status, body)
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {

@@ -43,6 +43,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: Protocol,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LocalityLabels {
     locality: &'static str,
 }
@@ -163,6 +168,14 @@ pub struct Metrics {
     pub store_failures: Gauge,
     /// Redis store: answers that needed a second round trip because a sample ran short.
     pub store_topups: Gauge,
+    /// Requests whose handling panicked (each cost one answer, never a worker), by protocol.
+    handler_panics: [Counter; PROTOCOLS.len()],
+    /// UDP workers restarted after their loop died.
+    pub udp_worker_restarts: Counter,
+    /// UDP workers serving now (the configured number while all is well).
+    pub udp_workers_running: Gauge,
+    /// UDP workers started (over every UDP address).
+    pub udp_workers_configured: Gauge,
 }
 
 impl Default for Metrics {
@@ -176,6 +189,7 @@ impl Metrics {
         let announces = Family::<RequestLabels, Counter>::default();
         let scrapes = Family::<RequestLabels, Counter>::default();
         let returned = Family::<LocalityLabels, Counter>::default();
+        let panics = Family::<ProtocolLabels, Counter>::default();
         let mut m = Metrics {
             registry: Registry::with_prefix("p4p_tracker"),
             announces: RequestCounters::resolve(&announces),
@@ -195,7 +209,13 @@ impl Metrics {
             topology_missing: Gauge::default(),
             store_failures: Gauge::default(),
             store_topups: Gauge::default(),
+            handler_panics: PROTOCOLS
+                .map(|protocol| panics.get_or_create(&ProtocolLabels { protocol }).clone()),
+            udp_worker_restarts: Counter::default(),
+            udp_workers_running: Gauge::default(),
+            udp_workers_configured: Gauge::default(),
         };
+
         let r = &mut m.registry;
         r.register("announces", "Announces by protocol and outcome", announces);
         r.register("scrapes", "Scrapes by protocol and outcome", scrapes);
@@ -257,11 +277,36 @@ impl Metrics {
             m.store_failures.clone(),
         );
         r.register(
+            "handler_panics",
+            "Requests whose handling panicked (one answer lost each, the worker kept), by protocol",
+            panics,
+        );
+        r.register(
+            "udp_worker_restarts",
+            "UDP workers restarted after their loop died",
+            m.udp_worker_restarts.clone(),
+        );
+        r.register(
+            "udp_workers_running",
+            "UDP workers serving now",
+            m.udp_workers_running.clone(),
+        );
+        r.register(
+            "udp_workers_configured",
+            "UDP workers started, over every UDP address",
+            m.udp_workers_configured.clone(),
+        );
+        r.register(
             "store_topups",
             "Redis store answers that needed a second round trip (sample ran short)",
             m.store_topups.clone(),
         );
         m
+    }
+
+    /// Counts a request whose handling panicked.
+    pub fn handler_panicked(&self, protocol: Protocol) {
+        self.handler_panics[protocol as usize].inc();
     }
 
     /// Adds a worker's tally to the shared counters and empties it.

@@ -1,10 +1,13 @@
 //! The HTTP tracker, over real TCP from distinct loopback source addresses.
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::Arc;
 
 use p4p_itracker::Snapshot;
 use p4p_tests::*;
+use p4p_tracker::clock::Clock;
 use p4p_tracker::protocol::http::{decode_compact_v4, decode_compact_v6};
+use p4p_tracker::service::Tracker;
 
 const HASH: [u8; 20] = *b"integration-test-001";
 
@@ -415,4 +418,29 @@ async fn metrics_and_health_answer() {
     );
     assert_eq!(health, b"ok\n".to_vec());
     s.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_with_the_reason_while_the_redis_store_is_unreachable() {
+    let mut config = test_config();
+    // Port 1 on loopback: connection refused at once, no Redis needed.
+    config.store.url = "redis://127.0.0.1:1/".into();
+    config.store.timeout_ms = 300;
+    let tracker = Tracker::from_config(config, Clock::new(), Snapshot::single_pid(), true)
+        .expect("a Redis store opens lazily");
+    let running = p4p_tracker::server::start(Arc::new(tracker))
+        .await
+        .expect("tracker starts");
+    let addr = running.http_addrs[0];
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        http_get_status("127.0.0.1".parse().expect("ip"), addr, "/health", "")
+    })
+    .await
+    .expect("thread");
+    assert_eq!(status, 503);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "swarm store: temporarily unavailable\n"
+    );
+    running.stop().await;
 }

@@ -10,6 +10,7 @@ use actix_web::dev::Server;
 use actix_web::http::header::{ContentType, HeaderMap};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
+use super::guarded;
 use crate::metrics::{Outcome, Protocol};
 use crate::protocol::bencode;
 use crate::protocol::http::{self as codec, AnnounceAnswer};
@@ -80,26 +81,35 @@ type Refusal = (Outcome, &'static str);
 
 async fn announce(req: HttpRequest, state: State) -> HttpResponse {
     let tracker = state.get_ref();
-    with_workspace(|mut ws| async move {
+    let handling = with_workspace(|mut ws| async move {
         let answer = answer_announce(&req, tracker, &mut ws).await;
         let (outcome, response) = respond(answer);
         ws.tally.announce(Protocol::Http, outcome);
         tracker.metrics.add(&mut ws.tally);
         (ws, response)
-    })
-    .await
+    });
+    guarded(handling, &tracker.metrics, Protocol::Http)
+        .await
+        .unwrap_or_else(internal_error)
 }
 
 async fn scrape(req: HttpRequest, state: State) -> HttpResponse {
     let tracker = state.get_ref();
-    with_workspace(|mut ws| async move {
+    let handling = with_workspace(|mut ws| async move {
         let answer = answer_scrape(&req, tracker, &mut ws).await;
         let (outcome, response) = respond(answer);
         ws.tally.scrape(Protocol::Http, outcome);
         tracker.metrics.add(&mut ws.tally);
         (ws, response)
-    })
-    .await
+    });
+    guarded(handling, &tracker.metrics, Protocol::Http)
+        .await
+        .unwrap_or_else(internal_error)
+}
+
+/// What a client gets when handling its request panicked (counted by [`guarded`]).
+fn internal_error() -> HttpResponse {
+    failure("internal error")
 }
 
 /// The bencoded answer or failure reason, and the outcome to count.
@@ -185,10 +195,30 @@ async fn metrics(state: State) -> HttpResponse {
         .body(state.render_metrics())
 }
 
-async fn health() -> HttpResponse {
-    HttpResponse::Ok()
+/// `ok` (200) while every front end runs and the store answers; otherwise 503 with the reason,
+/// so a load balancer or an operator sees a tracker that cannot serve.
+async fn health(state: State) -> HttpResponse {
+    let tracker = state.get_ref();
+    let mut problems = Vec::new();
+    let metrics = &tracker.metrics;
+    let (running, configured) = (
+        metrics.udp_workers_running.get(),
+        metrics.udp_workers_configured.get(),
+    );
+    if running < configured {
+        problems.push(format!("UDP: {running} of {configured} workers running"));
+    }
+    if let Err(e) = tracker.check_store().await {
+        problems.push(format!("swarm store: {}", e.message()));
+    }
+    if problems.is_empty() {
+        return HttpResponse::Ok()
+            .content_type(ContentType::plaintext())
+            .body("ok\n");
+    }
+    HttpResponse::ServiceUnavailable()
         .content_type(ContentType::plaintext())
-        .body("ok\n")
+        .body(problems.join("\n") + "\n")
 }
 
 /// Debug view of the topology in use: version, PIDs, peers per PID. No peer addresses.

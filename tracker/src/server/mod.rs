@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::metrics::{Metrics, Protocol};
 use crate::service::Tracker;
 
 /// A started tracker.
@@ -65,6 +66,10 @@ pub async fn start(tracker: Arc<Tracker>) -> std::io::Result<Running> {
         };
         for addr in &tracker.config.udp.bind {
             let (sockets, bound) = udp::bind(*addr, workers)?;
+            tracker
+                .metrics
+                .udp_workers_configured
+                .inc_by(sockets.len() as i64);
             udp_addrs.push(bound);
             tracing::info!("UDP tracker listening on udp://{bound}/announce ({workers} workers)");
             udp_threads.extend(udp::spawn_workers(
@@ -98,6 +103,27 @@ pub async fn start(tracker: Arc<Tracker>) -> std::io::Result<Running> {
     })
 }
 
+/// Runs one request's handling; a panic inside it is caught and counted, and costs this
+/// answer only (`None`), never the worker that runs it.
+pub(crate) async fn guarded<T>(
+    handling: impl std::future::Future<Output = T>,
+    metrics: &Metrics,
+    protocol: Protocol,
+) -> Option<T> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(handling).catch_unwind().await {
+        Ok(out) => Some(out),
+        Err(_) => {
+            metrics.handler_panicked(protocol);
+            tracing::error!(
+                ?protocol,
+                "a request's handling panicked; it gets no answer"
+            );
+            None
+        }
+    }
+}
+
 impl Running {
     /// A receiver that turns true at shutdown, for tasks started beside the tracker.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -120,5 +146,34 @@ impl Running {
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_request_costs_its_answer_and_is_counted() {
+        let metrics = Metrics::new();
+        assert_eq!(guarded(async { 7 }, &metrics, Protocol::Udp).await, Some(7));
+        let lost = guarded(
+            async {
+                panic!("injected fault");
+            },
+            &metrics,
+            Protocol::Udp,
+        )
+        .await;
+        assert_eq!(lost, None::<()>);
+        let text = metrics.render(Default::default());
+        assert!(
+            text.contains("p4p_tracker_handler_panics_total{protocol=\"Udp\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p4p_tracker_handler_panics_total{protocol=\"Http\"} 0"),
+            "{text}"
+        );
     }
 }

@@ -7,12 +7,15 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
+use super::guarded;
 use crate::metrics::{Outcome, Protocol};
 use crate::protocol::connection_id::ConnectionIdIssuer;
 use crate::protocol::udp::{
@@ -78,28 +81,86 @@ pub fn spawn_workers(
             let tracker = tracker.clone();
             let issuer = issuer.clone();
             let shutdown = shutdown.clone();
+            // Counted as running from now, so /health never sees a worker still starting as down.
+            tracker.metrics.udp_workers_running.inc();
             std::thread::Builder::new()
                 .name(format!("udp-worker-{i}"))
-                .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::error!("UDP worker {i} cannot start its runtime: {e}");
-                            return;
-                        }
-                    };
-                    runtime.block_on(async move {
-                        match UdpSocket::from_std(socket) {
-                            Ok(s) => Worker::new(tracker, issuer).run(s, shutdown).await,
-                            Err(e) => tracing::error!("UDP worker {i}: {e}"),
-                        }
-                    });
-                })
+                .spawn(move || supervise(i, tracker, issuer, socket, shutdown))
         })
         .collect()
+}
+
+/// How long a worker waits before restarting after its loop died, so a fault that kills it at
+/// once does not spin.
+const RESTART_DELAY: Duration = Duration::from_millis(100);
+
+/// Runs worker `i` on `socket` until shutdown, restarting its loop (and counting the restart)
+/// whenever it dies of a panic. A panic while answering one datagram costs that answer only
+/// (see [`Worker::run`]); this catches what escapes that. The socket stays open throughout:
+/// each run works on a duplicate of its descriptor, so the port keeps its place in the
+/// `SO_REUSEPORT` group.
+fn supervise(
+    i: usize,
+    tracker: Arc<Tracker>,
+    issuer: Arc<ConnectionIdIssuer>,
+    socket: std::net::UdpSocket,
+    shutdown: watch::Receiver<bool>,
+) {
+    let metrics = &tracker.metrics;
+    let lives = || run_once(i, &tracker, &issuer, &socket, shutdown.clone());
+    keep_alive(i, metrics, &shutdown, RESTART_DELAY, lives);
+}
+
+/// Runs `life` until it returns or shutdown is signalled, running it again after each panic.
+/// The worker was counted as running when it was spawned; it stops counting when this returns.
+fn keep_alive(
+    i: usize,
+    metrics: &crate::metrics::Metrics,
+    shutdown: &watch::Receiver<bool>,
+    delay: Duration,
+    mut life: impl FnMut() -> io::Result<()>,
+) {
+    loop {
+        let attempt = std::panic::catch_unwind(AssertUnwindSafe(&mut life));
+        if *shutdown.borrow() {
+            break;
+        }
+        match attempt {
+            Ok(Ok(())) => break,
+            Ok(Err(e)) => {
+                tracing::error!(worker = i, "UDP worker cannot run: {e}");
+                break;
+            }
+            Err(_) => {
+                metrics.udp_worker_restarts.inc();
+                tracing::error!(worker = i, "UDP worker died of a panic; restarting it");
+                std::thread::sleep(delay);
+            }
+        }
+    }
+    metrics.udp_workers_running.dec();
+}
+
+/// One life of a worker: its own single-threaded runtime, its loop until shutdown.
+fn run_once(
+    i: usize,
+    tracker: &Arc<Tracker>,
+    issuer: &Arc<ConnectionIdIssuer>,
+    socket: &std::net::UdpSocket,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let socket = socket.try_clone()?;
+    runtime.block_on(async move {
+        let socket = UdpSocket::from_std(socket)?;
+        tracing::debug!(worker = i, "UDP worker running");
+        Worker::new(tracker.clone(), issuer.clone())
+            .run(socket, shutdown)
+            .await;
+        Ok(())
+    })
 }
 
 /// One socket's loop and its reusable buffers.
@@ -150,13 +211,23 @@ impl Worker {
                 *slot = Some(request);
             }
             self.tracker.prefetch(&hints[..announces]);
+            // A handle of its own for the metrics while `handle` borrows the worker (one
+            // reference count per batch).
+            let tracker = self.tracker.clone();
             let mut replies = 0;
             for (&(len, src), request) in got[..n].iter().zip(parsed) {
                 let (Some(src), Some(request)) = (src, request) else {
                     continue;
                 };
                 self.out.clear();
-                self.handle(request, len.min(SLOT), src, now).await;
+                let answer = self.handle(request, len.min(SLOT), src, now);
+                if guarded(answer, &tracker.metrics, Protocol::Udp)
+                    .await
+                    .is_none()
+                {
+                    // One bad input costs one answer: nothing is sent for it.
+                    self.out.clear();
+                }
                 if !self.out.is_empty() {
                     std::mem::swap(&mut self.out, &mut outs[replies]);
                     dst[replies] = src;
@@ -497,5 +568,44 @@ mod batch_io {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn a_worker_that_panics_is_restarted_and_counted() {
+        let metrics = Metrics::new();
+        metrics.udp_workers_running.inc();
+        let (_tx, rx) = watch::channel(false);
+        let mut lives = 0;
+        keep_alive(0, &metrics, &rx, Duration::ZERO, || {
+            lives += 1;
+            assert!(metrics.udp_workers_running.get() == 1, "counted as running");
+            if lives < 3 {
+                panic!("injected fault {lives}");
+            }
+            Ok(())
+        });
+        assert_eq!(lives, 3);
+        assert_eq!(metrics.udp_worker_restarts.get(), 2);
+        assert_eq!(metrics.udp_workers_running.get(), 0, "ended normally");
+    }
+
+    #[test]
+    fn a_worker_is_not_restarted_after_shutdown() {
+        let metrics = Metrics::new();
+        let (tx, rx) = watch::channel(false);
+        let mut lives = 0;
+        keep_alive(0, &metrics, &rx, Duration::ZERO, || {
+            lives += 1;
+            let _ = tx.send(true);
+            panic!("dies during shutdown");
+        });
+        assert_eq!(lives, 1);
+        assert_eq!(metrics.udp_worker_restarts.get(), 0);
     }
 }

@@ -256,7 +256,9 @@ impl RedisStore {
                     let config = ::redis::aio::ConnectionManagerConfig::new()
                         .set_connection_timeout(timeout)
                         .set_response_timeout(timeout)
-                        .set_number_of_retries(2)
+                        // No retry inside one call: a refused connection is reported as refused at
+                        // once (the next call connects again), not as a timeout.
+                        .set_number_of_retries(0)
                         .set_factor(50)
                         .set_max_delay(1000);
                     ConnectionManager::new_with_config(client, config)

@@ -73,6 +73,8 @@ pub struct Tally {
     announces: [[u64; OUTCOMES.len()]; PROTOCOLS.len()],
     scrapes: [[u64; OUTCOMES.len()]; PROTOCOLS.len()],
     connects: u64,
+    /// UDP datagrams that were no valid connect (or named no known action).
+    malformed: u64,
     returned: [u64; LOCALITIES.len()],
     /// Answers with at least one peer, whose costs are summed below.
     answers: u64,
@@ -94,6 +96,12 @@ impl Tally {
     /// Counts a UDP connect.
     pub fn connect(&mut self) {
         self.connects += 1;
+    }
+
+    /// Counts a UDP datagram that was neither an announce nor a scrape and could not be read
+    /// (a bad connect, an unknown action, too short to answer).
+    pub fn malformed(&mut self) {
+        self.malformed += 1;
     }
 
     /// Adds one answer's locality figures.
@@ -149,6 +157,7 @@ pub struct Metrics {
     announces: RequestCounters,
     scrapes: RequestCounters,
     connects: Counter,
+    malformed: Counter,
     returned: [Counter; LOCALITIES.len()],
     answer_cost: Counter<f64, AtomicU64>,
     random_cost: Counter<f64, AtomicU64>,
@@ -195,6 +204,7 @@ impl Metrics {
             announces: RequestCounters::resolve(&announces),
             scrapes: RequestCounters::resolve(&scrapes),
             connects: Counter::default(),
+            malformed: Counter::default(),
             returned: LOCALITIES
                 .map(|locality| returned.get_or_create(&LocalityLabels { locality }).clone()),
             answer_cost: Counter::default(),
@@ -223,6 +233,11 @@ impl Metrics {
             "udp_connects",
             "UDP connect requests answered",
             m.connects.clone(),
+        );
+        r.register(
+            "udp_malformed_requests",
+            "UDP datagrams that were no valid connect, announce or scrape request (bad announces and scrapes count under their own outcome)",
+            m.malformed.clone(),
         );
         r.register(
             "returned_peers",
@@ -318,6 +333,9 @@ impl Metrics {
         self.scrapes.add(&t.scrapes);
         if t.connects > 0 {
             self.connects.inc_by(t.connects);
+        }
+        if t.malformed > 0 {
+            self.malformed.inc_by(t.malformed);
         }
         for (counter, &n) in self.returned.iter().zip(&t.returned) {
             if n > 0 {

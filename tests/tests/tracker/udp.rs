@@ -298,6 +298,15 @@ async fn every_malformed_packet_class_gets_its_answer() {
         1,
         "only the well-formed announce touched the swarm"
     );
+    // Counted by kind: the bad announces as announces, the rest as malformed datagrams.
+    let metrics = tracker.render_metrics();
+    for line in [
+        "p4p_tracker_announces_total{protocol=\"Udp\",outcome=\"BadRequest\"} 3",
+        "p4p_tracker_scrapes_total{protocol=\"Udp\",outcome=\"BadRequest\"} 0",
+        "p4p_tracker_udp_malformed_requests_total 3",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
     running.stop().await;
 }
 

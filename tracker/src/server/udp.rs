@@ -21,7 +21,7 @@ use crate::protocol::connection_id::ConnectionIdIssuer;
 use crate::protocol::udp::{
     parse_request, push_peer_v4, push_peer_v6, push_scrape_stats, write_announce_header,
     write_scrape_header, AddressFamily, AnnounceRequest, ConnectResponse, ErrorResponse, Request,
-    RequestParseError, ScrapeRequest, TransactionId,
+    RequestKind, RequestParseError, ScrapeRequest, TransactionId,
 };
 use crate::service::{Tracker, Workspace};
 use crate::types::Families;
@@ -273,8 +273,20 @@ impl Worker {
                     self.ws.tally.scrape(Protocol::Udp, Outcome::BadConnection);
                 }
             }
-            Err(e @ RequestParseError::Sendable { connection_id, .. }) => {
-                self.ws.tally.announce(Protocol::Udp, Outcome::BadRequest);
+            Err(
+                e @ RequestParseError::Sendable {
+                    connection_id,
+                    kind,
+                    ..
+                },
+            ) => {
+                match kind {
+                    RequestKind::Announce => {
+                        self.ws.tally.announce(Protocol::Udp, Outcome::BadRequest)
+                    }
+                    RequestKind::Scrape => self.ws.tally.scrape(Protocol::Udp, Outcome::BadRequest),
+                    RequestKind::Connect | RequestKind::Unknown => self.ws.tally.malformed(),
+                }
                 // Only a client that proved its address may get more bytes than it sent.
                 let limit = if self.issuer.validate(connection_id, src, now) {
                     usize::MAX
@@ -285,7 +297,7 @@ impl Worker {
                     answer.write_truncated(&mut self.out, limit);
                 }
             }
-            Err(RequestParseError::Unsendable) => {}
+            Err(RequestParseError::Unsendable) => self.ws.tally.malformed(),
         }
     }
 

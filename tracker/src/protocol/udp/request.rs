@@ -210,6 +210,8 @@ pub enum RequestParseError {
         /// Bytes 0..8 as sent; for a connect request, whatever stood in place of the protocol id.
         connection_id: ConnectionId,
         transaction_id: TransactionId,
+        /// What the datagram said it was (its action), for counting.
+        kind: RequestKind,
         err: &'static str,
     },
     /// Too short to carry a transaction id: drop silently.
@@ -242,11 +244,28 @@ struct Header {
     transaction_id: TransactionId,
 }
 
+/// What a request datagram says it is (its action field).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    Connect,
+    Announce,
+    Scrape,
+    /// An action BEP 15 does not define for requests.
+    Unknown,
+}
+
 impl Header {
     fn error(self, err: &'static str) -> RequestParseError {
+        let kind = match self.action {
+            ACTION_CONNECT => RequestKind::Connect,
+            ACTION_ANNOUNCE => RequestKind::Announce,
+            ACTION_SCRAPE => RequestKind::Scrape,
+            _ => RequestKind::Unknown,
+        };
         RequestParseError::Sendable {
             connection_id: self.connection_id,
             transaction_id: self.transaction_id,
+            kind,
             err,
         }
     }
@@ -288,6 +307,10 @@ fn parse_announce(
     let (mut announce, event) =
         read_announce_fields(header, &mut body).ok_or(header.error("announce too short"))?;
     announce.event = event_from_wire(event).ok_or(header.error("bad event"))?;
+    if announce.port == 0 {
+        // Nobody can connect to port 0: handing out `ip:0` would waste every peer's slot.
+        return Err(header.error("invalid port"));
+    }
     check_options(body.rest()).map_err(|err| header.error(err))?;
     Ok(announce)
 }
@@ -340,11 +363,13 @@ fn parse_scrape(header: Header, hashes: &[u8]) -> Result<ScrapeRequest<'_>, Requ
     if hashes.is_empty() {
         return Err(header.error("scrape without info hash"));
     }
+    // Counted before the partial-hash check: a datagram cut short by the server's read
+    // buffer is over the limit, and that is what its sender must learn.
+    if hashes.len() > MAX_SCRAPE_TORRENTS * INFO_HASH_LEN {
+        return Err(header.error("scrape of over 74 info hashes"));
+    }
     if hashes.len() % INFO_HASH_LEN != 0 {
         return Err(header.error("scrape with partial info hash"));
-    }
-    if hashes.len() / INFO_HASH_LEN > MAX_SCRAPE_TORRENTS {
-        return Err(header.error("scrape of over 74 info hashes"));
     }
     Ok(ScrapeRequest {
         connection_id: header.connection_id,

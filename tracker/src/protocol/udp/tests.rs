@@ -45,10 +45,11 @@ fn scrape_bytes(count: usize) -> Vec<u8> {
     buf
 }
 
-fn sendable(err: &'static str) -> RequestParseError {
+fn sendable(kind: RequestKind, err: &'static str) -> RequestParseError {
     RequestParseError::Sendable {
         connection_id: CONN,
         transaction_id: TX,
+        kind,
         err,
     }
 }
@@ -89,6 +90,7 @@ fn connect_with_wrong_protocol_id_is_answered_with_an_error() {
         RequestParseError::Sendable {
             connection_id: ConnectionId(PROTOCOL_ID + 1),
             transaction_id: TX,
+            kind: RequestKind::Connect,
             err: "bad protocol id",
         }
     );
@@ -100,7 +102,10 @@ fn unknown_action_is_answered_with_an_error() {
     put_u64(&mut buf, CONN.0);
     put_u32(&mut buf, 7);
     put_u32(&mut buf, TX.0);
-    assert_eq!(parse_request(&buf), Err(sendable("unknown action")));
+    assert_eq!(
+        parse_request(&buf),
+        Err(sendable(RequestKind::Unknown, "unknown action"))
+    );
 }
 
 #[test]
@@ -116,7 +121,7 @@ fn truncated_announce_is_answered_with_an_error() {
     for len in MIN_REQUEST_LEN..ANNOUNCE_REQUEST_LEN {
         assert_eq!(
             parse_request(&bytes[..len]),
-            Err(sendable("announce too short"))
+            Err(sendable(RequestKind::Announce, "announce too short"))
         );
     }
 }
@@ -125,7 +130,10 @@ fn truncated_announce_is_answered_with_an_error() {
 fn announce_with_bad_event_is_answered_with_an_error() {
     let mut bytes = announce_bytes_with_options(&[]);
     bytes[80..84].copy_from_slice(&4u32.to_be_bytes());
-    assert_eq!(parse_request(&bytes), Err(sendable("bad event")));
+    assert_eq!(
+        parse_request(&bytes),
+        Err(sendable(RequestKind::Announce, "bad event"))
+    );
 }
 
 #[test]
@@ -193,7 +201,11 @@ fn malformed_bep41_options_are_answered_with_an_error() {
     ];
     for (options, err) in cases {
         let bytes = announce_bytes_with_options(options);
-        assert_eq!(parse_request(&bytes), Err(sendable(err)), "{options:?}");
+        assert_eq!(
+            parse_request(&bytes),
+            Err(sendable(RequestKind::Announce, err)),
+            "{options:?}"
+        );
     }
 }
 
@@ -201,7 +213,7 @@ fn malformed_bep41_options_are_answered_with_an_error() {
 fn scrape_without_info_hash_is_refused() {
     assert_eq!(
         parse_request(&scrape_bytes(0)),
-        Err(sendable("scrape without info hash"))
+        Err(sendable(RequestKind::Scrape, "scrape without info hash"))
     );
 }
 
@@ -225,7 +237,37 @@ fn scrape_of_74_info_hashes_parses_in_order() {
 fn scrape_of_75_info_hashes_is_refused() {
     assert_eq!(
         parse_request(&scrape_bytes(75)),
-        Err(sendable("scrape of over 74 info hashes"))
+        Err(sendable(
+            RequestKind::Scrape,
+            "scrape of over 74 info hashes"
+        ))
+    );
+}
+
+#[test]
+fn a_scrape_cut_short_by_the_read_buffer_is_too_many_not_partial() {
+    // 120 hashes sent, the server's 2048-byte buffer keeps 2032 bytes of them.
+    let bytes = scrape_bytes(120);
+    assert_eq!(
+        parse_request(&bytes[..2048]),
+        Err(sendable(
+            RequestKind::Scrape,
+            "scrape of over 74 info hashes"
+        ))
+    );
+}
+
+#[test]
+fn announce_with_port_0_is_refused() {
+    let mut bytes = Vec::new();
+    AnnounceRequest {
+        port: 0,
+        ..announce()
+    }
+    .write(&mut bytes);
+    assert_eq!(
+        parse_request(&bytes),
+        Err(sendable(RequestKind::Announce, "invalid port"))
     );
 }
 
@@ -235,7 +277,10 @@ fn scrape_with_partial_info_hash_is_refused() {
     bytes.pop();
     assert_eq!(
         parse_request(&bytes),
-        Err(sendable("scrape with partial info hash"))
+        Err(sendable(
+            RequestKind::Scrape,
+            "scrape with partial info hash"
+        ))
     );
 }
 
@@ -243,7 +288,7 @@ fn scrape_with_partial_info_hash_is_refused() {
 fn parse_error_knows_its_error_answer() {
     assert_eq!(RequestParseError::Unsendable.error_response(), None);
     assert_eq!(
-        sendable("bad event").error_response(),
+        sendable(RequestKind::Announce, "bad event").error_response(),
         Some(ErrorResponse {
             transaction_id: TX,
             message: "bad event"
@@ -379,7 +424,8 @@ fn arb_announce() -> impl Strategy<Value = AnnounceRequest> {
         any::<[u8; 20]>(),
     );
     let counts = (any::<u64>(), any::<u64>(), any::<u64>(), arb_event());
-    let rest = (any::<u32>(), any::<u32>(), any::<i32>(), any::<u16>());
+    // Port 0 is refused (see `announce_with_port_0_is_refused`).
+    let rest = (any::<u32>(), any::<u32>(), any::<i32>(), 1..=u16::MAX);
     (ids, counts, rest).prop_map(|((conn, tx, hash, peer), (down, left, up, event), rest)| {
         AnnounceRequest {
             connection_id: ConnectionId(conn),

@@ -6,11 +6,25 @@ use p4p_itracker::SnapshotBuilder;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use super::entry::{Large, Peers};
+use super::family::Family;
+use super::index::{addr_hash, Index};
+use super::record::{resolve, Peer4, Peer6, Record};
 use super::*;
 use crate::config::{PolicyKind, SelectionConfig};
+use crate::selection::Buckets;
+
+/// The `sorted_max` of most tests: small, so a few peers reach the hashed form.
+const SMALL_SORTED_MAX: usize = 4;
 
 fn store() -> MemoryStore {
-    MemoryStore::new(SwarmConfig::default(), Clock::new())
+    store_with(SMALL_SORTED_MAX)
+}
+
+fn store_with(sorted_max: usize) -> MemoryStore {
+    MemoryStore::with_sorted_max(SwarmConfig::default(), Clock::new(), sorted_max)
 }
 
 struct Env {
@@ -102,8 +116,8 @@ fn is_large(store: &MemoryStore, hash: &InfoHash) -> bool {
 /// Checks the layout invariants of every swarm (see [`family_records`]) and that counts match
 /// the records.
 fn check_invariants(store: &MemoryStore) {
-    fn family<P: Record + std::fmt::Debug>(f: &Family<P>) -> (u32, u32) {
-        let all = family_records(f);
+    fn family<P: Record + std::fmt::Debug>(f: &Family<P>, sorted_max: usize) -> (u32, u32) {
+        let all = family_records(f, sorted_max);
         let seeders = all.iter().filter(|p| p.bucket().seeders()).count() as u32;
         (seeders, all.len() as u32 - seeders)
     }
@@ -127,8 +141,10 @@ fn check_invariants(store: &MemoryStore) {
                     assert!(recs.windows(2).all(|w| w[0].order() < w[1].order()));
                 }
                 Peers::Large(l) => {
-                    let a = family(&l.v4);
-                    let b = l.v6.as_deref().map_or((0, 0), family);
+                    let a = family(&l.v4, store.sorted_max);
+                    let b =
+                        l.v6.as_deref()
+                            .map_or((0, 0), |f| family(f, store.sorted_max));
                     assert_eq!((l.seeders, l.leechers), (a.0 + b.0, a.1 + b.1));
                 }
             }
@@ -325,15 +341,12 @@ fn the_index_first_match_shares_the_tag_of_every_present_address() {
     let mut addrs = Vec::new();
     for i in 0..300u32 {
         let addr = Peer4::addr_of(SocketAddrV4::new(Ipv4Addr::from(0x7F00_0000 + i), 7));
-        f.insert(Peer4::new(
-            addr,
-            1,
-            BucketKey::new(PidId(i % 3), i % 2 == 0),
-        ));
+        let rec = Peer4::new(addr, 1, BucketKey::new(PidId(i % 3), i % 2 == 0));
+        f.insert(rec, SMALL_SORTED_MAX);
         addrs.push(addr);
     }
     let Family::Hashed(h) = &f else {
-        panic!("300 peers are past MIXED_MAX")
+        panic!("300 peers are past SMALL_SORTED_MAX")
     };
     for addr in addrs {
         let hash = addr_hash(&addr);
@@ -530,7 +543,7 @@ fn every_peer_is_reachable_in_a_hashed_family() {
             panic!("60 peers are a large swarm")
         };
         let Family::Hashed(h) = &l.v4 else {
-            panic!("60 peers are past MIXED_MAX")
+            panic!("60 peers are past SMALL_SORTED_MAX")
         };
         assert_eq!(h.buckets.len(), 6, "3 PIDs x seeders/leechers");
     }
@@ -563,21 +576,6 @@ fn pid_counts_sum_bucket_runs() {
     assert_eq!(b, (2, 8));
 }
 
-#[test]
-fn bucket_keys_hold_15_bit_pids_and_share_one_code_beyond() {
-    for (id, seeder) in [(0, false), (1, true), (32766, true), (12345, false)] {
-        let key = BucketKey::new(PidId(id), seeder);
-        assert_eq!((key.pid(), key.seeders()), (PidId(id), seeder));
-    }
-    for id in [32767, 32768, 40000, u32::MAX] {
-        let key = BucketKey::new(PidId(id), true);
-        assert_eq!((key.pid(), key.seeders()), (PID_UNKNOWN, true));
-    }
-    // The overflow code sorts after every real PID, and no snapshot knows its id.
-    assert!(BucketKey::new(PidId(32766), true) < BucketKey::new(PidId(50000), false));
-    assert_eq!(Snapshot::single_pid().index_of(PID_UNKNOWN), None);
-}
-
 /// A model of one swarm: address -> (seeder, epoch of last announce).
 type Model = HashMap<SocketAddr, (bool, u32)>;
 
@@ -603,6 +601,17 @@ fn check_against_model(store: &MemoryStore, model: &Model, snap: &Snapshot, reso
 
 #[test]
 fn random_announces_stops_sweeps_and_map_changes_match_a_model() {
+    announces_match_a_model(SMALL_SORTED_MAX);
+}
+
+#[test]
+fn random_announces_match_a_model_with_the_production_sorted_max() {
+    announces_match_a_model(SORTED_MAX);
+}
+
+/// Random announces, stops, sweeps and map changes to one swarm of up to 70 IPv4 and 10 IPv6
+/// peers, checked against a model, in a store whose families turn hashed past `sorted_max`.
+fn announces_match_a_model(sorted_max: usize) {
     // Two maps, rebuilt (as a reload would, with a new generation) at every change.
     let map = |which: usize| match which {
         0 => snapshot(&[
@@ -612,9 +621,10 @@ fn random_announces_stops_sweeps_and_map_changes_match_a_model() {
         ]),
         _ => snapshot(&[("mem-a", "127.0.0.0/15"), ("mem-c", "127.2.0.0/16")]),
     };
-    let store = store();
+    let store = store_with(sorted_max);
     let mut env = Env::new(map(0));
     let mut rng = SmallRng::seed_from_u64(11);
+    let mut saw_hashed = false;
     let pool: Vec<SocketAddr> = (0..80u32)
         .map(|i| match i % 8 {
             7 => format!("[::{:x}]:{}", i, 6000 + i % 3),
@@ -682,18 +692,28 @@ fn random_announces_stops_sweeps_and_map_changes_match_a_model() {
         }
         if step % 50 == 0 {
             check_against_model(&store, &model, &env.snap, false);
+            saw_hashed |= v4_is_hashed(&store, &HASH);
         }
     }
+    assert!(saw_hashed, "the IPv4 family grew past {sorted_max} records");
+}
+
+fn v4_is_hashed(store: &MemoryStore, hash: &InfoHash) -> bool {
+    let shard = read(store.shard(hash));
+    let Ok(at) = search(&shard, hash) else {
+        return false;
+    };
+    matches!(&shard[at].peers, Peers::Large(l) if matches!(l.v4, Family::Hashed(_)))
 }
 
 /// Checks a family's layout and returns its records in (bucket, address) order: a sorted
-/// family is sorted and at most `MIXED_MAX` long; a hashed one has buckets in key order, each
+/// family is sorted and at most `sorted_max` long; a hashed one has buckets in key order, each
 /// holding only its key's records, and an index that finds every record where it is and holds
 /// nothing else.
-fn family_records<P: Record + std::fmt::Debug>(f: &Family<P>) -> Vec<P> {
+fn family_records<P: Record + std::fmt::Debug>(f: &Family<P>, sorted_max: usize) -> Vec<P> {
     let mut all = match f {
         Family::Sorted(recs) => {
-            assert!(recs.len() <= MIXED_MAX, "{recs:?}");
+            assert!(recs.len() <= sorted_max, "{recs:?}");
             assert!(
                 recs.windows(2).all(|w| w[0].order() < w[1].order()),
                 "sorted: {recs:?}"
@@ -728,6 +748,16 @@ fn family_records<P: Record + std::fmt::Debug>(f: &Family<P>) -> Vec<P> {
 
 #[test]
 fn family_inserts_moves_removals_and_tidying_keep_the_layout_and_the_index() {
+    family_keeps_its_layout(SMALL_SORTED_MAX);
+}
+
+#[test]
+fn a_family_keeps_its_layout_with_the_production_sorted_max() {
+    family_keeps_its_layout(SORTED_MAX);
+}
+
+/// Random inserts, moves and removals of 120 addresses in one family, checked against a model.
+fn family_keeps_its_layout(sorted_max: usize) {
     let mut rng = SmallRng::seed_from_u64(5);
     let mut f: Family<Peer4> = Family::default();
     let mut model: std::collections::BTreeMap<u64, BucketKey> = Default::default();
@@ -746,7 +776,7 @@ fn family_inserts_moves_removals_and_tidying_keep_the_layout_and_the_index() {
         match (model.get(&addr).copied(), rng.random_range(0..3)) {
             (None, _) => {
                 let rec = Peer4::new(addr, 7, key(&mut rng));
-                let (s, i) = f.insert(rec);
+                let (s, i) = f.insert(rec, sorted_max);
                 assert_eq!(f.rec(s, i), rec, "insert returns the record's slot");
                 model.insert(addr, rec.bucket);
                 expiry.insert(addr, 7);
@@ -769,9 +799,9 @@ fn family_inserts_moves_removals_and_tidying_keep_the_layout_and_the_index() {
             }
         }
         if step % 97 == 0 {
-            f.tidy();
+            f.tidy(sorted_max);
         }
-        let all = family_records(&f);
+        let all = family_records(&f, sorted_max);
         let have: Vec<(u64, BucketKey)> = all.iter().map(|p| (p.addr(), p.bucket)).collect();
         let mut want: Vec<(u64, BucketKey)> = model.iter().map(|(a, b)| (*a, *b)).collect();
         want.sort_by_key(|&(a, b)| Peer4::order_of(b, a));
@@ -780,35 +810,25 @@ fn family_inserts_moves_removals_and_tidying_keep_the_layout_and_the_index() {
     // Expiring the peers never moved keeps the moved ones, still hashed and findable.
     assert!(
         matches!(f, Family::Hashed(_)),
-        "120 addresses are past MIXED_MAX"
+        "120 addresses are past {sorted_max}"
     );
-    let removed = f.expire(8);
+    let removed = f.expire(8, sorted_max);
     let survivors: Vec<u64> = expiry.iter().filter(|e| *e.1 == 9).map(|e| *e.0).collect();
     let gone = expiry.len() - survivors.len();
     assert_eq!((removed.0 + removed.1) as usize, gone);
-    let have: Vec<u64> = family_records(&f).iter().map(|p| p.addr()).collect();
+    let have: Vec<u64> = family_records(&f, sorted_max)
+        .iter()
+        .map(|p| p.addr())
+        .collect();
     assert_eq!(have.len(), survivors.len());
     for addr in survivors {
         assert!(f.find(addr).is_some(), "{addr} survived");
     }
     // Expiring everyone turns the family back into a sorted one.
-    f.expire(9);
+    f.expire(9, sorted_max);
     assert_eq!(f.len(), 0);
     assert!(matches!(f, Family::Sorted(_)));
-    family_records(&f);
-}
-
-#[test]
-fn rekeying_in_place_shifts_only_the_records_between() {
-    let rec =
-        |ip: u32, pid: u32| Peer4::new(u64::from(ip) << 16, 0, BucketKey::new(PidId(pid), false));
-    let mut recs = vec![rec(1, 1), rec(2, 1), rec(3, 2), rec(4, 3)];
-    assert_eq!(rekey_in(&mut recs, 0, rec(1, 2)), 1);
-    assert_eq!(recs, vec![rec(2, 1), rec(1, 2), rec(3, 2), rec(4, 3)]);
-    assert_eq!(rekey_in(&mut recs, 3, rec(4, 0)), 0);
-    assert_eq!(recs, vec![rec(4, 0), rec(2, 1), rec(1, 2), rec(3, 2)]);
-    assert_eq!(rekey_in(&mut recs, 1, rec(2, 3)), 3);
-    assert_eq!(recs, vec![rec(4, 0), rec(1, 2), rec(3, 2), rec(2, 3)]);
+    family_records(&f, sorted_max);
 }
 
 #[test]
@@ -869,121 +889,4 @@ fn with_an_asn_database_public_peers_of_the_requesters_as_come_first() {
         share >= 0.9,
         "same-AS share {share} (random would give about 0.5)"
     );
-}
-
-#[test]
-fn the_address_index_finds_what_it_holds_through_deletes_and_growth() {
-    // Keys are the locations themselves, hashed so that many share a home slot and tag.
-    let hash = |l: Loc| u64::from(l.idx % 37).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (7 << 48);
-    let mut rng = SmallRng::seed_from_u64(11);
-    let mut index = Index::default();
-    let mut model: HashSet<u32> = HashSet::new();
-    for step in 0..20_000 {
-        let idx = rng.random_range(0..400u32);
-        let loc = Loc { bucket: 3, idx };
-        let found = index.find(hash(loc), |l| l == loc);
-        assert_eq!(found.is_some(), model.contains(&idx), "step {step}");
-        match found {
-            Some(i) => {
-                assert_eq!(index.get(i), loc);
-                index.remove(i);
-                model.remove(&idx);
-            }
-            None => {
-                index.insert(hash(loc), loc, hash);
-                model.insert(idx);
-            }
-        }
-        assert_eq!(index.len as usize, model.len());
-        let live = index.slots.iter().filter(|&&s| s > DELETED).count();
-        let deleted = index.slots.iter().filter(|&&s| s == DELETED).count();
-        assert_eq!(
-            (live, deleted),
-            (index.len as usize, index.deleted as usize)
-        );
-        assert!(
-            (live + deleted) * 4 <= index.slots.len() * 3,
-            "at most 3/4 full"
-        );
-    }
-    // Renumbering and repointing keep every entry findable under its new location.
-    index.locs_mut(|l| l.bucket = 4);
-    for &idx in &model {
-        let (old, new) = (Loc { bucket: 3, idx }, Loc { bucket: 4, idx });
-        assert_eq!(index.find(hash(old), |l| l == old), None);
-        let i = index
-            .find(hash(old), |l| l == new)
-            .expect("renumbered entry");
-        index.set(i, Loc { bucket: 5, idx });
-        assert_eq!(index.get(i), Loc { bucket: 5, idx });
-    }
-}
-
-#[test]
-fn an_index_just_under_its_limit_does_not_rebuild_on_every_insert() {
-    let hash = |l: Loc| u64::from(l.idx).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut index = Index::default();
-    // Fill a 4096-slot table to one entry below 3/4, then stop and start peers: each stop
-    // leaves a deleted slot that the next start pushes over the limit.
-    for idx in 0..3071 {
-        index.insert(hash(Loc { bucket: 0, idx }), Loc { bucket: 0, idx }, hash);
-    }
-    assert_eq!(index.slots.len(), 4096);
-    let mut rebuilds = 0;
-    for cycle in 0..1000u32 {
-        let (gone, new) = (
-            Loc {
-                bucket: 0,
-                idx: cycle,
-            },
-            Loc {
-                bucket: 0,
-                idx: 10_000 + cycle,
-            },
-        );
-        let i = index.find(hash(gone), |l| l == gone).expect("present");
-        index.remove(i);
-        let before = index.slots.as_ptr();
-        index.insert(hash(new), new, hash);
-        rebuilds += usize::from(index.slots.as_ptr() != before);
-    }
-    assert!(
-        rebuilds <= 2,
-        "{rebuilds} rebuilds in 1000 stop/start cycles"
-    );
-}
-
-#[test]
-fn shard_search_agrees_with_binary_search_for_even_and_bunched_hashes() {
-    let mut rng = SmallRng::seed_from_u64(3);
-    for n in [0usize, 1, 2, 5, 16, 40, 300] {
-        // Even spread (real info hashes), all bunched low, and all sharing their first 8 bytes.
-        for shape in 0..3 {
-            let hash = |rng: &mut SmallRng| {
-                let mut h: [u8; 20] = rng.random();
-                match shape {
-                    1 => h[..7].fill(0),
-                    2 => h[..8].fill(0xAB),
-                    _ => {}
-                }
-                h
-            };
-            let mut hashes: Vec<[u8; 20]> = (0..n).map(|_| hash(&mut rng)).collect();
-            hashes.sort_unstable();
-            hashes.dedup();
-            let entries: Vec<Entry> = hashes.iter().map(|&h| Entry::new(h, 0)).collect();
-            let mut probes: Vec<[u8; 20]> = (0..50).map(|_| hash(&mut rng)).collect();
-            probes.extend_from_slice(&hashes);
-            probes.push([0; 20]);
-            probes.push([0xFF; 20]);
-            for probe in probes {
-                let want = entries.binary_search_by(|e| e.hash.cmp(&probe));
-                assert_eq!(
-                    search(&entries, &InfoHash(probe)),
-                    want,
-                    "n {n} shape {shape}"
-                );
-            }
-        }
-    }
 }

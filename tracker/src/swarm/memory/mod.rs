@@ -1,0 +1,384 @@
+//! The in-memory swarm store: torrents in sorted vectors behind sharded locks, each swarm's peers
+//! in vectors of 10-byte records grouped by bucket. Laid out for memory first: opentracker keeps
+//! 2 M peers over 1 M torrents in about 75 MB, and so should we.
+//!
+//! Where the bytes go:
+//! - **Torrents.** A fixed number of shards (a power of two sized from `max_torrents`, about 16
+//!   torrents each when full), picked by a keyed hash of the info hash so no client can crowd one
+//!   shard. A shard is a vector of 48-byte `Entry`s sorted by info hash, searched from where an
+//!   evenly spread hash would sit (info hashes are): unlike a hash table (45-87 % full) it
+//!   wastes no slots. The torrent count is an atomic, not a walk over the shards.
+//! - **Small swarms** (at most two IPv4 peers: most torrents) keep their peers inside the entry,
+//!   with no allocation. Their seeder and leecher counts are read off those two records.
+//! - **Larger swarms** own one heap block (`Large`: counts, snapshot generation) and, per address
+//!   family, a `Family`. A bucket (PID x seeder/leecher) is always one contiguous run of
+//!   records, so selection lists buckets without reading records. Up to `sorted_max` records a
+//!   family is one vector sorted by (bucket, ip, port), scanned to find a peer. Past it the
+//!   family is hashed: a vector per bucket, unordered, plus an index from address to (bucket,
+//!   position) in 8-byte index slots, at most 3/4 full (about 11-21 bytes per peer on top of the
+//!   record, up to ~32 before the sweep shrinks an index that emptied; a bucket costs 32 bytes
+//!   and an allocation of its own, which a swarm spread over many sparse PIDs or AS locations
+//!   feels). The hot swarms that take most announces then find, add, remove or move a peer
+//!   with one probe and a push or `swap_remove`: no binary search over hundreds of records, no
+//!   shifting. Adding a bucket renumbers the index (a walk over its slots), once per new PID
+//!   or role in a swarm between sweeps.
+//! - **A peer** is 10 bytes (IPv6: 22): address, port, bucket key, and its expiry as 16-bit
+//!   wrapping seconds (valid because the sweep runs far more often than every 2^15 s and timeouts
+//!   are below 30000 s, which the config enforces).
+//! - Vectors grow one element at a time while short, then by a 32nd: little spare capacity, and
+//!   little memory the allocator cannot reuse while the store fills. The sweep returns spare
+//!   capacity, drops empty buckets, turns hashed families that shrank back into sorted ones and
+//!   large swarms that shrank back into small ones.
+//!
+//! A bucket key is `pid << 1 | seeder` in 16 bits, so PID ids must fit in 15 bits. Ids from
+//! 32767 up (a process that has interned that many distinct PID names) share one overflow code
+//! that [`Buckets::pid`](crate::selection::Buckets::pid) reports as an id no snapshot holds:
+//! such peers are still stored, counted and returned, and selection treats them like peers of
+//! an unknown, far PID.
+//!
+//! Locks: one shard lock per announce, held only for the update and the selection (no `.await`
+//! anywhere here). The sweep visits one shard at a time.
+//!
+//! Prefetching: most of an announce's time is cache misses, one after another (shard, entry,
+//! swarm block, index slot, record, peers). A UDP worker hands a batch's (info hash, peer)
+//! pairs to [`MemoryStore::prefetch`] before answering the first. It requests lines in rounds
+//! over the whole batch, each round reaching one level deeper than the last: every shard's
+//! line; each entry's, from a hint the shard keeps beside its lock (where its entries were when
+//! last written; read without the lock, never dereferenced); then, under a read lock, each
+//! swarm's block, its index slot and bucket list, and the record. The misses of a batch then
+//! overlap and the announces find their lines cached. The one `unsafe` in the crate is the
+//! prefetch instruction, which cannot fault or change memory.
+//!
+//! Words, each naming one thing:
+//! - **bucket key** (`BucketKey`): PID x role (seeder or leecher), in 16 bits.
+//! - **record** (`Peer4`, `Peer6`): one peer as stored.
+//! - **bucket**: the records of one bucket key in one family.
+//! - **small / large swarm** (`Small`, `Large`): peers inside the entry, or on the heap in one
+//!   family per address family.
+//! - **family** (`Family`): the records of one address family of a large swarm, *sorted* (one
+//!   vector) or *hashed* (a vector per bucket, plus an index).
+//! - **segment**: one vector of records: a sorted family's or a small swarm's (segment 0), or a
+//!   hashed family's bucket (segment = bucket number, its place in the family's bucket list).
+//! - **peer position** (`PeerPos`): where a peer is: family, segment, index in the segment.
+//! - **index slot**: one 8-byte cell of a hashed family's address index, holding a tag and an
+//!   `IndexLoc` (bucket number, index in the bucket). "Slot" means only this.
+//! - **run** (`Run`): a contiguous range of one bucket's records in one segment: what selection
+//!   calls a bucket. The `View` hands a swarm's runs to selection.
+//! - **entry** (`Entry`): one torrent; **shard** (`Shard`): a lock over entries sorted by info
+//!   hash.
+//!
+//! Files: `record.rs`, `family.rs`, `entry.rs`, `view.rs` and this one (the store: announce,
+//! scrape, sweep) hold the design. Three files hold code that is there for speed and can be
+//! skipped on a first read: `index.rs` (the address index, a hand-written hash table: read it
+//! as a map from address to `IndexLoc`), `shard.rs` (the shard layout and an interpolating
+//! search: read it as a binary search) and `prefetch.rs` (the batch prefetch rounds and the
+//! crate's one `unsafe`).
+
+mod entry;
+mod family;
+mod index;
+mod prefetch;
+mod record;
+mod shard;
+mod view;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+
+use p4p_itracker::{PidId, Snapshot};
+use rand::Rng;
+
+use self::entry::{Entry, PeerPos};
+use self::record::{reserve_one, shrink, BucketKey};
+use self::shard::{read, search, write, Shard};
+use self::view::{View, RUNS};
+use super::{Families, PeerSink, StoreError, StoreTotals, SweepReport};
+use crate::clock::Clock;
+use crate::config::SwarmConfig;
+use crate::selection::{Requester, Scratch, SelectionStats, Selector};
+use crate::types::{Announce, Event, InfoHash, SwarmStats};
+
+/// Most records of a family kept in one sorted vector (scanned to find a peer); past it the
+/// family is hashed. The store's `sorted_max` unless built by [`MemoryStore::with_sorted_max`].
+const SORTED_MAX: usize = 64;
+
+/// Torrents per shard aimed at when the store holds `max_torrents`: few, so the search reads
+/// one or two cache lines of entries (a binary search over 256 entries misses ~8 lines). A
+/// shard costs ~40 bytes when empty.
+const TORRENTS_PER_SHARD: usize = 16;
+
+/// Everything an announce needs besides the announce itself.
+pub struct AnnounceContext<'a, R> {
+    pub snapshot: &'a Snapshot,
+    pub selector: &'a Selector,
+    pub families: Families,
+    pub rng: &'a mut R,
+    pub scratch: &'a mut Scratch,
+    pub sink: &'a mut PeerSink,
+}
+
+/// The in-memory store. See the module docs.
+pub struct MemoryStore {
+    shards: Box<[Shard]>,
+    /// Keyed (random per process), so clients cannot aim torrents at one shard.
+    hasher: foldhash::quality::RandomState,
+    torrents: AtomicUsize,
+    clock: Clock,
+    limits: SwarmConfig,
+    seeders: AtomicI64,
+    leechers: AtomicI64,
+    /// Most records of a family kept sorted ([`SORTED_MAX`] unless a test chose another).
+    sorted_max: usize,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("shards", &self.shards.len())
+            .field("totals", &self.totals())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    pub fn new(limits: SwarmConfig, clock: Clock) -> Self {
+        Self::with_sorted_max(limits, clock, SORTED_MAX)
+    }
+
+    /// A store whose families turn from sorted to hashed past `sorted_max` records (and back at
+    /// half of it): tests use a small value to reach both forms with few peers.
+    pub(crate) fn with_sorted_max(limits: SwarmConfig, clock: Clock, sorted_max: usize) -> Self {
+        let shards = (limits.max_torrents / TORRENTS_PER_SHARD)
+            .checked_next_power_of_two()
+            .unwrap_or(1 << 17)
+            .clamp(64, 1 << 17);
+        Self {
+            shards: (0..shards).map(|_| Shard::new()).collect(),
+            hasher: foldhash::quality::RandomState::default(),
+            torrents: AtomicUsize::new(0),
+            clock,
+            limits,
+            seeders: AtomicI64::new(0),
+            leechers: AtomicI64::new(0),
+            sorted_max,
+        }
+    }
+
+    /// The store's clock (tests advance it).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    fn now16(&self) -> u16 {
+        self.clock.now() as u16
+    }
+
+    fn shard_index(&self, hash: &InfoHash) -> usize {
+        let mut h = self.hasher.build_hasher();
+        h.write(&hash.0);
+        h.finish() as usize & (self.shards.len() - 1)
+    }
+
+    fn shard(&self, hash: &InfoHash) -> &Shard {
+        &self.shards[self.shard_index(hash)]
+    }
+
+    /// Records an announce and writes the chosen peers into `ctx.sink`.
+    pub fn announce<R: Rng>(
+        &self,
+        a: &Announce,
+        ctx: AnnounceContext<'_, R>,
+    ) -> Result<(SwarmStats, SelectionStats), StoreError> {
+        let snap = ctx.snapshot;
+        let (pid_index, pid) = crate::topology::location(snap, a.peer.ip());
+        let here = self.shard(&a.info_hash);
+        let mut shard = write(here);
+        if a.event == Event::Stopped {
+            let stats = self.stop(&mut shard, a);
+            return Ok((stats, SelectionStats::default()));
+        }
+        let at = self.swarm_at(here, &mut shard, &a.info_hash, snap.generation() as u32)?;
+        let swarm = &mut shard[at];
+        let pos = self.record(swarm, a, pid, snap)?;
+        let stats = swarm.stats();
+        if a.numwant == 0 {
+            return Ok((stats, SelectionStats::default()));
+        }
+        let mut runs = RUNS.take();
+        runs.clear();
+        swarm.runs(&mut runs);
+        let view = View::new(swarm, &runs);
+        let req = Requester {
+            pid: pid_index,
+            location: pid,
+            seeder: a.is_seeder(),
+            families: ctx.families,
+            slot: view.run_pos(pos),
+            numwant: a.numwant,
+        };
+        let sink = ctx.sink;
+        let selection = ctx
+            .selector
+            .select(&view, snap, &req, ctx.rng, ctx.scratch, &mut |p| {
+                sink.push(p)
+            });
+        RUNS.set(runs);
+        Ok((stats, selection))
+    }
+
+    /// Index of the torrent's entry, created when new (and the torrent cap allows);
+    /// `entries` are `shard`'s, write-locked.
+    fn swarm_at(
+        &self,
+        shard: &Shard,
+        entries: &mut Vec<Entry>,
+        hash: &InfoHash,
+        generation: u32,
+    ) -> Result<usize, StoreError> {
+        match search(entries, hash) {
+            Ok(at) => Ok(at),
+            Err(at) => {
+                if self.torrents.fetch_add(1, Ordering::Relaxed) >= self.limits.max_torrents {
+                    self.torrents.fetch_sub(1, Ordering::Relaxed);
+                    return Err(StoreError::TooManyTorrents);
+                }
+                reserve_one(entries, 2);
+                entries.insert(at, Entry::new(hash.0, generation));
+                shard.publish(entries);
+                Ok(at)
+            }
+        }
+    }
+
+    /// Adds, refreshes or moves the announcing peer; returns where it now is.
+    fn record(
+        &self,
+        swarm: &mut Entry,
+        a: &Announce,
+        pid: PidId,
+        snap: &Snapshot,
+    ) -> Result<PeerPos, StoreError> {
+        let seeder = a.is_seeder();
+        let bucket = BucketKey::new(pid, seeder);
+        let expires = self.now16().wrapping_add(self.limits.peer_timeout as u16);
+        match swarm.find(a.peer) {
+            Some(pos) if swarm.bucket(pos) == bucket => {
+                swarm.touch(pos, expires);
+                Ok(pos)
+            }
+            Some(pos) => {
+                let was_seeder = swarm.bucket(pos).seeders();
+                self.gauge(was_seeder, -1);
+                self.gauge(seeder, 1);
+                if a.event == Event::Completed && !was_seeder {
+                    swarm.downloaded = swarm.downloaded.saturating_add(1);
+                }
+                Ok(swarm.rekey(pos, bucket, expires))
+            }
+            None => {
+                if swarm.len() >= self.limits.max_peers_per_swarm {
+                    return Err(StoreError::SwarmFull);
+                }
+                if a.event == Event::Completed {
+                    swarm.downloaded = swarm.downloaded.saturating_add(1);
+                }
+                self.gauge(seeder, 1);
+                Ok(swarm.insert(a.peer, bucket, expires, snap, self.sorted_max))
+            }
+        }
+    }
+
+    fn stop(&self, shard: &mut [Entry], a: &Announce) -> SwarmStats {
+        let Ok(at) = search(shard, &a.info_hash) else {
+            return SwarmStats::default();
+        };
+        let swarm = &mut shard[at];
+        if let Some(pos) = swarm.find(a.peer) {
+            let bucket = swarm.remove(pos);
+            self.gauge(bucket.seeders(), -1);
+        }
+        swarm.stats()
+    }
+
+    fn gauge(&self, seeder: bool, delta: i64) {
+        let g = if seeder {
+            &self.seeders
+        } else {
+            &self.leechers
+        };
+        g.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Counts for one torrent; unknown torrents are all zeros.
+    pub fn scrape(&self, info_hash: &InfoHash) -> SwarmStats {
+        let shard = read(self.shard(info_hash));
+        search(&shard, info_hash)
+            .map(|at| shard[at].stats())
+            .unwrap_or_default()
+    }
+
+    /// Store-wide totals for metrics.
+    pub fn totals(&self) -> StoreTotals {
+        StoreTotals {
+            torrents: self.torrents.load(Ordering::Relaxed) as u64,
+            seeders: self.seeders.load(Ordering::Relaxed).max(0) as u64,
+            leechers: self.leechers.load(Ordering::Relaxed).max(0) as u64,
+        }
+    }
+
+    /// Seeders and leechers per PID, over every swarm (walks bucket runs, not peers). Peers of
+    /// PIDs past the 15-bit range count under an id no snapshot holds.
+    pub fn pid_counts(&self) -> HashMap<PidId, (u64, u64)> {
+        let mut counts = HashMap::new();
+        let mut runs = Vec::new();
+        for shard in self.shards.iter() {
+            for swarm in read(shard).iter() {
+                runs.clear();
+                swarm.runs(&mut runs);
+                for r in &runs {
+                    let c: &mut (u64, u64) = counts.entry(r.pid).or_default();
+                    let n = u64::from(r.end - r.start);
+                    if r.seeders {
+                        c.0 += n;
+                    } else {
+                        c.1 += n;
+                    }
+                }
+            }
+        }
+        counts
+    }
+
+    /// Removes expired peers and empty swarms, re-resolves the PIDs of swarms resolved under an
+    /// older snapshot, and gives back memory swarms no longer need. Visits one shard at a time,
+    /// so announces to other shards go on meanwhile.
+    pub fn sweep(&self, snap: &Snapshot) -> SweepReport {
+        let now = self.now16();
+        let mut report = SweepReport::default();
+        for shard in self.shards.iter() {
+            let mut entries = write(shard);
+            let before = entries.len();
+            entries.retain_mut(|swarm| {
+                let (seeders, leechers) = swarm.expire(now, self.sorted_max);
+                self.gauge(true, -i64::from(seeders));
+                self.gauge(false, -i64::from(leechers));
+                report.peers_removed += u64::from(seeders + leechers);
+                report.peers_moved += swarm.rebucket(snap, self.sorted_max) as u64;
+                swarm.compact();
+                swarm.len() > 0
+            });
+            let removed = before - entries.len();
+            self.torrents.fetch_sub(removed, Ordering::Relaxed);
+            report.torrents_removed += removed as u64;
+            shrink(&mut entries);
+            shard.publish(&entries);
+        }
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests;

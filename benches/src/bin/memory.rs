@@ -7,7 +7,7 @@ use p4p_benches::{announce, loopback_snapshot, rss_bytes};
 use p4p_tracker::clock::Clock;
 use p4p_tracker::config::{SelectionConfig, SwarmConfig};
 use p4p_tracker::selection::{Scratch, Selector};
-use p4p_tracker::swarm::memory::AnnounceContext;
+use p4p_tracker::swarm::AnnounceContext;
 use p4p_tracker::swarm::{MemoryStore, PeerSink};
 use p4p_tracker::types::Families;
 use rand::rngs::SmallRng;

@@ -65,16 +65,16 @@ pub trait Buckets {
 /// Who asks.
 #[derive(Copy, Clone, Debug)]
 pub struct Requester {
-    /// Snapshot index of the requester's PID.
-    pub pid: u16,
+    /// Snapshot index of the requester's PID (where costs are looked up).
+    pub pid_index: u16,
     /// The bucket id the requester's own peers share: its PID's id, or its AS location when
     /// the snapshot carries an ASN database and the PID is not internal (see
     /// [`crate::topology::location`]).
-    pub location: PidId,
+    pub bucket_id: PidId,
     pub seeder: bool,
     pub families: Families,
     /// Where the requester sits in the buckets (bucket, position), to leave it out.
-    pub slot: Option<(usize, usize)>,
+    pub position: Option<(usize, usize)>,
     /// Most peers wanted.
     pub numwant: usize,
 }
@@ -176,7 +176,7 @@ impl Selector {
                     &mut scratch.picks,
                     total,
                     n,
-                    req.slot,
+                    req.position,
                     rng,
                     &mut |a, b| {
                         count(b, &mut stats);
@@ -194,7 +194,7 @@ impl Selector {
                         &mut scratch.picks,
                         g.size,
                         g.take,
-                        req.slot,
+                        req.position,
                         rng,
                         &mut |a, b| {
                             count(b, &mut stats);
@@ -275,7 +275,7 @@ impl Selector {
             while j < scratch.members.len() && buckets.pid(scratch.members[j]) == pid {
                 let b = scratch.members[j];
                 size += buckets.size(b);
-                if req.slot.is_some_and(|(rb, _)| rb == b) {
+                if req.position.is_some_and(|(rb, _)| rb == b) {
                     size -= 1;
                 }
                 j += 1;
@@ -310,7 +310,7 @@ impl Selector {
         rng: &mut R,
         groups: &mut [Group],
     ) {
-        let own_seeders = own_pid_seeders(buckets, req.location);
+        let own_seeders = own_pid_seeders(buckets, req.bucket_id);
         let remote_share = self.remote_share(own_seeders);
         let remote = round_probabilistic(n as f64 * remote_share, rng).min(n);
         let local = n - remote;
@@ -336,8 +336,8 @@ impl Selector {
 
 /// Tier and cost from the requester of a bucket's PID (or AS location).
 fn classify(snap: &Snapshot, req: &Requester, pid: PidId) -> (u8, f32) {
-    let from = req.pid;
-    if pid == req.location {
+    let from = req.pid_index;
+    if pid == req.bucket_id {
         return (TIER_PID, snap.cost(from, from));
     }
     match snap.index_of(pid) {
@@ -371,7 +371,7 @@ fn round_probabilistic<R: Rng>(x: f64, rng: &mut R) -> usize {
 const RUN: usize = 4;
 
 /// Draws `take` distinct peers uniformly from a group of `size` eligible peers spread over
-/// `members` buckets, skipping the requester's slot. Stratified: the group is cut into equal
+/// `members` buckets, skipping the requester's position. Stratified: the group is cut into equal
 /// strata, rotated by a random offset, and one peer (or, in a large group, one run of up to
 /// [`RUN`] adjacent peers) is drawn from each, so every peer has the same chance, no two picks
 /// collide, and nothing is allocated. All positions are drawn before any peer is read, so the
@@ -418,7 +418,7 @@ fn sample_group<B: Buckets, R: Rng>(
 }
 
 /// The (bucket, position) at eligible position `pick` of a group, positions counted without
-/// the skipped slot.
+/// the skipped position.
 fn locate<B: Buckets>(
     buckets: &B,
     members: &[usize],

@@ -125,11 +125,11 @@ fn requester(snap: &Snapshot, buckets: &VecBuckets, net: u8, seeder: bool) -> Re
         .enumerate()
         .find_map(|(b, (_, _, peers))| peers.iter().position(|p| *p == me).map(|i| (b, i)));
     Requester {
-        pid: snap.locate(me.ip()),
-        location: snap.pid(snap.locate(me.ip())).id,
+        pid_index: snap.locate(me.ip()),
+        bucket_id: snap.pid(snap.locate(me.ip())).id,
         seeder,
         families: Families::Both,
-        slot,
+        position: slot,
         numwant: 0,
     }
 }
@@ -254,11 +254,11 @@ fn a_requester_in_an_empty_pid_still_gets_a_full_answer_cheapest_first() {
         ("sel-b1", 2, 2, 30),
     ]);
     let req = Requester {
-        pid: snap.locate("127.1.9.9".parse().expect("ip")),
-        location: PidId::intern("sel-a1"),
+        pid_index: snap.locate("127.1.9.9".parse().expect("ip")),
+        bucket_id: PidId::intern("sel-a1"),
         seeder: false,
         families: Families::Both,
-        slot: None,
+        position: None,
         numwant: 0,
     };
     let mut rng = SmallRng::seed_from_u64(5);

@@ -25,9 +25,7 @@ pub use redis::RedisStore;
 use crate::clock::Clock;
 use crate::config::{Config, SwarmConfig};
 use crate::selection::{Scratch, SelectionStats, Selector};
-// The memory store still names the request-side type through here.
-pub(crate) use crate::types::Families;
-use crate::types::{Announce, InfoHash, SwarmStats};
+use crate::types::{Announce, Families, InfoHash, SwarmStats};
 
 /// The swarm store backend, chosen by `store.url`.
 #[derive(Debug)]
@@ -60,17 +58,7 @@ impl Store {
         ctx: AnnounceContext<'_, R>,
     ) -> Result<(SwarmStats, SelectionStats), StoreError> {
         match self {
-            Store::Memory(m) => m.announce(
-                a,
-                memory::AnnounceContext {
-                    snapshot: ctx.snapshot,
-                    selector: ctx.selector,
-                    families: ctx.families,
-                    rng: ctx.rng,
-                    scratch: ctx.scratch,
-                    sink: ctx.sink,
-                },
-            ),
+            Store::Memory(m) => m.announce(a, ctx),
             Store::Redis(r) => r.announce(a, ctx).await,
         }
     }

@@ -94,10 +94,10 @@ use self::entry::{Entry, PeerPos};
 use self::record::{reserve_one, shrink, BucketKey};
 use self::shard::{read, search, write, Shard};
 use self::view::{View, RUNS};
-use super::{Families, PeerSink, StoreError, StoreTotals, SweepReport};
+use super::{AnnounceContext, StoreError, StoreTotals, SweepReport};
 use crate::clock::Clock;
 use crate::config::SwarmConfig;
-use crate::selection::{Requester, Scratch, SelectionStats, Selector};
+use crate::selection::{Requester, SelectionStats};
 use crate::types::{Announce, Event, InfoHash, SwarmStats};
 
 /// Most records of a family kept in one sorted vector (scanned to find a peer); past it the
@@ -108,16 +108,6 @@ const SORTED_MAX: usize = 64;
 /// one or two cache lines of entries (a binary search over 256 entries misses ~8 lines). A
 /// shard costs ~40 bytes when empty.
 const TORRENTS_PER_SHARD: usize = 16;
-
-/// Everything an announce needs besides the announce itself.
-pub struct AnnounceContext<'a, R> {
-    pub snapshot: &'a Snapshot,
-    pub selector: &'a Selector,
-    pub families: Families,
-    pub rng: &'a mut R,
-    pub scratch: &'a mut Scratch,
-    pub sink: &'a mut PeerSink,
-}
 
 /// The in-memory store. See the module docs.
 pub struct MemoryStore {
@@ -212,11 +202,11 @@ impl MemoryStore {
         swarm.runs(&mut runs);
         let view = View::new(swarm, &runs);
         let req = Requester {
-            pid: pid_index,
-            location: pid,
+            pid_index,
+            bucket_id: pid,
             seeder: a.is_seeder(),
             families: ctx.families,
-            slot: view.run_pos(pos),
+            position: view.run_pos(pos),
             numwant: a.numwant,
         };
         let sink = ctx.sink;

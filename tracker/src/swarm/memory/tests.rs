@@ -14,7 +14,9 @@ use super::index::{addr_hash, Index};
 use super::record::{resolve, Peer4, Peer6, Record};
 use super::*;
 use crate::config::{PolicyKind, SelectionConfig};
-use crate::selection::Buckets;
+use crate::selection::{Buckets, Scratch, Selector};
+use crate::swarm::PeerSink;
+use crate::types::Families;
 
 /// The `sorted_max` of most tests: small, so a few peers reach the hashed form.
 const SMALL_SORTED_MAX: usize = 4;

@@ -378,12 +378,12 @@ impl RedisStore {
             return Ok((stats, SelectionStats::default()));
         }
         let req = Requester {
-            pid: pid_index,
+            pid_index,
             // Redis buckets by PID name only: AS locations are a memory-store feature so far.
-            location: snap.pid(pid_index).id,
+            bucket_id: snap.pid(pid_index).id,
             seeder,
             families: ctx.families,
-            slot: cands.requester.map(|b| (b, 0)),
+            position: cands.requester.map(|b| (b, 0)),
             numwant: a.numwant,
         };
         for b in &mut cands.buckets {

@@ -314,11 +314,11 @@ fn selection_over_candidates_takes_what_it_takes_over_the_full_swarm() {
         for seed in 0..50u64 {
             let b = both(&layout, usize::MAX);
             let req = |slot| Requester {
-                pid: snap.locate(peer(1, 0).ip()),
-                location: snap.pid(snap.locate(peer(1, 0).ip())).id,
+                pid_index: snap.locate(peer(1, 0).ip()),
+                bucket_id: snap.pid(snap.locate(peer(1, 0).ip())).id,
                 seeder: false,
                 families: Families::Both,
-                slot: Some(slot),
+                position: Some(slot),
                 numwant: 30,
             };
             let mut scratch = Scratch::default();
@@ -361,11 +361,11 @@ fn a_short_sample_is_reported_with_what_each_bucket_needed() {
     // The requester's PID has 40 peers but the sample carries 3: p4p wants about 22 of them.
     let b = both(&[("rs-a1", 1, 0, 40), ("rs-b1", 2, 0, 40)], 3);
     let req = Requester {
-        pid: snap.locate(peer(1, 0).ip()),
-        location: snap.pid(snap.locate(peer(1, 0).ip())).id,
+        pid_index: snap.locate(peer(1, 0).ip()),
+        bucket_id: snap.pid(snap.locate(peer(1, 0).ip())).id,
         seeder: false,
         families: Families::Both,
-        slot: Some((0, 0)),
+        position: Some((0, 0)),
         numwant: 30,
     };
     let mut sink = PeerSink::default();

@@ -11,7 +11,7 @@ use actix_web::http::header::{ContentType, HeaderMap};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 use super::guarded;
-use crate::metrics::{Outcome, Protocol};
+use crate::metrics::{Outcome, Protocol, Tally};
 use crate::protocol::bencode;
 use crate::protocol::http::{self as codec, AnnounceAnswer};
 use crate::service::{with_workspace, Tracker, Workspace};
@@ -81,24 +81,26 @@ type Refusal = (Outcome, &'static str);
 
 async fn announce(req: HttpRequest, state: State) -> HttpResponse {
     let tracker = state.get_ref();
-    let handling = with_workspace(|mut ws| async move {
-        let answer = answer_announce(&req, tracker, &mut ws).await;
-        let (outcome, response) = respond(answer);
-        ws.tally.announce(Protocol::Http, outcome);
-        tracker.metrics.add(&mut ws.tally);
-        (ws, response)
-    });
-    guarded(handling, &tracker.metrics, Protocol::Http)
-        .await
-        .unwrap_or_else(internal_error)
+    let answer = async |ws: &mut Workspace| answer_announce(&req, tracker, ws).await;
+    serve(tracker, Tally::announce, answer).await
 }
 
 async fn scrape(req: HttpRequest, state: State) -> HttpResponse {
     let tracker = state.get_ref();
+    let answer = async |ws: &mut Workspace| answer_scrape(&req, tracker, ws).await;
+    serve(tracker, Tally::scrape, answer).await
+}
+
+/// Answers one request with this thread's workspace, counts it with `count` (its outcome) and
+/// adds the tally to the metrics; a panic while answering costs this answer only.
+async fn serve(
+    tracker: &Tracker,
+    count: fn(&mut Tally, Protocol, Outcome),
+    answer: impl AsyncFnOnce(&mut Workspace) -> Result<Vec<u8>, Refusal>,
+) -> HttpResponse {
     let handling = with_workspace(|mut ws| async move {
-        let answer = answer_scrape(&req, tracker, &mut ws).await;
-        let (outcome, response) = respond(answer);
-        ws.tally.scrape(Protocol::Http, outcome);
+        let (outcome, response) = respond(answer(&mut ws).await);
+        count(&mut ws.tally, Protocol::Http, outcome);
         tracker.metrics.add(&mut ws.tally);
         (ws, response)
     });

@@ -295,3 +295,93 @@ fn with_an_asn_database_outside_addresses_carry_their_as() {
     );
     assert_eq!(row["ipv4:1.0.0.1"], 100, "different AS: interdomain");
 }
+
+/// A topology whose path costs overflow f32 (two links of 2e38: each fits, the sum does not).
+fn overflowing_topology() -> String {
+    "isp = \"t\"\n\
+     [[pid]]\nname = \"a\"\nkind = \"internal\"\nprefixes = [\"10.1.0.0/16\"]\n\
+     [[pid]]\nname = \"b\"\nkind = \"internal\"\nprefixes = [\"10.2.0.0/16\"]\n\
+     [[pid]]\nname = \"c\"\nkind = \"internal\"\nprefixes = [\"10.3.0.0/16\"]\n\
+     [[link]]\nfrom = \"a\"\nto = \"b\"\ncapacity = 1\nweight = 1\ncost = 2e38\n\
+     [[link]]\nfrom = \"b\"\nto = \"c\"\ncapacity = 1\nweight = 1\ncost = 2e38\n"
+        .to_string()
+}
+
+/// Issue 16 item 5: refused everywhere with the reason, never a panic: at start, by PUT (422),
+/// by a reload (the old map keeps serving) and by `p4p-itracker check` (non-zero exit).
+#[test]
+fn a_topology_with_unusable_costs_is_refused_at_start_put_reload_and_check() {
+    let dir = scratch("overflow");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, overflowing_topology()).expect("write");
+    let err = p4p_itracker::server::spawn(p4p_itracker::config::Config {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        topology: Some(bad.clone()),
+        ..Default::default()
+    })
+    .expect_err("refused at start");
+    assert!(
+        err.to_string().contains("p-distance from PID a to PID c"),
+        "{err}"
+    );
+
+    let t = start("loopback.toml", |_| {});
+    let before = get(&format!("{}/costmap/routingcost/numerical", t.base), &[]);
+    let r = put(
+        &format!("{}/admin/topology", t.base),
+        &overflowing_topology(),
+        &[("Authorization", &bearer())],
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains("p-distance from PID a to PID c"),
+        "{}",
+        r.body
+    );
+
+    std::fs::write(&t.topology, overflowing_topology()).expect("write");
+    let e = t.server.state().reload().expect_err("reload refused");
+    assert!(e.to_string().contains("p-distance"), "{e}");
+    let after = get(&format!("{}/costmap/routingcost/numerical", t.base), &[]);
+    assert_eq!(after.body, before.body, "the old map keeps serving");
+
+    if let Some(exe) = option_env!("CARGO_BIN_EXE_p4p-itracker") {
+        let out = std::process::Command::new(exe)
+            .arg("check")
+            .arg(&bad)
+            .output()
+            .expect("run check");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("p-distance"), "{stderr}");
+    }
+}
+
+/// Issue 16 item 5: link loads whose prices would make a p-distance overflow f32 are refused
+/// (422), the old prices keep serving.
+#[test]
+fn link_loads_that_would_overflow_the_costs_are_refused() {
+    let t = start("loopback.toml", |_| {});
+    // Each price stays below f32::MAX (max_price 3e38), a two-link path would not.
+    let chain = overflowing_topology().replace("cost = 2e38\n", "").replace(
+        "isp = \"t\"\n",
+        "isp = \"t\"\n[pricing]\nmax_price = 3e38\nstep = 1e38\n",
+    );
+    let r = put(
+        &format!("{}/admin/topology", t.base),
+        &chain,
+        &[("Authorization", &bearer())],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = get(&format!("{}/costmap/routingcost/numerical", t.base), &[]).body;
+    let r = post(
+        &format!("{}/admin/link-load", t.base),
+        "application/json",
+        r#"{"links": [{"link": "a->b", "utilisation": 100}, {"link": "b->c", "utilisation": 100}]}"#,
+        &[("Authorization", &bearer())],
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("p-distance"), "{}", r.body);
+    let after = get(&format!("{}/costmap/routingcost/numerical", t.base), &[]).body;
+    assert_eq!(after, body);
+}

@@ -13,6 +13,7 @@ use super::state::Rendered;
 use crate::alto::{media, ErrorMessage, FieldError};
 use crate::model::pricing::LinkLoadError;
 use crate::model::TopologyError;
+use crate::snapshot::SnapshotError;
 
 /// Every way a request can fail.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,9 @@ pub enum ApiError {
     /// An admin update's link loads are invalid (the old map keeps serving).
     #[error("{0}")]
     LinkLoad(#[from] LinkLoadError),
+    /// An admin update's topology does not build a lookup snapshot (the old map keeps serving).
+    #[error("{0}")]
+    Snapshot(#[from] SnapshotError),
     /// An admin update's topology body is not UTF-8.
     #[error("topology is not UTF-8: {0}")]
     NotUtf8(#[source] std::str::Utf8Error),
@@ -68,6 +72,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Topology(_)
             | ApiError::LinkLoad(_)
+            | ApiError::Snapshot(_)
             | ApiError::NotUtf8(_)
             | ApiError::LinkLoadBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::WriteTopology { .. }

@@ -25,6 +25,7 @@ pub use self::routes::directory_message;
 pub use self::state::{Rendered, Served};
 use crate::config::Config;
 use crate::model::{LinkLoad, Topology, TopologyError};
+use crate::snapshot::SnapshotError;
 use crate::source::asn::{AsnDb, AsnError};
 
 /// Why the server could not start.
@@ -36,6 +37,9 @@ pub enum ServerError {
     /// The ASN database could not be opened.
     #[error(transparent)]
     Asn(#[from] AsnError),
+    /// The topology does not build a lookup snapshot.
+    #[error("topology refused: {0}")]
+    Snapshot(#[from] SnapshotError),
     /// A token file could not be read.
     #[error("cannot read token file {path}: {source}")]
     TokenFile {
@@ -130,7 +134,7 @@ impl AppState {
             config.read_token_file.as_deref(),
         )?;
         let ird = Rendered::new(&directory_message(asn.is_some()), None);
-        let served = Served::new(topology, asn.clone());
+        let served = Served::new(topology, asn.clone())?;
         let metrics = Metrics::default();
         record_gauges(&metrics, &served);
         Ok(AppState {
@@ -179,9 +183,8 @@ impl AppState {
     /// carry over. On error nothing changes.
     pub fn replace_topology(&self, text: &str) -> Result<UpdateOutcome, ApiError> {
         let _guard = self.lock();
-        let mut topology = Topology::from_toml_str(text)?;
-        topology.inherit_prices(&self.current().topology);
-        let served = Served::new(topology, self.asn.clone());
+        let topology = Topology::from_toml_str_inheriting(text, &self.current().topology)?;
+        let served = Served::new(topology, self.asn.clone())?;
         if let Some(path) = &self.topology_path {
             write_atomically(path, text).map_err(|source| ApiError::WriteTopology {
                 path: path.clone(),
@@ -198,7 +201,7 @@ impl AppState {
         let _guard = self.lock();
         let mut topology = self.current().topology.clone();
         topology.apply_link_loads(loads)?;
-        let outcome = self.swap(Served::new(topology, self.asn.clone()));
+        let outcome = self.swap(Served::new(topology, self.asn.clone())?);
         tracing::info!(links = loads.len(), etag = %outcome.cost_map_etag, "link loads applied");
         Ok(outcome)
     }
@@ -210,9 +213,8 @@ impl AppState {
         let Some(path) = &self.topology_path else {
             return Ok(self.outcome_now());
         };
-        let mut topology = Topology::from_file(path)?;
-        topology.inherit_prices(&self.current().topology);
-        let outcome = self.swap(Served::new(topology, self.asn.clone()));
+        let topology = Topology::from_file_inheriting(path, &self.current().topology)?;
+        let outcome = self.swap(Served::new(topology, self.asn.clone())?);
         tracing::info!(vtag = %outcome.vtag, "topology reloaded");
         Ok(outcome)
     }

@@ -44,6 +44,16 @@ pub enum SnapshotError {
     TooManyPids(usize),
 }
 
+/// An address as [`Snapshot::cost_between`] sees it: its PID and, outside the internal PIDs
+/// of a snapshot with an ASN database, its origin AS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Index of the PID holding the address.
+    pub pid: u16,
+    /// Origin AS, only for an address outside every internal PID and known to the database.
+    pub asn: Option<u32>,
+}
+
 /// What a snapshot knows about one PID.
 #[derive(Clone, Debug)]
 pub struct PidInfo {
@@ -404,6 +414,30 @@ impl Snapshot {
             }
         }
         self.cost(pa, pb)
+    }
+
+    /// What [`Snapshot::endpoint_cost`] needs to know about one address, looked up once: an
+    /// endpoint cost request pairs every source with every destination.
+    pub fn endpoint(&self, ip: IpAddr) -> Endpoint {
+        let pid = self.locate(ip);
+        let asn = match &self.asn {
+            Some(classes) if !self.pid(pid).internal => classes.db.lookup(ip),
+            _ => None,
+        };
+        Endpoint { pid, asn }
+    }
+
+    /// [`Snapshot::endpoint_cost`] between two endpoints looked up with
+    /// [`Snapshot::endpoint`].
+    pub fn cost_between(&self, a: Endpoint, b: Endpoint) -> f32 {
+        if let (Some(classes), Some(x), Some(y)) = (&self.asn, a.asn, b.asn) {
+            return if x == y {
+                classes.same_as
+            } else {
+                classes.other_as
+            };
+        }
+        self.cost(a.pid, b.pid)
     }
 
     /// Whether two PIDs belong to the same ISP and both are internal to it.

@@ -5,6 +5,7 @@
 //! and for embedding. `main.rs` only wires configuration to [`run`].
 
 mod admin;
+mod endpoint_cost;
 mod http;
 mod metrics;
 mod routes;
@@ -102,6 +103,14 @@ pub struct AppState {
     read_token: Option<Token>,
     ird: Rendered,
     metrics: Metrics,
+    limits: Limits,
+}
+
+/// Bounds on what one request may ask for (from [`Config`]).
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_endpoint_pairs: usize,
+    max_endpoints: usize,
 }
 
 /// What a successful update answers.
@@ -146,6 +155,10 @@ impl AppState {
             read_token,
             ird,
             metrics,
+            limits: Limits {
+                max_endpoint_pairs: config.max_endpoint_pairs,
+                max_endpoints: config.max_endpoints,
+            },
         })
     }
 

@@ -5,14 +5,15 @@ use std::net::IpAddr;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::endpoint_cost::EndpointCostBody;
 use super::http::{authorize, check_accept, check_content_type, json, respond, ApiError};
 use super::state::{ranks, Served};
 use super::AppState;
 use crate::alto::{
     cost, media, property, resource, Constraint, Cost, CostMapMessage, CostMapMeta, CostTable,
-    CostType, DependentMeta, EndpointCostMessage, EndpointCostMeta, EndpointCostRequest,
-    EndpointPropMessage, EndpointPropRequest, FieldError, FilteredCostMapRequest,
-    FilteredNetworkMapRequest, NetworkMapMessage, NetworkMapMeta,
+    CostType, DependentMeta, EndpointCostRequest, EndpointPropMessage, EndpointPropRequest,
+    FieldError, FilteredCostMapRequest, FilteredNetworkMapRequest, NetworkMapMessage,
+    NetworkMapMeta,
 };
 
 /// Registers the ALTO routes.
@@ -157,19 +158,7 @@ async fn filtered_cost_map(
     let r = FilteredCostMapRequest::parse(&body)?;
     let is_ordinal = ordinal(&r.cost_type)?;
     let served = state.current();
-    let pick = |list: &[String], name: &str| list.is_empty() || list.iter().any(|p| p == name);
-    let cost_map: CostTable = served
-        .table(is_ordinal)
-        .into_iter()
-        .filter(|(src, _)| pick(&r.srcs, src))
-        .map(|(src, row)| {
-            let row: BTreeMap<String, Cost> = row
-                .into_iter()
-                .filter(|(dst, c)| pick(&r.dsts, dst) && satisfies(&r.constraints, c.0))
-                .collect();
-            (src, row)
-        })
-        .collect();
+    let cost_map = filtered_costs(&served, &r.srcs, &r.dsts, is_ordinal, &r.constraints);
     json(
         media::COST_MAP,
         &CostMapMessage {
@@ -180,6 +169,48 @@ async fn filtered_cost_map(
             cost_map,
         },
     )
+}
+
+/// The cost table restricted to `srcs` x `dsts` (empty = all; names not in the map are
+/// ignored), filtered while iterating: a 1 x 1 filter reads one cost (ordinal mode ranks the
+/// source's whole row), never the full n x n table.
+fn filtered_costs(
+    served: &Served,
+    srcs: &[String],
+    dsts: &[String],
+    ordinal: bool,
+    constraints: &[Constraint],
+) -> CostTable {
+    let pids = served.topology.pids();
+    let indices = |names: &[String]| -> Vec<usize> {
+        if names.is_empty() {
+            return (0..pids.len()).collect();
+        }
+        let mut v: Vec<usize> = names
+            .iter()
+            .filter_map(|n| served.pid_index.get(n).copied())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let (srcs, dsts) = (indices(srcs), indices(dsts));
+    let costs = served.costs();
+    srcs.into_iter()
+        .map(|s| {
+            let ranked = ordinal.then(|| {
+                let row: Vec<f64> = (0..pids.len()).map(|t| costs.get(s, t)).collect();
+                ranks(&row)
+            });
+            let row = dsts
+                .iter()
+                .map(|&t| (t, ranked.as_ref().map_or(costs.get(s, t), |r| r[t])))
+                .filter(|&(_, v)| satisfies(constraints, v))
+                .map(|(t, v)| (pids[t].name.clone(), Cost(v)))
+                .collect();
+            (pids[s].name.clone(), row)
+        })
+        .collect()
 }
 
 fn satisfies(constraints: &[Constraint], cost: f64) -> bool {
@@ -198,6 +229,17 @@ async fn endpoint_properties(
         media::ENDPOINT_PROP_PARAMS,
     )?;
     let r = EndpointPropRequest::parse(&body)?;
+    if r.endpoints.len() > state.limits.max_endpoints {
+        return Err(FieldError::value(
+            "endpoints",
+            format!(
+                "{} endpoints; at most {} per request",
+                r.endpoints.len(),
+                state.limits.max_endpoints
+            ),
+        )
+        .into());
+    }
     let supported = state.prop_types();
     if let Some(bad) = r
         .properties
@@ -255,7 +297,20 @@ async fn endpoint_cost(
     )?;
     let r = EndpointCostRequest::parse(&body)?;
     let is_ordinal = ordinal(&r.cost_type)?;
-    let mut srcs = r.srcs.clone();
+    let pairs = r.srcs.len().max(1).saturating_mul(r.dsts.len());
+    if pairs > state.limits.max_endpoint_pairs {
+        return Err(FieldError::value(
+            "endpoints",
+            format!(
+                "{} sources x {} destinations = {pairs} pairs; at most {} per request",
+                r.srcs.len().max(1),
+                r.dsts.len(),
+                state.limits.max_endpoint_pairs
+            ),
+        )
+        .into());
+    }
+    let mut srcs = r.srcs;
     if srcs.is_empty() {
         // An empty source list means the client's own address (RFC 7285 section 11.5.1.3).
         let ip = req
@@ -264,35 +319,17 @@ async fn endpoint_cost(
             .ok_or(ApiError::NoPeerAddress)?;
         srcs.push((typed(ip), ip));
     }
-    let served = state.current();
-    let endpoint_cost_map = srcs
-        .iter()
-        .map(|(src_text, src)| {
-            let raw: Vec<f64> = r
-                .dsts
-                .iter()
-                .map(|(_, dst)| f64::from(served.snapshot.endpoint_cost(*src, *dst)))
-                .collect();
-            let values = if is_ordinal { ranks(&raw) } else { raw };
-            let row = r
-                .dsts
-                .iter()
-                .zip(values)
-                .filter(|(_, v)| satisfies(&r.constraints, *v))
-                .map(|((text, _), v)| (text.clone(), Cost(v)))
-                .collect();
-            (src_text.clone(), row)
-        })
-        .collect();
-    json(
-        media::ENDPOINT_COST,
-        &EndpointCostMessage {
-            meta: EndpointCostMeta {
-                cost_type: CostType::routingcost(&r.cost_type.cost_mode),
-            },
-            endpoint_cost_map,
-        },
-    )
+    let answer = EndpointCostBody::new(
+        state.current(),
+        &r.cost_type.cost_mode,
+        is_ordinal,
+        r.constraints,
+        srcs,
+        r.dsts,
+    );
+    Ok(HttpResponse::Ok()
+        .content_type(media::ENDPOINT_COST)
+        .body(answer))
 }
 
 fn typed(ip: IpAddr) -> String {

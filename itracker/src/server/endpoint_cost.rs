@@ -153,17 +153,28 @@ fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 }
 
 impl MessageBody for EndpointCostBody {
-    type Error = std::convert::Infallible;
+    type Error = std::io::Error;
 
     fn size(&self) -> BodySize {
         BodySize::Stream
     }
 
+    /// A panic while writing (a bug) ends this answer's connection, not the worker.
     fn poll_next(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        Poll::Ready(self.get_mut().next_chunk().map(Ok))
+        let this = self.get_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.next_chunk())) {
+            Ok(chunk) => Poll::Ready(chunk.map(Ok)),
+            Err(_) => {
+                this.done = true;
+                tracing::error!("writing an endpoint cost answer panicked; connection closed");
+                Poll::Ready(Some(Err(std::io::Error::other(
+                    "endpoint cost answer failed",
+                ))))
+            }
+        }
     }
 }
 

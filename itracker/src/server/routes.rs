@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, Resource, Route};
 
 use super::endpoint_cost::EndpointCostBody;
 use super::http::{authorize, check_accept, check_content_type, json, respond, ApiError};
@@ -16,21 +16,54 @@ use crate::alto::{
     NetworkMapMeta,
 };
 
-/// Registers the ALTO routes.
+/// Largest ALTO POST body (a request, not an answer).
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
+/// Registers the ALTO routes. Each path answers its one method; any other gets 405 with an
+/// `Allow` header (not 404: the resource exists).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(directory))
-        .route("/directory", web::get().to(directory))
-        .route("/networkmap", web::get().to(network_map))
-        .route(
+    let get = |path: &str, route: Route| only(path, "GET", route);
+    let post = |path: &str, route: Route| only(path, "POST", route);
+    cfg.service(get("/", web::get().to(directory)))
+        .service(get("/directory", web::get().to(directory)))
+        .service(get("/networkmap", web::get().to(network_map)))
+        .service(get(
             "/costmap/routingcost/numerical",
             web::get().to(cost_map_num),
-        )
-        .route("/costmap/routingcost/ordinal", web::get().to(cost_map_ord))
-        .route("/propmap/pid", web::get().to(pid_properties))
-        .route("/networkmap/filtered", web::post().to(filtered_network_map))
-        .route("/costmap/filtered", web::post().to(filtered_cost_map))
-        .route("/endpointprop/lookup", web::post().to(endpoint_properties))
-        .route("/endpointcost/lookup", web::post().to(endpoint_cost));
+        ))
+        .service(get(
+            "/costmap/routingcost/ordinal",
+            web::get().to(cost_map_ord),
+        ))
+        .service(get("/propmap/pid", web::get().to(pid_properties)))
+        .service(post(
+            "/networkmap/filtered",
+            web::post().to(filtered_network_map),
+        ))
+        .service(post("/costmap/filtered", web::post().to(filtered_cost_map)))
+        .service(post(
+            "/endpointprop/lookup",
+            web::post().to(endpoint_properties),
+        ))
+        .service(post("/endpointcost/lookup", web::post().to(endpoint_cost)));
+}
+
+/// A resource answering one method; others get 405 naming `allow`.
+pub fn only(path: &str, allow: &'static str, route: Route) -> Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(move || async move {
+            Err::<HttpResponse, ApiError>(ApiError::MethodNotAllowed(allow))
+        }))
+}
+
+/// Reads a POST body of at most [`MAX_REQUEST_BYTES`] (after the request's headers passed
+/// their checks: an unauthorised body is never read).
+async fn body(payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    match payload.to_bytes_limited(MAX_REQUEST_BYTES).await {
+        Ok(body) => body.map_err(|e| ApiError::Payload(e.to_string())),
+        Err(_) => Err(ApiError::TooLarge(MAX_REQUEST_BYTES)),
+    }
 }
 
 /// Authorises a read and checks the Accept header.
@@ -94,10 +127,10 @@ fn post(
 async fn filtered_network_map(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     post(&req, &state, media::NETWORK_MAP, media::NETWORK_MAP_FILTER)?;
-    let r = FilteredNetworkMapRequest::parse(&body)?;
+    let r = FilteredNetworkMapRequest::parse(&body(payload).await?)?;
     let served = state.current();
     let wanted: BTreeSet<&str> = r.pids.iter().map(String::as_str).collect();
     let (v4, v6) = (
@@ -152,10 +185,10 @@ fn ordinal(ct: &CostType) -> Result<bool, FieldError> {
 async fn filtered_cost_map(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     post(&req, &state, media::COST_MAP, media::COST_MAP_FILTER)?;
-    let r = FilteredCostMapRequest::parse(&body)?;
+    let r = FilteredCostMapRequest::parse(&body(payload).await?)?;
     let is_ordinal = ordinal(&r.cost_type)?;
     let served = state.current();
     let cost_map = filtered_costs(&served, &r.srcs, &r.dsts, is_ordinal, &r.constraints);
@@ -220,7 +253,7 @@ fn satisfies(constraints: &[Constraint], cost: f64) -> bool {
 async fn endpoint_properties(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     post(
         &req,
@@ -228,7 +261,7 @@ async fn endpoint_properties(
         media::ENDPOINT_PROP,
         media::ENDPOINT_PROP_PARAMS,
     )?;
-    let r = EndpointPropRequest::parse(&body)?;
+    let r = EndpointPropRequest::parse(&body(payload).await?)?;
     if r.endpoints.len() > state.limits.max_endpoints {
         return Err(FieldError::value(
             "endpoints",
@@ -287,7 +320,7 @@ fn properties_of(served: &Served, ip: IpAddr, wanted: &[String]) -> BTreeMap<Str
 async fn endpoint_cost(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     post(
         &req,
@@ -295,7 +328,7 @@ async fn endpoint_cost(
         media::ENDPOINT_COST,
         media::ENDPOINT_COST_PARAMS,
     )?;
-    let r = EndpointCostRequest::parse(&body)?;
+    let r = EndpointCostRequest::parse(&body(payload).await?)?;
     let is_ordinal = ordinal(&r.cost_type)?;
     let pairs = r.srcs.len().max(1).saturating_mul(r.dsts.len());
     if pairs > state.limits.max_endpoint_pairs {

@@ -56,7 +56,7 @@ pub fn try_combine(maps: &[IspMap], interdomain_cost: f64) -> Result<Snapshot, S
     for (i, map) in maps.iter().enumerate() {
         let isp = b.add_isp(names[i].clone());
         let mut positions = Vec::with_capacity(map.pids.len());
-        for pid in &map.pids {
+        for pid in map.pids.iter() {
             let prefixes = pid
                 .prefixes
                 .iter()

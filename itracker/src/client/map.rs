@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -38,8 +39,8 @@ pub struct IspMap {
     pub vtag: String,
     /// Cost map ETag (changes with costs even when the network map does not).
     pub cost_etag: String,
-    /// PIDs.
-    pub pids: Vec<IspPid>,
+    /// PIDs (shared: a cost-only update reuses them).
+    pub pids: Arc<[IspPid]>,
     /// The costs the cost map gives, by position in `pids`; see [`IspMap::cost`].
     costs: SparseCosts,
 }
@@ -47,7 +48,7 @@ pub struct IspMap {
 /// Known costs as `(from, to, cost)`, sorted by `(from, to)`, one per pair. Every cost is
 /// finite and non-negative as an `f32` (what a [`Snapshot`] stores).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct SparseCosts(Vec<(u32, u32, f32)>);
+pub(crate) struct SparseCosts(Arc<Vec<(u32, u32, f32)>>);
 
 impl SparseCosts {
     /// Sorts and removes duplicate pairs (the last one given wins, as in a JSON object read
@@ -62,7 +63,7 @@ impl SparseCosts {
             same
         });
         entries.shrink_to_fit();
-        SparseCosts(entries)
+        SparseCosts(Arc::new(entries))
     }
 }
 
@@ -85,12 +86,10 @@ fn bad_cost(src: &str, dst: &str, c: f64) -> String {
 }
 
 /// Position of each PID of a network map, in the order [`IspMap`] lists them.
-pub(crate) fn pid_index(network_map: &NetworkMapMessage) -> HashMap<&str, u32> {
-    network_map
-        .network_map
-        .keys()
+pub(crate) fn pid_index<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, u32> {
+    names
         .enumerate()
-        .map(|(i, name)| (name.as_str(), u32::try_from(i).unwrap_or(u32::MAX)))
+        .map(|(i, name)| (name, u32::try_from(i).unwrap_or(u32::MAX)))
         .collect()
 }
 
@@ -293,7 +292,7 @@ impl IspMap {
         properties: Option<&PropMapMessage>,
         fallback_isp: &str,
     ) -> Result<IspMap, ClientError> {
-        let index = pid_index(network_map);
+        let index = pid_index(network_map.network_map.keys().map(String::as_str));
         let mut entries = Vec::new();
         for (src, row) in &cost_map.cost_map {
             let Some(&s) = index.get(src.as_str()) else {
@@ -352,7 +351,6 @@ impl IspMap {
             return Err(invalid(format!("{n} PIDs: at most 65534 are supported")));
         }
         let mut pids = Vec::with_capacity(n);
-        let mut seen: HashMap<IpNetwork, &str> = HashMap::new();
         for (name, group) in &network_map.network_map {
             validate_pid_name(name).map_err(|e| invalid(format!("PID name {name:?} {e}")))?;
             let mut prefixes = Vec::with_capacity(group.ipv4.len() + group.ipv6.len());
@@ -362,11 +360,6 @@ impl IspMap {
                     .map_err(|e| invalid(format!("PID {name}: prefix {text:?}: {e}")))?;
                 let p =
                     IpNetwork::new(p.network(), p.prefix()).map_err(|e| invalid(e.to_string()))?;
-                if let Some(first) = seen.insert(p, name) {
-                    return Err(invalid(format!(
-                        "prefix {p} is in PID {first} and in PID {name}"
-                    )));
-                }
                 prefixes.push(p);
             }
             let holds_default = prefixes.iter().any(|p| p.prefix() == 0);
@@ -381,6 +374,7 @@ impl IspMap {
                 prefixes,
             });
         }
+        check_unique_prefixes(&pids)?;
         if let Some(&(s, d, _)) = costs
             .0
             .iter()
@@ -394,8 +388,31 @@ impl IspMap {
             isp,
             vtag: network_map.meta.vtag.tag.clone(),
             cost_etag,
-            pids,
+            pids: pids.into(),
             costs,
+        })
+    }
+
+    /// This map with other costs (indexed for the same network map), sharing its PIDs.
+    pub(crate) fn with_costs(
+        &self,
+        costs: SparseCosts,
+        cost_etag: String,
+    ) -> Result<IspMap, ClientError> {
+        let n = self.pids.len();
+        if costs
+            .0
+            .iter()
+            .any(|&(s, d, _)| s as usize >= n || d as usize >= n)
+        {
+            return Err(ClientError::InvalidMap(
+                "cost map indexed for another network map".into(),
+            ));
+        }
+        Ok(IspMap {
+            cost_etag,
+            costs,
+            ..self.clone()
         })
     }
 
@@ -428,6 +445,31 @@ impl IspMap {
     /// This map alone as a snapshot (unknown costs = `interdomain_cost`).
     pub fn snapshot(&self, interdomain_cost: f64) -> Snapshot {
         combine(std::slice::from_ref(self), interdomain_cost)
+    }
+}
+
+/// Refuses a prefix in two PIDs (or twice in one), naming both. Sorts `(prefix, PID)` pairs
+/// (24 bytes each) rather than hashing them: half the memory of a hash set on a map of a
+/// million prefixes.
+fn check_unique_prefixes(pids: &[IspPid]) -> Result<(), ClientError> {
+    let mut all: Vec<(IpNetwork, u32)> = pids
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            p.prefixes.iter().map(move |&prefix| (prefix, i))
+        })
+        .collect();
+    all.sort_unstable();
+    let name = |i: u32| pids.get(i as usize).map_or("?", |p| p.name.as_str());
+    match all.windows(2).find(|w| w[0].0 == w[1].0) {
+        Some(w) => Err(ClientError::InvalidMap(format!(
+            "prefix {} is in PID {} and in PID {}",
+            w[0].0,
+            name(w[0].1),
+            name(w[1].1)
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -17,6 +17,7 @@ mod combine;
 mod http;
 mod map;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 pub use combine::{combine, try_combine};
@@ -181,7 +182,11 @@ struct CachedNetwork {
     etag: Option<String>,
     /// Bumped for every new network map, so a cost map indexed for an older one is refetched.
     generation: u64,
-    message: NetworkMapMessage,
+    vtag: String,
+    /// The message until a map is built from it (then dropped: the map holds its PIDs).
+    raw: Option<NetworkMapMessage>,
+    /// The last map built from this network map; a cost-only change reuses its PIDs.
+    built: Option<IspMap>,
 }
 
 struct CachedCost {
@@ -370,7 +375,7 @@ impl AltoClient {
         let (Some(nm), Some(cm)) = (&self.network_map, &self.cost_map) else {
             return Err(ClientError::InvalidMap("maps missing after fetch".into()));
         };
-        let vtag = nm.message.meta.vtag.tag.clone();
+        let vtag = nm.vtag.clone();
         let dependent = cm
             .parsed
             .meta
@@ -385,7 +390,8 @@ impl AltoClient {
                 cost_map: dependent,
             });
         }
-        if nm_changed || self.properties.is_none() {
+        let raw = nm.raw.is_some();
+        if raw && (nm_changed || self.properties.is_none()) {
             self.properties = match pm_url {
                 Some(url) => match self.get(&url, media::PROPMAP, None)? {
                     Got::Fresh(mut res, url) => Some(read_json(
@@ -399,17 +405,23 @@ impl AltoClient {
                 None => None,
             };
         }
-        let (Some(nm), Some(cm)) = (&self.network_map, &self.cost_map) else {
+        let (Some(nm), Some(cm)) = (&mut self.network_map, &self.cost_map) else {
             return Err(ClientError::InvalidMap("maps missing after fetch".into()));
         };
-        let fallback = host_of(&self.ird_url);
-        let map = IspMap::build(
-            &nm.message,
-            cm.parsed.costs.clone(),
-            cm.etag.clone().unwrap_or_default(),
-            self.properties.as_ref(),
-            &fallback,
-        )?;
+        let cost_etag = cm.etag.clone().unwrap_or_default();
+        let map = match (&nm.raw, &nm.built) {
+            (Some(raw), _) => IspMap::build(
+                raw,
+                cm.parsed.costs.clone(),
+                cost_etag,
+                self.properties.as_ref(),
+                &host_of(&self.ird_url),
+            )?,
+            (None, Some(built)) => built.with_costs(cm.parsed.costs.clone(), cost_etag)?,
+            (None, None) => return Err(ClientError::InvalidMap("network map missing".into())),
+        };
+        nm.raw = None;
+        nm.built = Some(map.clone());
         self.delivered = true;
         self.pending = false;
         Ok(FetchOutcome::Updated(map))
@@ -477,7 +489,9 @@ impl AltoClient {
                     url: url.to_string(),
                     etag: new_etag,
                     generation: self.generation,
-                    message,
+                    vtag: message.meta.vtag.tag.clone(),
+                    raw: Some(message),
+                    built: None,
                 });
                 self.pending = true;
                 Ok(true)
@@ -507,7 +521,11 @@ impl AltoClient {
             }),
             Got::Fresh(mut res, final_url) => {
                 let new_etag = http::etag(&res);
-                let index = pid_index(&nm.message);
+                let index = match (&nm.raw, &nm.built) {
+                    (Some(raw), _) => pid_index(raw.network_map.keys().map(String::as_str)),
+                    (None, Some(built)) => pid_index(built.pids.iter().map(|p| p.name.as_str())),
+                    (None, None) => HashMap::new(),
+                };
                 let parsed =
                     read_json(&final_url, &mut res, self.limits.max_cost_map_bytes, |r| {
                         parse_cost_map(r, &index)

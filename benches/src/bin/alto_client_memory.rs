@@ -21,11 +21,8 @@ use p4p_itracker::client::{AltoClient, ClientLimits, FetchOutcome};
 fn main() {
     let limits = ClientLimits::default();
     let mut args = std::env::args().skip(1);
-    let mut arg = |default: u64| -> u64 {
-        args.next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(default)
-    };
+    let mut arg =
+        |default: u64| -> u64 { args.next().and_then(|a| a.parse().ok()).unwrap_or(default) };
     let pids = arg(limits.max_pids as u64) as usize;
     let nm_bytes = arg(limits.max_network_map_bytes) as usize;
     let cm_bytes = arg(limits.max_cost_map_bytes) as usize;

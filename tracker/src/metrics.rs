@@ -7,7 +7,9 @@
 //! Store totals (torrents, peers) are read from the store when `/metrics` is scraped, not
 //! updated per announce.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -18,14 +20,24 @@ use crate::selection::SelectionStats;
 use crate::swarm::StoreTotals;
 
 /// Which front end served a request.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Protocol {
     Http,
     Udp,
 }
 
+impl Protocol {
+    /// The label value (Prometheus convention: snake_case).
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
 /// How a request ended.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
     /// Malformed request (failure reason / UDP error).
@@ -34,6 +46,30 @@ pub enum Outcome {
     Refused,
     /// UDP: bad connection id.
     BadConnection,
+}
+
+impl Outcome {
+    /// The label value (Prometheus convention: snake_case).
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::BadRequest => "bad_request",
+            Outcome::Refused => "refused",
+            Outcome::BadConnection => "bad_connection",
+        }
+    }
+}
+
+impl EncodeLabelValue for Protocol {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.label())
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.label())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -173,10 +209,12 @@ pub struct Metrics {
     pub topology_refresh_failures: Counter,
     /// 1 while no topology was ever loaded and selection is random.
     pub topology_missing: Gauge,
-    /// Redis store: calls that failed or timed out since start.
-    pub store_failures: Gauge,
+    /// Redis store: calls that failed or timed out (brought up to date at render).
+    store_failures: Counter,
     /// Redis store: answers that needed a second round trip because a sample ran short.
-    pub store_topups: Gauge,
+    store_topups: Counter,
+    /// Serialises bringing the two counters above up to date.
+    backend_sync: std::sync::Mutex<()>,
     /// Requests whose handling panicked (each cost one answer, never a worker), by protocol.
     handler_panics: [Counter; PROTOCOLS.len()],
     /// UDP workers restarted after their loop died.
@@ -217,8 +255,9 @@ impl Metrics {
             topology_age_seconds: Gauge::default(),
             topology_refresh_failures: Counter::default(),
             topology_missing: Gauge::default(),
-            store_failures: Gauge::default(),
-            store_topups: Gauge::default(),
+            store_failures: Counter::default(),
+            store_topups: Counter::default(),
+            backend_sync: std::sync::Mutex::new(()),
             handler_panics: PROTOCOLS
                 .map(|protocol| panics.get_or_create(&ProtocolLabels { protocol }).clone()),
             udp_worker_restarts: Counter::default(),
@@ -324,6 +363,18 @@ impl Metrics {
         self.handler_panics[protocol as usize].inc();
     }
 
+    /// Brings the store's own counts (failed calls, sample top-ups; totals since start) into
+    /// their counters.
+    pub fn backend_counts(&self, failures: u64, topups: u64) {
+        let _one_at_a_time = self.backend_sync.lock().unwrap_or_else(|e| e.into_inner());
+        for (counter, total) in [
+            (&self.store_failures, failures),
+            (&self.store_topups, topups),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
     /// Adds a worker's tally to the shared counters and empties it.
     pub fn add(&self, t: &mut Tally) {
         if *t == Tally::default() {
@@ -406,15 +457,15 @@ mod tests {
         let text = m.render(StoreTotals::default());
         for (name, want) in [
             (
-                "p4p_tracker_announces_total{protocol=\"Udp\",outcome=\"Ok\"}",
+                "p4p_tracker_announces_total{protocol=\"udp\",outcome=\"ok\"}",
                 2.0,
             ),
             (
-                "p4p_tracker_announces_total{protocol=\"Http\",outcome=\"Refused\"}",
+                "p4p_tracker_announces_total{protocol=\"http\",outcome=\"refused\"}",
                 1.0,
             ),
             (
-                "p4p_tracker_scrapes_total{protocol=\"Udp\",outcome=\"BadConnection\"}",
+                "p4p_tracker_scrapes_total{protocol=\"udp\",outcome=\"bad_connection\"}",
                 1.0,
             ),
             ("p4p_tracker_udp_connects_total", 1.0),

@@ -183,8 +183,7 @@ impl Tracker {
             .saturating_sub(self.topology.confirmed_at());
         self.metrics.topology_age_seconds.set(age as i64);
         let (failures, topups) = self.store.backend_counts();
-        self.metrics.store_failures.set(failures as i64);
-        self.metrics.store_topups.set(topups as i64);
+        self.metrics.backend_counts(failures, topups);
         self.metrics.render(self.totals())
     }
 

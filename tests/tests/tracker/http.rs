@@ -409,7 +409,7 @@ async fn metrics_and_health_answer() {
     .expect("thread");
     let metrics = String::from_utf8(metrics).expect("utf-8");
     assert!(
-        metrics.contains("p4p_tracker_announces_total{protocol=\"Http\",outcome=\"Ok\"} 1"),
+        metrics.contains("p4p_tracker_announces_total{protocol=\"http\",outcome=\"ok\"} 1"),
         "{metrics}"
     );
     assert!(

@@ -60,7 +60,7 @@ async fn connect_then_announce_from_several_addresses() {
     // The worker adds its counts to the metrics before it sends a batch's answers.
     let metrics = running.tracker.render_metrics();
     for line in [
-        "p4p_tracker_announces_total{protocol=\"Udp\",outcome=\"Ok\"} 3",
+        "p4p_tracker_announces_total{protocol=\"udp\",outcome=\"ok\"} 3",
         "p4p_tracker_udp_connects_total 3",
         "p4p_tracker_returned_peers_total{locality=\"same_pid\"} 3",
     ] {
@@ -301,8 +301,8 @@ async fn every_malformed_packet_class_gets_its_answer() {
     // Counted by kind: the bad announces as announces, the rest as malformed datagrams.
     let metrics = tracker.render_metrics();
     for line in [
-        "p4p_tracker_announces_total{protocol=\"Udp\",outcome=\"BadRequest\"} 3",
-        "p4p_tracker_scrapes_total{protocol=\"Udp\",outcome=\"BadRequest\"} 0",
+        "p4p_tracker_announces_total{protocol=\"udp\",outcome=\"bad_request\"} 3",
+        "p4p_tracker_scrapes_total{protocol=\"udp\",outcome=\"bad_request\"} 0",
         "p4p_tracker_udp_malformed_requests_total 3",
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");

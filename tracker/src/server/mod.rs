@@ -168,11 +168,11 @@ mod tests {
         assert_eq!(lost, None::<()>);
         let text = metrics.render(Default::default());
         assert!(
-            text.contains("p4p_tracker_handler_panics_total{protocol=\"Udp\"} 1"),
+            text.contains("p4p_tracker_handler_panics_total{protocol=\"udp\"} 1"),
             "{text}"
         );
         assert!(
-            text.contains("p4p_tracker_handler_panics_total{protocol=\"Http\"} 0"),
+            text.contains("p4p_tracker_handler_panics_total{protocol=\"http\"} 0"),
             "{text}"
         );
     }

@@ -31,6 +31,11 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// HTTP worker threads.
     pub workers: usize,
+    /// Largest endpoint cost request, in source x destination pairs (an empty source list
+    /// counts as one source). Larger requests get `E_INVALID_FIELD_VALUE` on `endpoints`.
+    pub max_endpoint_pairs: usize,
+    /// Most endpoints in one endpoint property request (`E_INVALID_FIELD_VALUE` beyond).
+    pub max_endpoints: usize,
     /// Admin token given directly (from the environment); never written out.
     #[serde(skip)]
     pub admin_token: Option<String>,
@@ -50,6 +55,8 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             workers: 2,
+            max_endpoint_pairs: 1_000_000,
+            max_endpoints: 10_000,
             admin_token: None,
             read_token: None,
         }
@@ -102,6 +109,14 @@ bind = "127.0.0.1:7285"
 
 # HTTP worker threads.
 workers = 2
+
+# Largest endpoint cost request, in sources x destinations pairs (an empty source list counts
+# as one). Larger requests are refused with E_INVALID_FIELD_VALUE; the answer is streamed, so
+# memory stays small, but CPU time grows with the pairs (about 30 bytes of answer per pair).
+max_endpoint_pairs = 1000000
+
+# Most endpoints in one endpoint property request (E_INVALID_FIELD_VALUE beyond).
+max_endpoints = 10000
 "#;
 
 impl Config {

@@ -121,7 +121,9 @@ fn merge(cli: &Cli) -> anyhow::Result<Config> {
 
 fn check(file: &PathBuf) -> anyhow::Result<()> {
     let topo = Topology::from_file(file)?;
-    let costs = topo.costs();
+    topo.try_snapshot_with_asn(None)
+        .with_context(|| format!("{} does not build a lookup snapshot", file.display()))?;
+    let costs = topo.cost_matrix();
     println!("isp {}  vtag {}", topo.isp(), topo.vtag());
     for (i, pid) in topo.pids().iter().enumerate() {
         let row: Vec<String> = (0..costs.len())

@@ -30,12 +30,28 @@ pub enum SnapshotError {
     /// The same PID name was added twice.
     #[error("PID {0} is defined twice")]
     DuplicatePid(String),
-    /// A cost was negative or not a number.
-    #[error("cost from {from} to {to} is {cost}, not a finite non-negative number")]
+    /// A cost was negative, not a number, or too large to store as `f32` (above 3.4e38).
+    #[error(
+        "cost from {from} to {to} is {cost}, not a finite non-negative number (at most 3.4e38)"
+    )]
     BadCost { from: String, to: String, cost: f64 },
+    /// A cost class given to the builder (the default, i.e. interdomain, cost, or an AS cost
+    /// class) is negative, not a number, or too large to store as `f32`.
+    #[error("{what} is {cost}, not a finite non-negative number (at most 3.4e38)")]
+    BadDefaultCost { what: &'static str, cost: f64 },
     /// More PIDs than a snapshot indexes (u16 range).
     #[error("{0} PIDs: at most 65535 are supported")]
     TooManyPids(usize),
+}
+
+/// An address as [`Snapshot::cost_between`] sees it: its PID and, outside the internal PIDs
+/// of a snapshot with an ASN database, its origin AS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Index of the PID holding the address.
+    pub pid: u16,
+    /// Origin AS, only for an address outside every internal PID and known to the database.
+    pub asn: Option<u32>,
 }
 
 /// What a snapshot knows about one PID.
@@ -69,6 +85,8 @@ pub struct SnapshotBuilder {
     costs: Vec<(usize, usize, f64)>,
     default_cost: f64,
     asn: Option<AsnClasses>,
+    /// `(same_as, other_as)` as given to [`SnapshotBuilder::with_asn`], checked at build.
+    asn_costs: (f64, f64),
 }
 
 /// The MaxMind fallback of a snapshot: origin AS lookups and the two AS cost classes.
@@ -77,6 +95,11 @@ struct AsnClasses {
     db: Arc<AsnDb>,
     same_as: f32,
     other_as: f32,
+}
+
+/// Whether a cost can be stored: finite, non-negative, and finite as `f32`.
+fn usable(c: f64) -> bool {
+    c.is_finite() && c >= 0.0 && (c as f32).is_finite()
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -110,13 +133,16 @@ impl SnapshotBuilder {
             costs: Vec::new(),
             default_cost,
             asn: None,
+            asn_costs: (0.0, 0.0),
         }
     }
 
     /// Adds the MaxMind ASN fallback: between two addresses outside every internal PID,
     /// [`Snapshot::endpoint_cost`] is `same_as` when their origin ASes match and `other_as`
     /// when they differ (see [`crate::source::asn`]).
+    /// Both costs are checked by [`SnapshotBuilder::build`] (kept as given until then).
     pub fn with_asn(mut self, db: Arc<AsnDb>, same_as: f64, other_as: f64) -> Self {
+        self.asn_costs = (same_as, other_as);
         self.asn = Some(AsnClasses {
             db,
             same_as: same_as as f32,
@@ -145,6 +171,14 @@ impl SnapshotBuilder {
     /// Validates and indexes everything. Adds a `default` PID holding `0.0.0.0/0` and `::/0`
     /// (external, costing the default cost) when no PID covers them, so the map is complete.
     pub fn build(mut self) -> Result<Snapshot, SnapshotError> {
+        let classes = [
+            ("the default (interdomain) cost", self.default_cost),
+            ("the same-AS cost", self.asn_costs.0),
+            ("the other-AS cost", self.asn_costs.1),
+        ];
+        if let Some(&(what, cost)) = classes.iter().find(|(_, c)| !usable(*c)) {
+            return Err(SnapshotError::BadDefaultCost { what, cost });
+        }
         if self.isps.is_empty() {
             self.add_isp("default");
         }
@@ -169,7 +203,7 @@ impl SnapshotBuilder {
             let idx = i as u16;
             index_by_id[slot] = idx;
             for prefix in &spec.prefixes {
-                let previous = match *prefix {
+                let previous = match normalise_prefix(*prefix) {
                     IpNetwork::V4(p) => v4.insert(canonical_v4(p), idx),
                     IpNetwork::V6(p) => v6.insert(canonical_v6(p), idx),
                 };
@@ -190,7 +224,7 @@ impl SnapshotBuilder {
         }
         let mut costs = vec![self.default_cost as f32; n * n];
         for &(from, to, cost) in &self.costs {
-            if !cost.is_finite() || cost < 0.0 {
+            if !usable(cost) {
                 return Err(SnapshotError::BadCost {
                     from: self.pids[from].name.clone(),
                     to: self.pids[to].name.clone(),
@@ -247,6 +281,23 @@ impl SnapshotBuilder {
             });
         }
     }
+}
+
+/// An IPv4-mapped IPv6 prefix (`::ffff:a.b.c.d/n`, `n >= 96`) as the IPv4 prefix it denotes
+/// (`a.b.c.d/(n - 96)`); any other prefix unchanged. Lookups of IPv4-mapped addresses go to the
+/// IPv4 table ([`Snapshot::locate`]), so a map must publish and index such prefixes as IPv4 for
+/// publication and lookup to agree.
+pub fn normalise_prefix(net: IpNetwork) -> IpNetwork {
+    if let IpNetwork::V6(p) = net {
+        if p.prefix() >= 96 {
+            if let Some(v4) = p.network().to_ipv4_mapped() {
+                if let Ok(n) = Ipv4Network::new(v4, p.prefix() - 96) {
+                    return IpNetwork::V4(canonical_v4(n));
+                }
+            }
+        }
+    }
+    net
 }
 
 fn canonical_v4(p: Ipv4Network) -> Ipv4Network {
@@ -365,6 +416,30 @@ impl Snapshot {
         self.cost(pa, pb)
     }
 
+    /// What [`Snapshot::endpoint_cost`] needs to know about one address, looked up once: an
+    /// endpoint cost request pairs every source with every destination.
+    pub fn endpoint(&self, ip: IpAddr) -> Endpoint {
+        let pid = self.locate(ip);
+        let asn = match &self.asn {
+            Some(classes) if !self.pid(pid).internal => classes.db.lookup(ip),
+            _ => None,
+        };
+        Endpoint { pid, asn }
+    }
+
+    /// [`Snapshot::endpoint_cost`] between two endpoints looked up with
+    /// [`Snapshot::endpoint`].
+    pub fn cost_between(&self, a: Endpoint, b: Endpoint) -> f32 {
+        if let (Some(classes), Some(x), Some(y)) = (&self.asn, a.asn, b.asn) {
+            return if x == y {
+                classes.same_as
+            } else {
+                classes.other_as
+            };
+        }
+        self.cost(a.pid, b.pid)
+    }
+
     /// Whether two PIDs belong to the same ISP and both are internal to it.
     pub fn same_isp(&self, a: u16, b: u16) -> bool {
         let (a, b) = (self.pid(a), self.pid(b));
@@ -440,6 +515,47 @@ mod tests {
             matches!(err, SnapshotError::DuplicatePrefix { ref first, ref second, .. }
             if first == "dup-x" && second == "dup-y")
         );
+    }
+
+    /// Issue 16 items 5 and 8: the default (interdomain) cost and explicit costs must be
+    /// finite, non-negative and finite as f32 (1e39 would be inf in the matrix).
+    #[test]
+    fn unusable_default_and_explicit_costs_are_refused() {
+        for bad in [f64::NAN, -1.0, f64::INFINITY, 1e39] {
+            let err = SnapshotBuilder::new("v", bad).build().expect_err("refused");
+            assert!(
+                matches!(err, SnapshotError::BadDefaultCost { .. }),
+                "{bad}: {err}"
+            );
+            let mut b = SnapshotBuilder::new("v", 1.0);
+            let a = b.add_pid(PidSpec {
+                name: "bad-cost-a".into(),
+                isp: 0,
+                internal: true,
+                prefixes: vec![net("10.0.0.0/8")],
+            });
+            b.set_cost(a, a, bad);
+            assert!(
+                matches!(b.build(), Err(SnapshotError::BadCost { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_prefixes_are_indexed_as_ipv4() {
+        let mut b = SnapshotBuilder::new("v", 1.0);
+        b.add_pid(PidSpec {
+            name: "mapped-a".into(),
+            isp: 0,
+            internal: true,
+            prefixes: vec![net("::ffff:10.0.0.0/104")],
+        });
+        let s = b.build().expect("valid");
+        for ip in ["10.1.2.3", "::ffff:10.1.2.3"] {
+            let idx = s.locate(ip.parse().expect("ip"));
+            assert_eq!(&*s.pid(idx).name, "mapped-a", "{ip}");
+        }
     }
 
     #[test]

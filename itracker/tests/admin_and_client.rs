@@ -295,3 +295,188 @@ fn with_an_asn_database_outside_addresses_carry_their_as() {
     );
     assert_eq!(row["ipv4:1.0.0.1"], 100, "different AS: interdomain");
 }
+
+/// A topology whose path costs overflow f32 (two links of 2e38: each fits, the sum does not).
+fn overflowing_topology() -> String {
+    "isp = \"t\"\n\
+     [[pid]]\nname = \"a\"\nkind = \"internal\"\nprefixes = [\"10.1.0.0/16\"]\n\
+     [[pid]]\nname = \"b\"\nkind = \"internal\"\nprefixes = [\"10.2.0.0/16\"]\n\
+     [[pid]]\nname = \"c\"\nkind = \"internal\"\nprefixes = [\"10.3.0.0/16\"]\n\
+     [[link]]\nfrom = \"a\"\nto = \"b\"\ncapacity = 1\nweight = 1\ncost = 2e38\n\
+     [[link]]\nfrom = \"b\"\nto = \"c\"\ncapacity = 1\nweight = 1\ncost = 2e38\n"
+        .to_string()
+}
+
+/// Issue 16 item 5: refused everywhere with the reason, never a panic: at start, by PUT (422),
+/// by a reload (the old map keeps serving) and by `p4p-itracker check` (non-zero exit).
+#[test]
+fn a_topology_with_unusable_costs_is_refused_at_start_put_reload_and_check() {
+    let dir = scratch("overflow");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, overflowing_topology()).expect("write");
+    let err = p4p_itracker::server::spawn(p4p_itracker::config::Config {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        topology: Some(bad.clone()),
+        ..Default::default()
+    })
+    .expect_err("refused at start");
+    assert!(
+        err.to_string().contains("p-distance from PID a to PID c"),
+        "{err}"
+    );
+
+    let t = start("loopback.toml", |_| {});
+    let before = get(&format!("{}/costmap/routingcost/numerical", t.base), &[]);
+    let r = put(
+        &format!("{}/admin/topology", t.base),
+        &overflowing_topology(),
+        &[("Authorization", &bearer())],
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains("p-distance from PID a to PID c"),
+        "{}",
+        r.body
+    );
+
+    std::fs::write(&t.topology, overflowing_topology()).expect("write");
+    let e = t.server.state().reload().expect_err("reload refused");
+    assert!(e.to_string().contains("p-distance"), "{e}");
+    let after = get(&format!("{}/costmap/routingcost/numerical", t.base), &[]);
+    assert_eq!(after.body, before.body, "the old map keeps serving");
+
+    if let Some(exe) = option_env!("CARGO_BIN_EXE_p4p-itracker") {
+        let out = std::process::Command::new(exe)
+            .arg("check")
+            .arg(&bad)
+            .output()
+            .expect("run check");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("p-distance"), "{stderr}");
+    }
+}
+
+/// Issue 16 item 5: link loads whose prices would make a p-distance overflow f32 are refused
+/// (422), the old prices keep serving.
+#[test]
+fn link_loads_that_would_overflow_the_costs_are_refused() {
+    let t = start("loopback.toml", |_| {});
+    // Each price stays below f32::MAX (max_price 3e38), a two-link path would not.
+    let chain = overflowing_topology().replace("cost = 2e38\n", "").replace(
+        "isp = \"t\"\n",
+        "isp = \"t\"\n[pricing]\nmax_price = 3e38\nstep = 1e38\n",
+    );
+    let r = put(
+        &format!("{}/admin/topology", t.base),
+        &chain,
+        &[("Authorization", &bearer())],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = get(&format!("{}/costmap/routingcost/numerical", t.base), &[]).body;
+    let r = post(
+        &format!("{}/admin/link-load", t.base),
+        "application/json",
+        r#"{"links": [{"link": "a->b", "utilisation": 100}, {"link": "b->c", "utilisation": 100}]}"#,
+        &[("Authorization", &bearer())],
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("p-distance"), "{}", r.body);
+    let after = get(&format!("{}/costmap/routingcost/numerical", t.base), &[]).body;
+    assert_eq!(after, body);
+}
+
+/// Issue 16 item 4: an admin call is authorised from its headers before its body is read. A
+/// connection announcing 15 MiB without a token gets 401 before sending a byte of the body.
+#[test]
+fn an_unauthorised_admin_body_is_never_read() {
+    use std::io::{Read, Write};
+    let t = start("loopback.toml", |_| {});
+    for (method, path) in [("PUT", "/admin/topology"), ("POST", "/admin/link-load")] {
+        let mut s = std::net::TcpStream::connect(t.server.addr()).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/toml\r\n\
+             Content-Length: 15728640\r\n\r\n"
+        )
+        .expect("headers");
+        s.write_all(&[b'#'; 1024]).expect("a little body");
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).expect("an answer before the body is sent");
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 401"), "{method} {path}: {head}");
+    }
+}
+
+/// Issue 16 item 8: the bearer scheme is case-insensitive; POST-only and PUT-only resources
+/// answer other methods 405 with Allow; a too-large body is 413; every error is
+/// application/alto-error+json.
+#[test]
+fn bearer_is_case_insensitive_and_errors_are_alto_errors() {
+    let t = start("loopback.toml", |_| {});
+    let topo = std::fs::read_to_string(&t.topology).expect("topology");
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let auth = format!("{scheme} {ADMIN_TOKEN}");
+        let r = put(
+            &format!("{}/admin/topology", t.base),
+            &topo,
+            &[("Authorization", &auth)],
+        );
+        assert_eq!(r.status, 200, "{scheme}: {}", r.body);
+    }
+    let r = put(&format!("{}/admin/topology", t.base), &topo, &[]);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.content_type, "application/alto-error+json");
+    for (path, allow) in [
+        ("/costmap/filtered", "POST"),
+        ("/endpointcost/lookup", "POST"),
+        ("/admin/topology", "PUT"),
+    ] {
+        let res = agent()
+            .get(&format!("{}{path}", t.base))
+            .call()
+            .expect("GET");
+        assert_eq!(res.status().as_u16(), 405, "{path}");
+        assert_eq!(
+            res.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow)
+        );
+        assert_eq!(
+            res.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/alto-error+json")
+        );
+    }
+    let big = format!("{{\"pids\": [\"{}\"]}}", "a".repeat(300 * 1024));
+    let r = post(
+        &format!("{}/networkmap/filtered", t.base),
+        "application/alto-networkmapfilter+json",
+        &big,
+        &[],
+    );
+    assert_eq!(r.status, 413);
+    assert_eq!(r.content_type, "application/alto-error+json");
+    assert!(r.json()["meta"]["message"].as_str().is_some(), "{}", r.body);
+}
+
+/// Issue 16 item 8: a whitespace-only admin token file refuses to start (it silently turned
+/// the admin API off).
+#[test]
+fn a_whitespace_only_token_file_refuses_to_start() {
+    let dir = scratch("token");
+    let file = dir.join("admin.token");
+    std::fs::write(&file, " \n\t\n").expect("write");
+    let err = p4p_itracker::server::spawn(p4p_itracker::config::Config {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        admin_token_file: Some(file.clone()),
+        ..Default::default()
+    })
+    .expect_err("refused");
+    assert!(
+        err.to_string().contains("admin token file") && err.to_string().contains("empty"),
+        "{err}"
+    );
+}

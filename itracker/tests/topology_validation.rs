@@ -124,3 +124,66 @@ fn interdomain_can_include_the_intradomain_part() {
         );
     }
 }
+
+/// Issue 16 item 5: two link costs of 1e308 are each valid, but their sum along a path is inf;
+/// a cost of 1e39 is a finite f64 but an infinite f32. Both are refused with the PIDs named,
+/// never a panic later (snapshot, cost map).
+#[test]
+fn costs_that_overflow_along_a_path_or_as_f32_are_refused() {
+    let chain = |cost: &str| {
+        format!(
+            "{HEAD}{}{}{}\
+             [[link]]\nfrom = \"a\"\nto = \"b\"\ncapacity = 1\nweight = 1\ncost = {cost}\n\
+             [[link]]\nfrom = \"b\"\nto = \"c\"\ncapacity = 1\nweight = 1\ncost = {cost}\n",
+            pid("a", "internal", "\"10.1.0.0/16\""),
+            pid("b", "internal", "\"10.2.0.0/16\""),
+            pid("c", "internal", "\"10.3.0.0/16\"")
+        )
+    };
+    // 1e308 per link: refused at the link (it would sum to inf along a -> b -> c).
+    let e = err(&chain("1e308"));
+    assert!(
+        e.contains("link a->b") && e.contains("at most 3.4e38"),
+        "{e}"
+    );
+    // 1e38 per link: each fits f32, the sum (2e38) too; 2e38 + 2e38 would not.
+    Topology::from_toml_str(&chain("1e38"))
+        .expect("finite as f32")
+        .snapshot();
+    let e = err(&chain("1e39"));
+    assert!(e.contains("link a->b") && e.contains("cost"), "{e}");
+    let e = err(&chain("2e38"));
+    assert!(e.contains("p-distance from PID a to PID c"), "{e}");
+    for field in ["interdomain", "same_asn", "link"] {
+        let e = err(&format!("{HEAD}[defaults]\n{field} = 1e39\n"));
+        assert!(e.contains(&format!("defaults.{field}")), "{e}");
+    }
+    let e = err(&format!("{HEAD}[pricing]\nmax_price = 1e39\n"));
+    assert!(e.contains("pricing.max_price"), "{e}");
+}
+
+/// Issue 16 item 8: an IPv4-mapped IPv6 prefix is the IPv4 prefix it denotes, so the network
+/// map publishes it where lookups of mapped addresses find it, and a clash with the IPv4
+/// spelling is a duplicate.
+#[test]
+fn ipv4_mapped_prefixes_are_normalised_to_ipv4() {
+    let t = Topology::from_toml_str(&format!(
+        "{HEAD}{}",
+        pid("a", "internal", "\"::ffff:10.0.0.0/104\"")
+    ))
+    .expect("valid");
+    let a = t.pid_index("a").expect("a");
+    let prefixes: Vec<String> = t.pids()[a].prefixes.iter().map(|p| p.to_string()).collect();
+    assert_eq!(prefixes, ["10.0.0.0/8"]);
+    let s = t.snapshot();
+    for ip in ["10.1.2.3", "::ffff:10.1.2.3"] {
+        let idx = s.locate(ip.parse().expect("ip"));
+        assert_eq!(&*s.pid(idx).name, "a", "{ip}");
+    }
+    let e = err(&format!(
+        "{HEAD}{}{}",
+        pid("a", "internal", "\"10.0.0.0/8\""),
+        pid("b", "internal", "\"::ffff:10.0.0.0/104\"")
+    ));
+    assert!(e.contains("10.0.0.0/8") && e.contains("PID a"), "{e}");
+}

@@ -548,15 +548,27 @@ async fn redis_going_away_is_temporarily_unavailable_and_the_tracker_comes_back(
     .await
     .expect("client");
     assert_eq!(answer, Err("temporarily unavailable".to_string()));
-    let health = get_raw(&running, "/health").await;
-    assert_eq!(health, b"ok\n".to_vec(), "the tracker itself keeps running");
+    // The tracker keeps running, and says why it cannot serve.
+    let (status, body) = get_status(&running, "/health").await;
+    assert_eq!(status, 503);
+    assert_eq!(body, b"swarm store: temporarily unavailable\n".to_vec());
 
     // A fresh server: no data and no scripts loaded (NOSCRIPT is answered by loading them).
     r.restart();
     until_served(&running, "127.0.0.4", 100).await;
+    assert_eq!(get_raw(&running, "/health").await, b"ok\n".to_vec());
     let d = announce(&running, "127.0.0.5", 6003, 10, "").await;
     assert_eq!(peers(&d), v4(&["127.0.0.4:6100"]));
     running.stop().await;
+}
+
+async fn get_status(running: &Running, path: &'static str) -> (u16, Vec<u8>) {
+    let server = running.http_addrs[0];
+    tokio::task::spawn_blocking(move || {
+        http_get_status("127.0.0.1".parse().expect("ip"), server, path, "")
+    })
+    .await
+    .expect("request thread")
 }
 
 async fn get_raw(running: &Running, path: &'static str) -> Vec<u8> {

@@ -223,6 +223,11 @@ pub enum ErrorCode {
     /// A field has a value the server does not accept.
     #[serde(rename = "E_INVALID_FIELD_VALUE")]
     InvalidFieldValue,
+    /// Not one of RFC 7285's field errors: this server's errors that HTTP status codes
+    /// describe (401, 405, 406, 413, 415, 422, 500), with the reason in `message`. Reading,
+    /// any code this crate does not know (another server's extension) is this one.
+    #[serde(rename = "E_OTHER", other)]
+    Other,
 }
 
 /// `meta` of an error.

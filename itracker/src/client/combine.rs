@@ -56,7 +56,7 @@ pub fn try_combine(maps: &[IspMap], interdomain_cost: f64) -> Result<Snapshot, S
     for (i, map) in maps.iter().enumerate() {
         let isp = b.add_isp(names[i].clone());
         let mut positions = Vec::with_capacity(map.pids.len());
-        for pid in &map.pids {
+        for pid in map.pids.iter() {
             let prefixes = pid
                 .prefixes
                 .iter()
@@ -88,13 +88,9 @@ pub fn try_combine(maps: &[IspMap], interdomain_cost: f64) -> Result<Snapshot, S
                 prefixes,
             }));
         }
-        let n = map.pids.len();
-        for (s, &from) in positions.iter().enumerate() {
-            for (d, &to) in positions.iter().enumerate() {
-                let c = map.costs[s * n + d];
-                if !c.is_nan() {
-                    b.set_cost(from, to, c);
-                }
+        for (s, d, c) in map.costs() {
+            if let (Some(&from), Some(&to)) = (positions.get(s), positions.get(d)) {
+                b.set_cost(from, to, c);
             }
         }
     }

@@ -3,22 +3,30 @@
 //!
 //! [`AltoClient::fetch`] is blocking (ureq): call it from a background thread or
 //! `spawn_blocking`, never on an announce path. It remembers the network map's and cost map's
-//! ETags separately and answers [`FetchOutcome::Unchanged`] when the server says 304 to both.
+//! ETags separately and answers [`FetchOutcome::Unchanged`] when the server says 304 to both
+//! and the map it last delivered is still what the server serves.
+//!
+//! What a server can make it do is bounded ([`ClientLimits`]): PIDs per map (checked before
+//! the cost map is even requested), bytes per body, redirects, and the origins it talks to
+//! (the IRD's own, unless configured otherwise). Content that fails validation is not
+//! remembered: every later fetch asks for it again and fails again until it changes, so a
+//! caller measuring the age of its map in use (time since the last `Ok`) sees it grow.
 //! [`combine`] merges the maps of several ISPs (one iTracker each) into one snapshot.
 
 mod combine;
+mod http;
+mod map;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ipnetwork::IpNetwork;
-
 pub use combine::{combine, try_combine};
+pub use map::{IspMap, IspPid};
 
-use crate::alto::{
-    cost, media, property, CostMapMessage, DirectoryMessage, NetworkMapMessage, PropMapMessage,
-};
-use crate::model::validate_pid_name;
+use self::http::{read_json, Got};
+use self::map::{parse_cost_map, pid_index, ParsedCostMap};
+use crate::alto::{cost, media, DirectoryMessage, NetworkMapMessage, PropMapMessage};
+#[cfg(doc)]
 use crate::snapshot::Snapshot;
 
 /// Why a fetch failed. The caller keeps its last good snapshot.
@@ -41,13 +49,45 @@ pub enum ClientError {
     /// The server answered with an unexpected status.
     #[error("GET {url}: HTTP {status}")]
     Status { url: String, status: u16 },
-    /// The body is not the expected JSON.
+    /// The body is not the expected JSON (or breaks a rule checked while reading it, such as
+    /// an unusable cost).
     #[error("GET {url}: invalid response: {source}")]
     Json {
         url: String,
         #[source]
         source: serde_json::Error,
     },
+    /// A body is larger than its limit ([`ClientLimits`]).
+    #[error("GET {url}: response body over {limit} bytes (the client's limit for it)")]
+    TooLarge { url: String, limit: u64 },
+    /// The URL serves another media type than the one asked for; for the IRD, the `--alto`
+    /// URL is not a directory.
+    #[error("{}", wrong_media_type(url, found, expected))]
+    WrongMediaType {
+        url: String,
+        found: String,
+        expected: String,
+    },
+    /// The IRD names a resource outside the allowed origins.
+    #[error("the IRD points at {url}, outside {allowed} (allow that origin explicitly to use it)")]
+    ForeignOrigin { url: String, allowed: String },
+    /// A redirect to another origin was refused.
+    #[error("GET {from}: redirect to {to} refused: another origin")]
+    Redirect { from: String, to: String },
+    /// More redirects than [`ClientLimits::max_redirects`].
+    #[error("GET {url}: more than {max} redirects")]
+    TooManyRedirects { url: String, max: u32 },
+    /// The network map has more PIDs than [`ClientLimits::max_pids`]; refused before its
+    /// costs are fetched.
+    #[error("network map {url} has {pids} PIDs, more than the client's limit of {max}")]
+    TooManyPids {
+        url: String,
+        pids: usize,
+        max: usize,
+    },
+    /// The network map has no PID, or no prefix in any PID.
+    #[error("the network map is empty ({pids} PIDs, no prefix): refused")]
+    EmptyNetworkMap { pids: usize },
     /// The IRD offers no network map.
     #[error("the IRD offers no network map")]
     NoNetworkMap,
@@ -68,55 +108,118 @@ pub enum ClientError {
     InvalidMap(String),
 }
 
-/// One PID of an ISP's map.
-#[derive(Clone, Debug, PartialEq)]
-pub struct IspPid {
-    /// PID name as published.
-    pub name: String,
-    /// Whether the ISP marks it as its own (see [`IspMap::from_messages`]).
-    pub internal: bool,
-    /// Its prefixes.
-    pub prefixes: Vec<IpNetwork>,
+fn wrong_media_type(url: &str, found: &str, expected: &str) -> String {
+    if expected == media::DIRECTORY {
+        format!("{url} serves {found}, not an IRD ({expected}): give the directory URL")
+    } else {
+        format!("{url} serves {found}, not {expected}")
+    }
 }
 
-/// One ISP's network and cost maps, validated and consistent with each other.
-#[derive(Clone, Debug, PartialEq)]
-pub struct IspMap {
-    /// ISP name (`priv:p4p-isp` from the PID properties, else the server's host).
-    pub isp: String,
-    /// Network map vtag.
-    pub vtag: String,
-    /// Cost map ETag (changes with costs even when the network map does not).
-    pub cost_etag: String,
-    /// PIDs.
-    pub pids: Vec<IspPid>,
-    /// Row-major `n * n` costs; `NaN` where the cost map gives none.
-    pub costs: Vec<f64>,
+impl ClientError {
+    /// Whether the server's content (not the transport) is at fault: the client then forgets
+    /// what it cached, so the next fetch asks for everything again and reports it again.
+    fn is_content(&self) -> bool {
+        match self {
+            ClientError::Json { source, .. } => !source.is_io(),
+            ClientError::Url { .. }
+            | ClientError::Http { .. }
+            | ClientError::Status { .. }
+            | ClientError::Redirect { .. }
+            | ClientError::TooManyRedirects { .. } => false,
+            _ => true,
+        }
+    }
+}
+
+/// Bounds on what one server can make the client do. Every body is read through its limit
+/// (the transfer stops there) and parsed as a stream; the costs are kept sparse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// PIDs in one network map (default 5,000). A [`Snapshot`] is dense: 6 bytes per PID pair
+    /// (an `f32` cost and a `u16` in the by-cost order), so 5,000 PIDs is 150 MB and 10,000
+    /// would be 600 MB (twice that while a new one is swapped in). A larger map is refused
+    /// before its cost map is requested.
+    pub max_pids: usize,
+    /// Bytes of the IRD (default 1 MiB).
+    pub max_ird_bytes: u64,
+    /// Bytes of the network map (default 32 MiB: ~1.5 million prefixes).
+    pub max_network_map_bytes: u64,
+    /// Bytes of the cost map (default 64 MiB: ~5 million costs, 60 MB kept at most).
+    pub max_cost_map_bytes: u64,
+    /// Bytes of the PID property map (default 8 MiB).
+    pub max_property_map_bytes: u64,
+    /// Redirects followed per request (default 5), within the allowed origins only.
+    pub max_redirects: u32,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_pids: 5_000,
+            max_ird_bytes: 1 << 20,
+            max_network_map_bytes: 32 << 20,
+            max_cost_map_bytes: 64 << 20,
+            max_property_map_bytes: 8 << 20,
+            max_redirects: 5,
+        }
+    }
 }
 
 /// What [`AltoClient::fetch`] found.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FetchOutcome {
-    /// Neither the network map nor the cost map changed since the last successful fetch.
+    /// The server still serves the map this client delivered last (304 to both maps), and it
+    /// was valid: the caller's map is current. Content that failed validation is never
+    /// "unchanged": each fetch returns its error again until it changes.
     Unchanged,
     /// Something changed: the new map.
     Updated(IspMap),
 }
 
-struct Cached<T> {
+struct CachedNetwork {
     url: String,
     etag: Option<String>,
-    message: T,
+    /// Bumped for every new network map, so a cost map indexed for an older one is refetched.
+    generation: u64,
+    vtag: String,
+    /// The message until a map is built from it (then dropped: the map holds its PIDs).
+    raw: Option<NetworkMapMessage>,
+    /// The last map built from this network map; a cost-only change reuses its PIDs.
+    built: Option<IspMap>,
+}
+
+struct CachedCost {
+    url: String,
+    etag: Option<String>,
+    /// The network map generation its costs are indexed for.
+    generation: u64,
+    parsed: ParsedCostMap,
+}
+
+/// Which origins the client may talk to besides the IRD's.
+#[derive(Clone, Debug)]
+enum Origins {
+    /// The IRD's origin and these.
+    Listed(Vec<url::Origin>),
+    /// Any (the IRD may point anywhere; redirects go anywhere).
+    Any,
 }
 
 /// A blocking ALTO client for one server (one ISP).
 pub struct AltoClient {
     ird_url: String,
+    ird_origin: Option<url::Origin>,
     agent: ureq::Agent,
     token: Option<String>,
-    network_map: Option<Cached<NetworkMapMessage>>,
-    cost_map: Option<Cached<CostMapMessage>>,
+    limits: ClientLimits,
+    origins: Origins,
+    network_map: Option<CachedNetwork>,
+    cost_map: Option<CachedCost>,
     properties: Option<PropMapMessage>,
+    generation: u64,
+    /// The caches hold content not delivered yet (a fetch failed after getting it).
+    pending: bool,
     delivered: bool,
 }
 
@@ -124,39 +227,83 @@ impl std::fmt::Debug for AltoClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AltoClient")
             .field("ird_url", &self.ird_url)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
 
 impl AltoClient {
     /// A client for the IRD at `ird_url` (e.g. `http://127.0.0.1:7285/directory`), with a 10 s
-    /// timeout per request. HTTPS uses the webpki roots; see [`AltoClient::with_agent`].
+    /// timeout per request and the default [`ClientLimits`]. HTTPS uses the webpki roots; see
+    /// [`AltoClient::with_agent`].
     pub fn new(ird_url: impl Into<String>) -> AltoClient {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(10)))
             .http_status_as_error(false)
+            .max_redirects(0)
             .build()
             .into();
         Self::with_agent(ird_url, agent)
     }
 
-    /// A client with a custom agent (own TLS roots, proxies, timeouts). The agent must not
-    /// treat HTTP statuses as errors (`http_status_as_error(false)`).
+    /// A client with a custom agent (own TLS roots, proxies, timeouts). Whatever the agent's
+    /// configuration, each request is sent with `http_status_as_error(false)` and
+    /// `max_redirects(0)`: the client follows redirects itself, within the allowed origins.
     pub fn with_agent(ird_url: impl Into<String>, agent: ureq::Agent) -> AltoClient {
+        let ird_url = ird_url.into();
         AltoClient {
-            ird_url: ird_url.into(),
+            ird_origin: url::Url::parse(&ird_url).ok().map(|u| u.origin()),
+            ird_url,
             agent,
             token: None,
+            limits: ClientLimits::default(),
+            origins: Origins::Listed(Vec::new()),
             network_map: None,
             cost_map: None,
             properties: None,
+            generation: 0,
+            pending: false,
             delivered: false,
         }
     }
 
-    /// Sends `Authorization: Bearer <token>` (for servers with a read token).
+    /// Sends `Authorization: Bearer <token>` (for servers with a read token), to the IRD's
+    /// origin only.
     pub fn with_token(mut self, token: impl Into<String>) -> AltoClient {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Replaces the limits.
+    pub fn with_limits(mut self, limits: ClientLimits) -> AltoClient {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> ClientLimits {
+        self.limits
+    }
+
+    /// Also allows the origin (scheme, host, port) of `url` for resources named by the IRD and
+    /// for redirects. By default only the IRD's own origin is allowed.
+    pub fn allow_origin(mut self, url: &str) -> Result<AltoClient, ClientError> {
+        let origin = url::Url::parse(url)
+            .map_err(|source| ClientError::Url {
+                url: url.to_string(),
+                source,
+            })?
+            .origin();
+        if let Origins::Listed(list) = &mut self.origins {
+            list.push(origin);
+        }
+        Ok(self)
+    }
+
+    /// Allows any origin (the IRD may point the client anywhere and redirects go anywhere;
+    /// the token still goes to the IRD's origin only).
+    pub fn allow_any_origin(mut self) -> AltoClient {
+        self.origins = Origins::Any;
         self
     }
 
@@ -165,34 +312,72 @@ impl AltoClient {
         &self.ird_url
     }
 
+    fn same_origin_as_ird(&self, url: &str) -> bool {
+        let origin = url::Url::parse(url).ok().map(|u| u.origin());
+        origin.is_some() && origin == self.ird_origin
+    }
+
+    fn origin_allowed(&self, url: &str) -> bool {
+        let Ok(parsed) = url::Url::parse(url) else {
+            return false;
+        };
+        let origin = parsed.origin();
+        match &self.origins {
+            Origins::Any => true,
+            Origins::Listed(list) => {
+                origin.is_tuple()
+                    && (Some(&origin) == self.ird_origin.as_ref() || list.contains(&origin))
+            }
+        }
+    }
+
     /// Fetches IRD, network map and cost map (conditionally), and returns the new map or
-    /// [`FetchOutcome::Unchanged`].
+    /// [`FetchOutcome::Unchanged`]. On an error the caller keeps its last good map; an error
+    /// about the content (invalid, too large, empty, too many PIDs) comes back on every fetch
+    /// until the content changes.
     pub fn fetch(&mut self) -> Result<FetchOutcome, ClientError> {
-        let ird: DirectoryMessage = match self.get(&self.ird_url.clone(), media::DIRECTORY, None)? {
-            Got::Fresh(body, _) => parse(&self.ird_url, &body)?,
+        let result = self.fetch_inner();
+        if let Err(e) = &result {
+            if e.is_content() {
+                self.network_map = None;
+                self.cost_map = None;
+                self.properties = None;
+            }
+        }
+        result
+    }
+
+    fn fetch_inner(&mut self) -> Result<FetchOutcome, ClientError> {
+        let ird_url = self.ird_url.clone();
+        let ird: DirectoryMessage = match self.get(&ird_url, media::DIRECTORY, None)? {
+            Got::Fresh(mut res, url) => {
+                read_json(&url, &mut res, self.limits.max_ird_bytes, |r| {
+                    serde_json::from_reader(r)
+                })?
+            }
             Got::NotModified => return Err(ClientError::InvalidMap("304 for the IRD".into())),
         };
         let (nm_id, nm_uri) = network_map_entry(&ird)?;
         let cm_uri = cost_map_entry(&ird, &nm_id)?;
-        let pm_uri = ird
+        let pm_url = ird
             .resources
             .values()
             .find(|e| e.media_type == media::PROPMAP && e.uses.contains(&nm_id))
-            .map(|e| self.resolve(&e.uri))
+            .map(|e| self.resource_url(&e.uri))
             .transpose()?;
-        let nm_url = self.resolve(&nm_uri)?;
-        let cm_url = self.resolve(&cm_uri)?;
-        let nm_changed = refresh(self, &nm_url, media::NETWORK_MAP, Slot::Network)?;
-        let cm_changed = refresh(self, &cm_url, media::COST_MAP, Slot::Cost)?;
-        if !nm_changed && !cm_changed && self.delivered {
+        let nm_url = self.resource_url(&nm_uri)?;
+        let cm_url = self.resource_url(&cm_uri)?;
+        let nm_changed = self.refresh_network_map(&nm_url)?;
+        let cm_changed = self.refresh_cost_map(&cm_url)?;
+        if !nm_changed && !cm_changed && !self.pending && self.delivered {
             return Ok(FetchOutcome::Unchanged);
         }
         let (Some(nm), Some(cm)) = (&self.network_map, &self.cost_map) else {
             return Err(ClientError::InvalidMap("maps missing after fetch".into()));
         };
-        let vtag = nm.message.meta.vtag.tag.clone();
+        let vtag = nm.vtag.clone();
         let dependent = cm
-            .message
+            .parsed
             .meta
             .dependent_vtags
             .iter()
@@ -200,148 +385,163 @@ impl AltoClient {
             .map(|v| v.tag.clone())
             .unwrap_or_default();
         if dependent != vtag {
-            // Forget the cost map so the next fetch gets it again, whatever its ETag.
-            self.cost_map = None;
             return Err(ClientError::VtagMismatch {
                 network_map: vtag,
                 cost_map: dependent,
             });
         }
-        if nm_changed || self.properties.is_none() {
-            self.properties = match pm_uri {
+        let raw = nm.raw.is_some();
+        if raw && (nm_changed || self.properties.is_none()) {
+            self.properties = match pm_url {
                 Some(url) => match self.get(&url, media::PROPMAP, None)? {
-                    Got::Fresh(body, _) => Some(parse(&url, &body)?),
+                    Got::Fresh(mut res, url) => Some(read_json(
+                        &url,
+                        &mut res,
+                        self.limits.max_property_map_bytes,
+                        |r| serde_json::from_reader(r),
+                    )?),
                     Got::NotModified => None,
                 },
                 None => None,
             };
         }
-        let (Some(nm), Some(cm)) = (&self.network_map, &self.cost_map) else {
+        let (Some(nm), Some(cm)) = (&mut self.network_map, &self.cost_map) else {
             return Err(ClientError::InvalidMap("maps missing after fetch".into()));
         };
-        let fallback = host_of(&self.ird_url);
-        let map = IspMap::from_messages(
-            &nm.message,
-            &cm.message,
-            cm.etag.clone().unwrap_or_default(),
-            self.properties.as_ref(),
-            &fallback,
-        )?;
+        let cost_etag = cm.etag.clone().unwrap_or_default();
+        let map = match (&nm.raw, &nm.built) {
+            (Some(raw), _) => IspMap::build(
+                raw,
+                cm.parsed.costs.clone(),
+                cost_etag,
+                self.properties.as_ref(),
+                &host_of(&self.ird_url),
+            )?,
+            (None, Some(built)) => built.with_costs(cm.parsed.costs.clone(), cost_etag)?,
+            (None, None) => return Err(ClientError::InvalidMap("network map missing".into())),
+        };
+        nm.raw = None;
+        nm.built = Some(map.clone());
         self.delivered = true;
+        self.pending = false;
         Ok(FetchOutcome::Updated(map))
     }
 
     /// Resolves a URI from the IRD against the IRD's URL (RFC 3986: absolute, `/path`,
-    /// `relative`, `../up` and `?query` forms).
-    fn resolve(&self, uri: &str) -> Result<String, ClientError> {
-        resolve(&self.ird_url, uri)
-    }
-
-    fn get(&self, url: &str, accept: &str, etag: Option<&str>) -> Result<Got, ClientError> {
-        let mut req = self
-            .agent
-            .get(url)
-            .header("Accept", &format!("{accept},{}", media::ERROR));
-        if let Some(tag) = etag {
-            req = req.header("If-None-Match", tag);
-        }
-        if let Some(token) = &self.token {
-            req = req.header("Authorization", &format!("Bearer {token}"));
-        }
-        let mut res = req.call().map_err(|source| ClientError::Http {
-            url: url.to_string(),
-            source,
-        })?;
-        match res.status().as_u16() {
-            304 => Ok(Got::NotModified),
-            200 => {
-                let etag = res
-                    .headers()
-                    .get("etag")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let body = res
-                    .body_mut()
-                    .with_config()
-                    .limit(64 * 1024 * 1024)
-                    .read_to_vec()
-                    .map_err(|source| ClientError::Http {
-                        url: url.to_string(),
-                        source,
-                    })?;
-                Ok(Got::Fresh(body, etag))
-            }
-            status => Err(ClientError::Status {
-                url: url.to_string(),
-                status,
-            }),
+    /// `relative`, `../up` and `?query` forms) and checks that its origin is allowed.
+    fn resource_url(&self, uri: &str) -> Result<String, ClientError> {
+        let url = resolve(&self.ird_url, uri)?;
+        if self.origin_allowed(&url) {
+            Ok(url)
+        } else {
+            Err(ClientError::ForeignOrigin {
+                url,
+                allowed: self.allowed_origins(),
+            })
         }
     }
-}
 
-enum Got {
-    Fresh(Vec<u8>, Option<String>),
-    NotModified,
-}
+    fn allowed_origins(&self) -> String {
+        let mut all: Vec<String> = self
+            .ird_origin
+            .iter()
+            .map(|o| o.ascii_serialization())
+            .collect();
+        if let Origins::Listed(list) = &self.origins {
+            all.extend(list.iter().map(|o| o.ascii_serialization()));
+        }
+        all.join(", ")
+    }
 
-#[derive(Clone, Copy)]
-enum Slot {
-    Network,
-    Cost,
-}
-
-/// Conditionally refreshes one cached map; `true` when it changed.
-fn refresh(
-    client: &mut AltoClient,
-    url: &str,
-    accept: &str,
-    slot: Slot,
-) -> Result<bool, ClientError> {
-    let etag = match slot {
-        Slot::Network => client
+    /// Conditionally refreshes the network map; `true` when a new one came (checked: not
+    /// empty, at most `max_pids` PIDs).
+    fn refresh_network_map(&mut self, url: &str) -> Result<bool, ClientError> {
+        let etag = self
             .network_map
             .as_ref()
             .filter(|c| c.url == url)
-            .and_then(|c| c.etag.clone()),
-        Slot::Cost => client
-            .cost_map
-            .as_ref()
-            .filter(|c| c.url == url)
-            .and_then(|c| c.etag.clone()),
-    };
-    match client.get(url, accept, etag.as_deref())? {
-        Got::NotModified if etag.is_some() => Ok(false),
-        Got::NotModified => Err(ClientError::Status {
-            url: url.to_string(),
-            status: 304,
-        }),
-        Got::Fresh(body, etag) => {
-            match slot {
-                Slot::Network => {
-                    client.network_map = Some(Cached {
-                        url: url.to_string(),
-                        etag,
-                        message: parse(url, &body)?,
-                    })
+            .and_then(|c| c.etag.clone());
+        match self.get(url, media::NETWORK_MAP, etag.as_deref())? {
+            Got::NotModified if etag.is_some() => Ok(false),
+            Got::NotModified => Err(ClientError::Status {
+                url: url.to_string(),
+                status: 304,
+            }),
+            Got::Fresh(mut res, final_url) => {
+                let new_etag = http::etag(&res);
+                let message: NetworkMapMessage = read_json(
+                    &final_url,
+                    &mut res,
+                    self.limits.max_network_map_bytes,
+                    |r| serde_json::from_reader(r),
+                )?;
+                let pids = message.network_map.len();
+                if pids > self.limits.max_pids {
+                    return Err(ClientError::TooManyPids {
+                        url: final_url,
+                        pids,
+                        max: self.limits.max_pids,
+                    });
                 }
-                Slot::Cost => {
-                    client.cost_map = Some(Cached {
-                        url: url.to_string(),
-                        etag,
-                        message: parse(url, &body)?,
-                    })
-                }
+                map::check_not_empty(&message)?;
+                self.generation += 1;
+                self.network_map = Some(CachedNetwork {
+                    url: url.to_string(),
+                    etag: new_etag,
+                    generation: self.generation,
+                    vtag: message.meta.vtag.tag.clone(),
+                    raw: Some(message),
+                    built: None,
+                });
+                self.pending = true;
+                Ok(true)
             }
-            Ok(true)
         }
     }
-}
 
-fn parse<T: serde::de::DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, ClientError> {
-    serde_json::from_slice(body).map_err(|source| ClientError::Json {
-        url: url.to_string(),
-        source,
-    })
+    /// Conditionally refreshes the cost map (unconditionally when the cached one was indexed
+    /// for an older network map); `true` when a new one came.
+    fn refresh_cost_map(&mut self, url: &str) -> Result<bool, ClientError> {
+        let Some(nm) = &self.network_map else {
+            return Err(ClientError::InvalidMap(
+                "no network map to index costs".into(),
+            ));
+        };
+        let generation = nm.generation;
+        let etag = self
+            .cost_map
+            .as_ref()
+            .filter(|c| c.url == url && c.generation == generation)
+            .and_then(|c| c.etag.clone());
+        match self.get(url, media::COST_MAP, etag.as_deref())? {
+            Got::NotModified if etag.is_some() => Ok(false),
+            Got::NotModified => Err(ClientError::Status {
+                url: url.to_string(),
+                status: 304,
+            }),
+            Got::Fresh(mut res, final_url) => {
+                let new_etag = http::etag(&res);
+                let index = match (&nm.raw, &nm.built) {
+                    (Some(raw), _) => pid_index(raw.network_map.keys().map(String::as_str)),
+                    (None, Some(built)) => pid_index(built.pids.iter().map(|p| p.name.as_str())),
+                    (None, None) => HashMap::new(),
+                };
+                let parsed =
+                    read_json(&final_url, &mut res, self.limits.max_cost_map_bytes, |r| {
+                        parse_cost_map(r, &index)
+                    })?;
+                drop(index);
+                self.cost_map = Some(CachedCost {
+                    url: url.to_string(),
+                    etag: new_etag,
+                    generation,
+                    parsed,
+                });
+                self.pending = true;
+                Ok(true)
+            }
+        }
+    }
 }
 
 fn network_map_entry(ird: &DirectoryMessage) -> Result<(String, String), ClientError> {
@@ -412,109 +612,6 @@ fn host_of(url: &str) -> String {
             }
         })
         .collect()
-}
-
-impl IspMap {
-    /// Builds and validates a map from ALTO messages. Internal marking comes from the PID
-    /// property map (`priv:p4p-internal`); a map without any marking counts every PID but the
-    /// one holding `0.0.0.0/0` or `::/0` as internal.
-    pub fn from_messages(
-        network_map: &NetworkMapMessage,
-        cost_map: &CostMapMessage,
-        cost_etag: String,
-        properties: Option<&PropMapMessage>,
-        fallback_isp: &str,
-    ) -> Result<IspMap, ClientError> {
-        let invalid = |m: String| ClientError::InvalidMap(m);
-        let marks: HashMap<&str, bool> = properties
-            .map(|p| {
-                p.property_map
-                    .iter()
-                    .filter_map(|(entity, props)| {
-                        let name = entity.split_once(".pid:").map(|(_, n)| n)?;
-                        Some((name, props.get(property::INTERNAL)? == "true"))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let isp = properties
-            .and_then(|p| {
-                p.property_map
-                    .values()
-                    .find_map(|props| props.get(property::ISP))
-            })
-            .cloned()
-            .unwrap_or_else(|| fallback_isp.to_string());
-        let mut pids = Vec::with_capacity(network_map.network_map.len());
-        let mut seen: HashMap<IpNetwork, String> = HashMap::new();
-        for (name, group) in &network_map.network_map {
-            validate_pid_name(name).map_err(|e| invalid(format!("PID name {name:?} {e}")))?;
-            let mut prefixes = Vec::new();
-            for text in group.ipv4.iter().chain(&group.ipv6) {
-                let p: IpNetwork = text
-                    .parse()
-                    .map_err(|e| invalid(format!("PID {name}: prefix {text:?}: {e}")))?;
-                let p =
-                    IpNetwork::new(p.network(), p.prefix()).map_err(|e| invalid(e.to_string()))?;
-                if let Some(first) = seen.insert(p, name.clone()) {
-                    return Err(invalid(format!(
-                        "prefix {p} is in PID {first} and in PID {name}"
-                    )));
-                }
-                prefixes.push(p);
-            }
-            let holds_default = prefixes.iter().any(|p| p.prefix() == 0);
-            let internal = if marks.is_empty() {
-                !holds_default
-            } else {
-                marks.get(name.as_str()).copied().unwrap_or(false)
-            };
-            pids.push(IspPid {
-                name: name.clone(),
-                internal,
-                prefixes,
-            });
-        }
-        if pids.len() >= usize::from(u16::MAX) {
-            return Err(invalid(format!(
-                "{} PIDs: at most 65534 are supported",
-                pids.len()
-            )));
-        }
-        let index: HashMap<&str, usize> = pids
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.as_str(), i))
-            .collect();
-        let n = pids.len();
-        let mut costs = vec![f64::NAN; n * n];
-        for (src, row) in &cost_map.cost_map {
-            let Some(&s) = index.get(src.as_str()) else {
-                continue;
-            };
-            for (dst, c) in row {
-                let Some(&d) = index.get(dst.as_str()) else {
-                    continue;
-                };
-                if !(c.0.is_finite() && c.0 >= 0.0) {
-                    return Err(invalid(format!("cost {src} -> {dst} is {}", c.0)));
-                }
-                costs[s * n + d] = c.0;
-            }
-        }
-        Ok(IspMap {
-            isp,
-            vtag: network_map.meta.vtag.tag.clone(),
-            cost_etag,
-            pids,
-            costs,
-        })
-    }
-
-    /// This map alone as a snapshot (unknown costs = `interdomain_cost`).
-    pub fn snapshot(&self, interdomain_cost: f64) -> Snapshot {
-        combine(std::slice::from_ref(self), interdomain_cost)
-    }
 }
 
 #[cfg(test)]

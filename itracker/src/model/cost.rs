@@ -84,6 +84,21 @@ impl CostMatrix {
     pub fn get(&self, from: usize, to: usize) -> f64 {
         self.costs[from * self.n + to]
     }
+
+    /// The first cost (row-major) that is not a finite number as `f64` or, once narrowed, as
+    /// the `f32` a snapshot stores: `(from, to, value)`. `None` when every cost is usable.
+    pub fn first_unusable(&self) -> Option<(usize, usize, f64)> {
+        self.costs
+            .iter()
+            .position(|&c| !usable_cost(c))
+            .map(|i| (i / self.n.max(1), i % self.n.max(1), self.costs[i]))
+    }
+}
+
+/// Whether a cost can be published and stored: finite, non-negative, and finite once narrowed
+/// to `f32` (1e39 is a finite `f64` but an infinite `f32`).
+pub fn usable_cost(c: f64) -> bool {
+    c.is_finite() && c >= 0.0 && (c as f32).is_finite()
 }
 
 /// Dijkstra over internal links by routing weight, carrying the link-cost sum of the chosen

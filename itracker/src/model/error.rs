@@ -61,6 +61,20 @@ pub enum TopologyError {
     /// Two links have the same name, or the same (from, to) pair.
     #[error("link {0} is defined twice (by name or by its from/to pair)")]
     DuplicateLink(String),
+    /// A computed p-distance is not a finite number, as `f64` or as the `f32` a snapshot
+    /// stores (e.g. two link costs of 1e308 summed along a path, or a cost of 1e39).
+    #[error(
+        "the p-distance from PID {from} to PID {to} is {value}: costs must stay finite and at \
+         most 3.4e38 (lower the link costs, defaults or pricing.max_price)"
+    )]
+    NonFiniteCost {
+        from: String,
+        to: String,
+        value: f64,
+    },
+    /// More PIDs than a snapshot can index.
+    #[error("{0} PIDs (the default one included): at most 65534 are supported")]
+    TooManyPids(usize),
     /// A default cost or pricing parameter is out of range.
     #[error("field {field} = {value}: {reason}")]
     BadSetting {

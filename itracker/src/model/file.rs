@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
+use super::cost::usable_cost;
 use super::error::TopologyError;
 use super::names::validate_pid_name;
 use super::parts::{CostDefaults, Link, LinkEnd, Pid, PidKind};
@@ -113,6 +114,9 @@ pub fn validate(file: TopologyFile) -> Result<Validated, TopologyError> {
     })
 }
 
+/// What a cost in a file must be: what a snapshot can store as `f32`.
+const COST_RANGE: &str = "must be a finite number >= 0 and at most 3.4e38";
+
 fn validate_defaults(d: &CostDefaults) -> Result<(), TopologyError> {
     for (field, value) in [
         ("defaults.intra_pid", d.intra_pid),
@@ -121,11 +125,11 @@ fn validate_defaults(d: &CostDefaults) -> Result<(), TopologyError> {
         ("defaults.link", d.link),
         ("defaults.same_asn", d.same_asn),
     ] {
-        if !(value.is_finite() && value >= 0.0) {
+        if !usable_cost(value) {
             return Err(TopologyError::BadSetting {
                 field,
                 value,
-                reason: "must be a finite number >= 0",
+                reason: COST_RANGE,
             });
         }
     }
@@ -146,11 +150,11 @@ fn validate_pricing(p: &PricingConfig) -> Result<(), TopologyError> {
     if !(p.step.is_finite() && p.step >= 0.0) {
         return bad("pricing.step", p.step, "must be a finite number >= 0");
     }
-    if !(p.max_price.is_finite() && p.max_price > 0.0) {
+    if !(usable_cost(p.max_price) && p.max_price > 0.0) {
         return bad(
             "pricing.max_price",
             p.max_price,
-            "must be a finite number > 0",
+            "must be a finite number > 0 and at most 3.4e38",
         );
     }
     Ok(())
@@ -212,7 +216,7 @@ fn parse_prefix(pid: &str, text: &str) -> Result<IpNetwork, TopologyError> {
             net.prefix()
         )));
     }
-    Ok(net)
+    Ok(crate::snapshot::normalise_prefix(net))
 }
 
 fn validate_links(
@@ -310,7 +314,10 @@ fn validate_link(
         }
         (false, Some(w)) => Some(positive("weight", w)?),
     };
-    let static_cost = non_negative("cost", entry.cost)?;
+    let static_cost = match entry.cost {
+        Some(c) if !usable_cost(c) => return Err(bad("cost", c.to_string(), COST_RANGE)),
+        other => other,
+    };
     let utilisation = non_negative("utilisation", entry.utilisation)?;
     let start = if egress {
         defaults.interdomain

@@ -68,6 +68,9 @@ pub enum LinkLoadError {
     /// The utilisation is negative or not a number.
     #[error("measurement {index}: utilisation {value} must be a finite number >= 0")]
     BadUtilisation { index: usize, value: f64 },
+    /// The new prices would make a p-distance unusable (not finite as `f64` or `f32`).
+    #[error("the new prices are refused: {0}")]
+    Costs(String),
 }
 
 /// Applies utilisation measurements to `links` (of a topology with `pids`): every link named

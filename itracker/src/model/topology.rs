@@ -17,7 +17,7 @@ use super::file;
 use super::parts::{CostDefaults, Link, Pid, PidKind};
 use super::pricing::{self, LinkLoad, LinkLoadError, PricingConfig};
 use crate::pid::DEFAULT_PID_NAME;
-use crate::snapshot::{PidSpec, Snapshot, SnapshotBuilder};
+use crate::snapshot::{PidSpec, Snapshot, SnapshotBuilder, SnapshotError};
 use crate::source::asn::AsnDb;
 
 /// A validated ISP topology (see the module docs).
@@ -29,13 +29,22 @@ pub struct Topology {
     defaults: CostDefaults,
     pricing: PricingConfig,
     vtag: String,
+    /// The p-distances of the current links and prices, computed and checked (finite as
+    /// `f64` and `f32`) whenever they change: a `Topology` never holds unusable costs.
+    costs: Arc<CostMatrix>,
 }
 
 impl Topology {
     /// Parses and validates a topology file's text (the format is in `topology-data/README.md`
     /// and [`super::file`]).
     pub fn from_toml_str(text: &str) -> Result<Topology, TopologyError> {
-        Ok(Self::from_parts(file::parse(text)?))
+        Self::from_parts(file::parse(text)?, None)
+    }
+
+    /// Like [`Topology::from_toml_str`], carrying the dynamic prices of `old` over (see
+    /// [`Topology::inherit_prices`]) before the costs are computed and checked, once.
+    pub fn from_toml_str_inheriting(text: &str, old: &Topology) -> Result<Topology, TopologyError> {
+        Self::from_parts(file::parse(text)?, Some(old))
     }
 
     /// Reads, parses and validates a topology file.
@@ -48,26 +57,52 @@ impl Topology {
         Self::from_toml_str(&text)
     }
 
+    /// Like [`Topology::from_file`], carrying the dynamic prices of `old` over.
+    pub fn from_file_inheriting(
+        path: impl AsRef<Path>,
+        old: &Topology,
+    ) -> Result<Topology, TopologyError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str_inheriting(&text, old)
+    }
+
     /// Assembles a topology from parts the file parser has validated, completing the map with
-    /// a default PID and computing the vtag.
-    fn from_parts(parts: file::Validated) -> Topology {
+    /// a default PID and computing the vtag, prices inherited from `old` if given; then
+    /// computes the p-distances and refuses the topology if any is unusable.
+    fn from_parts(
+        parts: file::Validated,
+        old: Option<&Topology>,
+    ) -> Result<Topology, TopologyError> {
         let file::Validated {
             isp,
             mut pids,
-            links,
+            mut links,
             defaults,
             pricing,
         } = parts;
         complete_map(&mut pids);
+        // A snapshot indexes PIDs with u16 and keeps u16::MAX as "absent".
+        if pids.len() >= usize::from(u16::MAX) {
+            return Err(TopologyError::TooManyPids(pids.len()));
+        }
+        if let Some(old) = old {
+            pricing::inherit_prices(&pids, &mut links, &old.pids, &old.links);
+        }
+        let costs = checked_costs(&pids, &links, &defaults)?;
         let vtag = network_map_tag(&pids);
-        Topology {
+        Ok(Topology {
             isp,
             pids,
             links,
             defaults,
             pricing,
             vtag,
-        }
+            costs: Arc::new(costs),
+        })
     }
 
     /// The ISP's name.
@@ -111,28 +146,42 @@ impl Topology {
         link.cost(&self.defaults)
     }
 
-    /// The P4P p-distances between every pair of PIDs. All-pairs shortest paths: compute them
-    /// once per topology version and pass them on ([`Topology::snapshot_with_costs`]).
+    /// The P4P p-distances between every pair of PIDs (a copy; see
+    /// [`Topology::cost_matrix`]).
     pub fn costs(&self) -> CostMatrix {
-        p_distances(&self.pids, &self.links, &self.defaults)
+        (*self.costs).clone()
+    }
+
+    /// The P4P p-distances between every pair of PIDs, computed (all-pairs shortest paths)
+    /// and checked when the topology or its prices last changed.
+    pub fn cost_matrix(&self) -> &CostMatrix {
+        &self.costs
     }
 
     /// Applies utilisation measurements: every link named gets one price update. All or
-    /// nothing: on any error the topology is unchanged.
+    /// nothing: on any error (a measurement, or prices that would make a p-distance
+    /// unusable) the topology is unchanged.
     pub fn apply_link_loads(&mut self, loads: &[LinkLoad]) -> Result<(), LinkLoadError> {
-        pricing::apply_link_loads(
-            &self.pids,
-            &mut self.links,
-            &self.defaults,
-            &self.pricing,
-            loads,
-        )
+        let mut links = self.links.clone();
+        pricing::apply_link_loads(&self.pids, &mut links, &self.defaults, &self.pricing, loads)?;
+        let costs = checked_costs(&self.pids, &links, &self.defaults)
+            .map_err(|e| LinkLoadError::Costs(e.to_string()))?;
+        self.links = links;
+        self.costs = Arc::new(costs);
+        Ok(())
     }
 
     /// Carries dynamic prices (and last utilisations) over from an older topology, for every
-    /// link with the same (from, to) PID names. Called on reload so that prices survive.
-    pub fn inherit_prices(&mut self, old: &Topology) {
-        pricing::inherit_prices(&self.pids, &mut self.links, &old.pids, &old.links);
+    /// link with the same (from, to) PID names. All or nothing: refused (the topology is
+    /// unchanged) when the inherited prices would make a p-distance unusable. A reload does
+    /// better with [`Topology::from_file_inheriting`], which computes the costs once.
+    pub fn inherit_prices(&mut self, old: &Topology) -> Result<(), TopologyError> {
+        let mut links = self.links.clone();
+        pricing::inherit_prices(&self.pids, &mut links, &old.pids, &old.links);
+        let costs = checked_costs(&self.pids, &links, &self.defaults)?;
+        self.links = links;
+        self.costs = Arc::new(costs);
+        Ok(())
     }
 
     /// The lookup-ready snapshot of this topology: every PID (internal ones marked), the P4P
@@ -144,15 +193,21 @@ impl Topology {
     /// Like [`Topology::snapshot`], with the MaxMind fallback when `asn` is given: addresses
     /// outside the internal PIDs in the same AS cost `defaults.same_asn`, in different ASes
     /// `defaults.interdomain`.
+    ///
+    /// Cannot fail for a `Topology` (its names, prefixes, PID count and costs are checked when
+    /// it is built); [`Topology::try_snapshot_with_asn`] returns the error instead of panicking
+    /// should that ever change.
     pub fn snapshot_with_asn(&self, asn: Option<Arc<AsnDb>>) -> Snapshot {
-        self.snapshot_with_costs(&self.costs(), asn)
+        self.try_snapshot_with_asn(asn)
+            .expect("a validated topology always builds a snapshot")
     }
 
-    /// Like [`Topology::snapshot_with_asn`], from costs already computed by
-    /// [`Topology::costs`] for this topology (the ALTO server needs them for its cost maps as
-    /// well, and all-pairs shortest paths are the expensive part).
-    pub fn snapshot_with_costs(&self, costs: &CostMatrix, asn: Option<Arc<AsnDb>>) -> Snapshot {
-        debug_assert_eq!(costs.len(), self.pids.len(), "costs of another topology");
+    /// Like [`Topology::snapshot_with_asn`], returning what the snapshot builder refused.
+    pub fn try_snapshot_with_asn(
+        &self,
+        asn: Option<Arc<AsnDb>>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let costs = &self.costs;
         let d = &self.defaults;
         let mut b = SnapshotBuilder::new(self.vtag(), d.interdomain);
         let isp = b.add_isp(self.isp());
@@ -172,10 +227,24 @@ impl Topology {
         if let Some(db) = asn {
             b = b.with_asn(db, d.same_asn, d.interdomain);
         }
-        // A validated topology has unique names and prefixes, non-negative costs, and far
-        // fewer than 65535 PIDs (the file format would be unusable long before that).
         b.build()
-            .expect("a validated topology always builds a snapshot")
+    }
+}
+
+/// The p-distances of `pids` and `links`, refused when one is not finite as `f64` and `f32`.
+fn checked_costs(
+    pids: &[Pid],
+    links: &[Link],
+    defaults: &CostDefaults,
+) -> Result<CostMatrix, TopologyError> {
+    let costs = p_distances(pids, links, defaults);
+    match costs.first_unusable() {
+        None => Ok(costs),
+        Some((from, to, value)) => Err(TopologyError::NonFiniteCost {
+            from: pids[from].name.clone(),
+            to: pids[to].name.clone(),
+            value,
+        }),
     }
 }
 

@@ -10,9 +10,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::state::Rendered;
-use crate::alto::{media, ErrorMessage, FieldError};
+use crate::alto::{media, ErrorCode, ErrorMessage, ErrorMeta, FieldError};
 use crate::model::pricing::LinkLoadError;
 use crate::model::TopologyError;
+use crate::snapshot::SnapshotError;
 
 /// Every way a request can fail.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,9 @@ pub enum ApiError {
     /// An admin update's link loads are invalid (the old map keeps serving).
     #[error("{0}")]
     LinkLoad(#[from] LinkLoadError),
+    /// An admin update's topology does not build a lookup snapshot (the old map keeps serving).
+    #[error("{0}")]
+    Snapshot(#[from] SnapshotError),
     /// An admin update's topology body is not UTF-8.
     #[error("topology is not UTF-8: {0}")]
     NotUtf8(#[source] std::str::Utf8Error),
@@ -54,6 +58,18 @@ pub enum ApiError {
     /// A response message could not be serialized.
     #[error("internal error: {0}")]
     Render(#[source] serde_json::Error),
+    /// A request body is larger than the resource accepts (the limit, in bytes).
+    #[error("request body too large: at most {0} bytes")]
+    TooLarge(usize),
+    /// The request body could not be read.
+    #[error("cannot read the request body: {0}")]
+    Payload(String),
+    /// The resource exists but does not answer this method (the one it answers).
+    #[error("method not allowed: this resource answers {0}")]
+    MethodNotAllowed(&'static str),
+    /// A handler panicked (a bug); the request got this answer, the worker lives on.
+    #[error("internal error: the request handler failed")]
+    Panic,
     /// The connection has no peer address (needed for an empty `srcs` list).
     #[error("internal error: no peer address for an empty srcs list")]
     NoPeerAddress,
@@ -66,29 +82,53 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Payload(_) => StatusCode::BAD_REQUEST,
             ApiError::Topology(_)
             | ApiError::LinkLoad(_)
+            | ApiError::Snapshot(_)
             | ApiError::NotUtf8(_)
             | ApiError::LinkLoadBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::WriteTopology { .. }
             | ApiError::Blocking(_)
             | ApiError::Render(_)
+            | ApiError::Panic
             | ApiError::NoPeerAddress => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
+    /// Every error answers `application/alto-error+json`: RFC 7285 errors with their code,
+    /// field and value; the others (401, 405, 406, 413, 415, 422, 500) with code `E_OTHER`, the
+    /// HTTP status saying what happened and `message` why.
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
         match self {
-            ApiError::Alto(e) => res
-                .content_type(media::ERROR)
-                .json(ErrorMessage { meta: e.to_meta() }),
-            ApiError::Unauthorized => res
-                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-                .json(serde_json::json!({ "error": self.to_string() })),
-            _ => res.json(serde_json::json!({ "error": self.to_string() })),
+            ApiError::Unauthorized => {
+                res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                res.insert_header((header::ALLOW, *allow));
+            }
+            _ => {}
         }
+        let meta = match self {
+            ApiError::Alto(e) => e.to_meta(),
+            other => ErrorMeta {
+                code: ErrorCode::Other,
+                field: None,
+                value: None,
+                message: Some(other.to_string()),
+            },
+        };
+        error_body(&mut res, meta)
     }
+}
+
+/// An `application/alto-error+json` answer.
+pub fn error_body(res: &mut actix_web::HttpResponseBuilder, meta: ErrorMeta) -> HttpResponse {
+    let body = serde_json::to_vec(&ErrorMessage { meta }).unwrap_or_default();
+    res.content_type(media::ERROR).body(body)
 }
 
 /// A bearer token, kept only as its SHA-256 so that comparing is constant-time whatever the
@@ -125,12 +165,14 @@ pub fn authorize(req: &HttpRequest, token: Option<&Token>, required: bool) -> Re
             Ok(())
         };
     };
+    // Authentication schemes are case-insensitive (RFC 9110 section 11.1): `bearer x` too.
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     match presented {
         Some(p) if token.matches(p) => Ok(()),
         _ => Err(ApiError::Unauthorized),

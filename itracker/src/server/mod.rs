@@ -5,6 +5,7 @@
 //! and for embedding. `main.rs` only wires configuration to [`run`].
 
 mod admin;
+mod endpoint_cost;
 mod http;
 mod metrics;
 mod routes;
@@ -12,6 +13,7 @@ mod state;
 mod tls;
 
 use std::net::{SocketAddr, TcpListener};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -25,6 +27,7 @@ pub use self::routes::directory_message;
 pub use self::state::{Rendered, Served};
 use crate::config::Config;
 use crate::model::{LinkLoad, Topology, TopologyError};
+use crate::snapshot::SnapshotError;
 use crate::source::asn::{AsnDb, AsnError};
 
 /// Why the server could not start.
@@ -36,12 +39,24 @@ pub enum ServerError {
     /// The ASN database could not be opened.
     #[error(transparent)]
     Asn(#[from] AsnError),
+    /// The topology does not build a lookup snapshot.
+    #[error("topology refused: {0}")]
+    Snapshot(#[from] SnapshotError),
     /// A token file could not be read.
     #[error("cannot read token file {path}: {source}")]
     TokenFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// A token (file) is empty or holds only whitespace.
+    #[error(
+        "the {what} token{} is empty (or only whitespace): write a token, or unset the option",
+        path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default()
+    )]
+    EmptyToken {
+        what: &'static str,
+        path: Option<PathBuf>,
     },
     /// Only one of `tls_cert` and `tls_key` is configured.
     #[error("TLS: set both tls_cert and tls_key, or neither")]
@@ -98,6 +113,14 @@ pub struct AppState {
     read_token: Option<Token>,
     ird: Rendered,
     metrics: Metrics,
+    limits: Limits,
+}
+
+/// Bounds on what one request may ask for (from [`Config`]).
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_endpoint_pairs: usize,
+    max_endpoints: usize,
 }
 
 /// What a successful update answers.
@@ -124,13 +147,21 @@ impl AppState {
         let admin_token = token(
             config.admin_token.as_deref(),
             config.admin_token_file.as_deref(),
+            "admin",
         )?;
         let read_token = token(
             config.read_token.as_deref(),
             config.read_token_file.as_deref(),
+            "read",
         )?;
+        if admin_token.is_none() {
+            tracing::info!(
+                "admin API off: no admin token configured (admin_token_file or \
+                 P4P_ITRACKER_ADMIN_TOKEN); every admin call answers 401"
+            );
+        }
         let ird = Rendered::new(&directory_message(asn.is_some()), None);
-        let served = Served::new(topology, asn.clone());
+        let served = Served::new(topology, asn.clone())?;
         let metrics = Metrics::default();
         record_gauges(&metrics, &served);
         Ok(AppState {
@@ -142,6 +173,10 @@ impl AppState {
             read_token,
             ird,
             metrics,
+            limits: Limits {
+                max_endpoint_pairs: config.max_endpoint_pairs,
+                max_endpoints: config.max_endpoints,
+            },
         })
     }
 
@@ -179,9 +214,8 @@ impl AppState {
     /// carry over. On error nothing changes.
     pub fn replace_topology(&self, text: &str) -> Result<UpdateOutcome, ApiError> {
         let _guard = self.lock();
-        let mut topology = Topology::from_toml_str(text)?;
-        topology.inherit_prices(&self.current().topology);
-        let served = Served::new(topology, self.asn.clone());
+        let topology = Topology::from_toml_str_inheriting(text, &self.current().topology)?;
+        let served = Served::new(topology, self.asn.clone())?;
         if let Some(path) = &self.topology_path {
             write_atomically(path, text).map_err(|source| ApiError::WriteTopology {
                 path: path.clone(),
@@ -198,7 +232,7 @@ impl AppState {
         let _guard = self.lock();
         let mut topology = self.current().topology.clone();
         topology.apply_link_loads(loads)?;
-        let outcome = self.swap(Served::new(topology, self.asn.clone()));
+        let outcome = self.swap(Served::new(topology, self.asn.clone())?);
         tracing::info!(links = loads.len(), etag = %outcome.cost_map_etag, "link loads applied");
         Ok(outcome)
     }
@@ -210,9 +244,8 @@ impl AppState {
         let Some(path) = &self.topology_path else {
             return Ok(self.outcome_now());
         };
-        let mut topology = Topology::from_file(path)?;
-        topology.inherit_prices(&self.current().topology);
-        let outcome = self.swap(Served::new(topology, self.asn.clone()));
+        let topology = Topology::from_file_inheriting(path, &self.current().topology)?;
+        let outcome = self.swap(Served::new(topology, self.asn.clone())?);
         tracing::info!(vtag = %outcome.vtag, "topology reloaded");
         Ok(outcome)
     }
@@ -235,18 +268,30 @@ fn record_gauges(metrics: &Metrics, served: &Served) {
     metrics.links.set(served.topology.links().len() as i64);
 }
 
-fn token(direct: Option<&str>, file: Option<&Path>) -> Result<Option<Token>, ServerError> {
+/// A bearer token given directly or in a file. An empty (or whitespace-only) one is an error,
+/// not "no token": it would silently close the admin API (or open the read API).
+fn token(
+    direct: Option<&str>,
+    file: Option<&Path>,
+    what: &'static str,
+) -> Result<Option<Token>, ServerError> {
     if let Some(t) = direct {
-        return Ok(Token::new(t));
+        return Token::new(t)
+            .map(Some)
+            .ok_or(ServerError::EmptyToken { what, path: None });
     }
     match file {
         None => Ok(None),
-        Some(path) => std::fs::read_to_string(path)
-            .map(|t| Token::new(&t))
-            .map_err(|source| ServerError::TokenFile {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ServerError::TokenFile {
                 path: path.to_path_buf(),
                 source,
-            }),
+            })?;
+            Token::new(&text).map(Some).ok_or(ServerError::EmptyToken {
+                what,
+                path: Some(path.to_path_buf()),
+            })
+        }
     }
 }
 
@@ -267,6 +312,31 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// A future whose poll panicking resolves to `Err(())` instead of unwinding further.
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F> CatchUnwind<F> {
+    fn new(f: F) -> Self {
+        CatchUnwind(Box::pin(f))
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
+    }
 }
 
 /// A bound, not yet running server.
@@ -340,10 +410,25 @@ pub fn build(config: &Config, handle_signals: bool) -> Result<Bound, ServerError
                 let route = req
                     .match_pattern()
                     .unwrap_or_else(|| "unmatched".to_string());
-                let fut = srv.call(req);
+                // A panic in a handler (a bug, or a malformed input a library chokes on) costs
+                // this one answer (500), never the worker and its other connections.
+                let fut = catch_unwind(AssertUnwindSafe(|| srv.call(req))).map(CatchUnwind::new);
                 let st = metrics_state.clone();
                 async move {
-                    let res = fut.await?;
+                    let caught = match fut {
+                        Ok(fut) => fut.await,
+                        Err(_) => Err(()),
+                    };
+                    let res = match caught {
+                        Ok(res) => res?.map_into_boxed_body(),
+                        Err(()) => {
+                            // The request went into the panicked service: answer through the
+                            // error path (the dispatcher renders ApiError::Panic's 500).
+                            tracing::error!(route = %route, "request handler panicked; answered 500");
+                            st.metrics.request(&route, 500);
+                            return Err(ApiError::Panic.into());
+                        }
+                    };
                     st.metrics.request(&route, res.status().as_u16());
                     Ok(res)
                 }
@@ -508,5 +593,25 @@ impl Background {
 impl Drop for Background {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16 item 3: what the request middleware relies on: a handler future that panics
+    /// resolves to `Err(())` (answered 500) instead of unwinding through the worker.
+    #[test]
+    fn a_panicking_handler_future_is_caught() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let caught = rt.block_on(CatchUnwind::new(async {
+            let v: Vec<u32> = Vec::new();
+            v[usize::from(v.is_empty())]
+        }));
+        assert_eq!(caught, Err(()));
+        assert_eq!(rt.block_on(CatchUnwind::new(async { 7 })), Ok(7));
     }
 }

@@ -3,33 +3,67 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, Resource, Route};
 
+use super::endpoint_cost::EndpointCostBody;
 use super::http::{authorize, check_accept, check_content_type, json, respond, ApiError};
 use super::state::{ranks, Served};
 use super::AppState;
 use crate::alto::{
     cost, media, property, resource, Constraint, Cost, CostMapMessage, CostMapMeta, CostTable,
-    CostType, DependentMeta, EndpointCostMessage, EndpointCostMeta, EndpointCostRequest,
-    EndpointPropMessage, EndpointPropRequest, FieldError, FilteredCostMapRequest,
-    FilteredNetworkMapRequest, NetworkMapMessage, NetworkMapMeta,
+    CostType, DependentMeta, EndpointCostRequest, EndpointPropMessage, EndpointPropRequest,
+    FieldError, FilteredCostMapRequest, FilteredNetworkMapRequest, NetworkMapMessage,
+    NetworkMapMeta,
 };
 
-/// Registers the ALTO routes.
+/// Largest ALTO POST body (a request, not an answer).
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
+/// Registers the ALTO routes. Each path answers its one method; any other gets 405 with an
+/// `Allow` header (not 404: the resource exists).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(directory))
-        .route("/directory", web::get().to(directory))
-        .route("/networkmap", web::get().to(network_map))
-        .route(
+    let get = |path: &str, route: Route| only(path, "GET", route);
+    let post = |path: &str, route: Route| only(path, "POST", route);
+    cfg.service(get("/", web::get().to(directory)))
+        .service(get("/directory", web::get().to(directory)))
+        .service(get("/networkmap", web::get().to(network_map)))
+        .service(get(
             "/costmap/routingcost/numerical",
             web::get().to(cost_map_num),
-        )
-        .route("/costmap/routingcost/ordinal", web::get().to(cost_map_ord))
-        .route("/propmap/pid", web::get().to(pid_properties))
-        .route("/networkmap/filtered", web::post().to(filtered_network_map))
-        .route("/costmap/filtered", web::post().to(filtered_cost_map))
-        .route("/endpointprop/lookup", web::post().to(endpoint_properties))
-        .route("/endpointcost/lookup", web::post().to(endpoint_cost));
+        ))
+        .service(get(
+            "/costmap/routingcost/ordinal",
+            web::get().to(cost_map_ord),
+        ))
+        .service(get("/propmap/pid", web::get().to(pid_properties)))
+        .service(post(
+            "/networkmap/filtered",
+            web::post().to(filtered_network_map),
+        ))
+        .service(post("/costmap/filtered", web::post().to(filtered_cost_map)))
+        .service(post(
+            "/endpointprop/lookup",
+            web::post().to(endpoint_properties),
+        ))
+        .service(post("/endpointcost/lookup", web::post().to(endpoint_cost)));
+}
+
+/// A resource answering one method; others get 405 naming `allow`.
+pub fn only(path: &str, allow: &'static str, route: Route) -> Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(move || async move {
+            Err::<HttpResponse, ApiError>(ApiError::MethodNotAllowed(allow))
+        }))
+}
+
+/// Reads a POST body of at most [`MAX_REQUEST_BYTES`] (after the request's headers passed
+/// their checks: an unauthorised body is never read).
+async fn body(payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    match payload.to_bytes_limited(MAX_REQUEST_BYTES).await {
+        Ok(body) => body.map_err(|e| ApiError::Payload(e.to_string())),
+        Err(_) => Err(ApiError::TooLarge(MAX_REQUEST_BYTES)),
+    }
 }
 
 /// Authorises a read and checks the Accept header.
@@ -93,10 +127,10 @@ fn post(
 async fn filtered_network_map(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     post(&req, &state, media::NETWORK_MAP, media::NETWORK_MAP_FILTER)?;
-    let r = FilteredNetworkMapRequest::parse(&body)?;
+    let r = FilteredNetworkMapRequest::parse(&body(payload).await?)?;
     let served = state.current();
     let wanted: BTreeSet<&str> = r.pids.iter().map(String::as_str).collect();
     let (v4, v6) = (
@@ -151,25 +185,13 @@ fn ordinal(ct: &CostType) -> Result<bool, FieldError> {
 async fn filtered_cost_map(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     post(&req, &state, media::COST_MAP, media::COST_MAP_FILTER)?;
-    let r = FilteredCostMapRequest::parse(&body)?;
+    let r = FilteredCostMapRequest::parse(&body(payload).await?)?;
     let is_ordinal = ordinal(&r.cost_type)?;
     let served = state.current();
-    let pick = |list: &[String], name: &str| list.is_empty() || list.iter().any(|p| p == name);
-    let cost_map: CostTable = served
-        .table(is_ordinal)
-        .into_iter()
-        .filter(|(src, _)| pick(&r.srcs, src))
-        .map(|(src, row)| {
-            let row: BTreeMap<String, Cost> = row
-                .into_iter()
-                .filter(|(dst, c)| pick(&r.dsts, dst) && satisfies(&r.constraints, c.0))
-                .collect();
-            (src, row)
-        })
-        .collect();
+    let cost_map = filtered_costs(&served, &r.srcs, &r.dsts, is_ordinal, &r.constraints);
     json(
         media::COST_MAP,
         &CostMapMessage {
@@ -182,6 +204,48 @@ async fn filtered_cost_map(
     )
 }
 
+/// The cost table restricted to `srcs` x `dsts` (empty = all; names not in the map are
+/// ignored), filtered while iterating: a 1 x 1 filter reads one cost (ordinal mode ranks the
+/// source's whole row), never the full n x n table.
+fn filtered_costs(
+    served: &Served,
+    srcs: &[String],
+    dsts: &[String],
+    ordinal: bool,
+    constraints: &[Constraint],
+) -> CostTable {
+    let pids = served.topology.pids();
+    let indices = |names: &[String]| -> Vec<usize> {
+        if names.is_empty() {
+            return (0..pids.len()).collect();
+        }
+        let mut v: Vec<usize> = names
+            .iter()
+            .filter_map(|n| served.pid_index.get(n).copied())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let (srcs, dsts) = (indices(srcs), indices(dsts));
+    let costs = served.costs();
+    srcs.into_iter()
+        .map(|s| {
+            let ranked = ordinal.then(|| {
+                let row: Vec<f64> = (0..pids.len()).map(|t| costs.get(s, t)).collect();
+                ranks(&row)
+            });
+            let row = dsts
+                .iter()
+                .map(|&t| (t, ranked.as_ref().map_or(costs.get(s, t), |r| r[t])))
+                .filter(|&(_, v)| satisfies(constraints, v))
+                .map(|(t, v)| (pids[t].name.clone(), Cost(v)))
+                .collect();
+            (pids[s].name.clone(), row)
+        })
+        .collect()
+}
+
 fn satisfies(constraints: &[Constraint], cost: f64) -> bool {
     constraints.iter().all(|c| c.accepts(cost))
 }
@@ -189,7 +253,7 @@ fn satisfies(constraints: &[Constraint], cost: f64) -> bool {
 async fn endpoint_properties(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     post(
         &req,
@@ -197,7 +261,18 @@ async fn endpoint_properties(
         media::ENDPOINT_PROP,
         media::ENDPOINT_PROP_PARAMS,
     )?;
-    let r = EndpointPropRequest::parse(&body)?;
+    let r = EndpointPropRequest::parse(&body(payload).await?)?;
+    if r.endpoints.len() > state.limits.max_endpoints {
+        return Err(FieldError::value(
+            "endpoints",
+            format!(
+                "{} endpoints; at most {} per request",
+                r.endpoints.len(),
+                state.limits.max_endpoints
+            ),
+        )
+        .into());
+    }
     let supported = state.prop_types();
     if let Some(bad) = r
         .properties
@@ -245,7 +320,7 @@ fn properties_of(served: &Served, ip: IpAddr, wanted: &[String]) -> BTreeMap<Str
 async fn endpoint_cost(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     post(
         &req,
@@ -253,9 +328,22 @@ async fn endpoint_cost(
         media::ENDPOINT_COST,
         media::ENDPOINT_COST_PARAMS,
     )?;
-    let r = EndpointCostRequest::parse(&body)?;
+    let r = EndpointCostRequest::parse(&body(payload).await?)?;
     let is_ordinal = ordinal(&r.cost_type)?;
-    let mut srcs = r.srcs.clone();
+    let pairs = r.srcs.len().max(1).saturating_mul(r.dsts.len());
+    if pairs > state.limits.max_endpoint_pairs {
+        return Err(FieldError::value(
+            "endpoints",
+            format!(
+                "{} sources x {} destinations = {pairs} pairs; at most {} per request",
+                r.srcs.len().max(1),
+                r.dsts.len(),
+                state.limits.max_endpoint_pairs
+            ),
+        )
+        .into());
+    }
+    let mut srcs = r.srcs;
     if srcs.is_empty() {
         // An empty source list means the client's own address (RFC 7285 section 11.5.1.3).
         let ip = req
@@ -264,35 +352,17 @@ async fn endpoint_cost(
             .ok_or(ApiError::NoPeerAddress)?;
         srcs.push((typed(ip), ip));
     }
-    let served = state.current();
-    let endpoint_cost_map = srcs
-        .iter()
-        .map(|(src_text, src)| {
-            let raw: Vec<f64> = r
-                .dsts
-                .iter()
-                .map(|(_, dst)| f64::from(served.snapshot.endpoint_cost(*src, *dst)))
-                .collect();
-            let values = if is_ordinal { ranks(&raw) } else { raw };
-            let row = r
-                .dsts
-                .iter()
-                .zip(values)
-                .filter(|(_, v)| satisfies(&r.constraints, *v))
-                .map(|((text, _), v)| (text.clone(), Cost(v)))
-                .collect();
-            (src_text.clone(), row)
-        })
-        .collect();
-    json(
-        media::ENDPOINT_COST,
-        &EndpointCostMessage {
-            meta: EndpointCostMeta {
-                cost_type: CostType::routingcost(&r.cost_type.cost_mode),
-            },
-            endpoint_cost_map,
-        },
-    )
+    let answer = EndpointCostBody::new(
+        state.current(),
+        &r.cost_type.cost_mode,
+        is_ordinal,
+        r.constraints,
+        srcs,
+        r.dsts,
+    );
+    Ok(HttpResponse::Ok()
+        .content_type(media::ENDPOINT_COST)
+        .body(answer))
 }
 
 fn typed(ip: IpAddr) -> String {

@@ -4,7 +4,7 @@
 //! side and swaps it in with one atomic pointer store; requests in flight keep the version they
 //! started with. Rendering once per change keeps GETs to a pointer load and a byte copy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -14,7 +14,7 @@ use crate::alto::{
     DependentMeta, NetworkMapMessage, NetworkMapMeta, PropMapMessage, VersionTag,
 };
 use crate::model::{CostMatrix, PidKind, Topology};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotError};
 use crate::source::asn::AsnDb;
 
 /// A rendered response body and its strong ETag (quoted).
@@ -48,8 +48,8 @@ pub struct Served {
     pub topology: Topology,
     /// Lookup structures (longest-prefix match, costs, ASN classes).
     pub snapshot: Snapshot,
-    /// PID x PID costs, indexed like `topology.pids()`.
-    pub costs: CostMatrix,
+    /// PID name -> index in `topology.pids()` (filters look names up without a scan).
+    pub pid_index: HashMap<String, usize>,
     /// The network map's version tag.
     pub vtag: VersionTag,
     /// The full network map, as a message (for filtering) and rendered.
@@ -67,36 +67,47 @@ pub struct Served {
 impl Served {
     /// Renders every message of a topology. Computes its costs once, for the snapshot and the
     /// cost maps alike.
-    pub fn new(topology: Topology, asn: Option<Arc<AsnDb>>) -> Served {
-        let costs = topology.costs();
-        let snapshot = topology.snapshot_with_costs(&costs, asn);
+    pub fn new(topology: Topology, asn: Option<Arc<AsnDb>>) -> Result<Served, SnapshotError> {
+        let costs = topology.cost_matrix();
+        let snapshot = topology.try_snapshot_with_asn(asn)?;
+        let pid_index = topology
+            .pids()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), i))
+            .collect();
         let vtag = VersionTag {
             resource_id: resource::NETWORK_MAP.to_string(),
             tag: topology.vtag().to_string(),
         };
         let network_map = network_map_message(&topology, &vtag);
         let network_map_body = Rendered::new(&network_map, Some(&vtag.tag));
-        let table_num = cost_table(&topology, &costs, false);
-        let table_ord = cost_table(&topology, &costs, true);
+        let table_num = cost_table(&topology, costs, false);
+        let table_ord = cost_table(&topology, costs, true);
         let cost_num = Rendered::new(&cost_map(&vtag, cost::NUMERICAL, table_num), None);
         let cost_ord = Rendered::new(&cost_map(&vtag, cost::ORDINAL, table_ord), None);
         let propmap = Rendered::new(&pid_properties(&topology, &vtag), None);
-        Served {
+        Ok(Served {
             topology,
             snapshot,
-            costs,
+            pid_index,
             vtag,
             network_map,
             network_map_body,
             cost_num,
             cost_ord,
             propmap,
-        }
+        })
     }
 
-    /// The cost table in one mode, for the filtered cost map.
+    /// PID x PID costs, indexed like `topology.pids()`.
+    pub fn costs(&self) -> &CostMatrix {
+        self.topology.cost_matrix()
+    }
+
+    /// The full cost table in one mode.
     pub fn table(&self, ordinal: bool) -> CostTable {
-        cost_table(&self.topology, &self.costs, ordinal)
+        cost_table(&self.topology, self.costs(), ordinal)
     }
 }
 

@@ -8,7 +8,9 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use maxminddb::{geoip2, Reader};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use maxminddb::{geoip2, MaxMindDbError, Reader};
 
 /// Why an ASN database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -34,28 +36,216 @@ impl std::fmt::Debug for AsnDb {
 }
 
 impl AsnDb {
-    /// Opens a database file (read into memory once).
+    /// Opens a database file (read into memory once) and verifies it in full (see
+    /// [`AsnDb::from_bytes`]).
     pub fn open(path: impl AsRef<Path>) -> Result<AsnDb, AsnError> {
         let path = path.as_ref();
-        let reader = Reader::open_readfile(path).map_err(|source| AsnError {
+        let err = |source| AsnError {
             path: path.to_path_buf(),
             source,
-        })?;
-        Ok(AsnDb { reader })
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(MaxMindDbError::Io(e)))?;
+        Self::verified(bytes).map_err(err)
     }
 
+    /// A database from its bytes, verified in full before it is accepted: the metadata, that
+    /// the search tree and data section fit in the file, every search tree record (in bounds,
+    /// no cycle, no path longer than the address bits), and every reachable data record
+    /// decoded once. A lookup in a verified database never reads out of bounds (the maxminddb
+    /// reader panics on such files, e.g. one holding only a valid metadata section).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<AsnDb, AsnError> {
+        Self::verified(bytes).map_err(|source| AsnError {
+            path: PathBuf::from("(in memory)"),
+            source,
+        })
+    }
+
+    fn verified(bytes: Vec<u8>) -> Result<AsnDb, MaxMindDbError> {
+        let invalid = |m: String| MaxMindDbError::InvalidDatabase(m);
+        let tree = tree_layout(&bytes)?;
+        let addresses = walk_tree(&tree, &bytes)?;
+        // In bounds now: the reader's own reads of the tree at open cannot fail.
+        let reader = Reader::from_source(bytes)?;
+        let db = AsnDb { reader };
+        for ip in addresses {
+            let decoded = catch_unwind(AssertUnwindSafe(|| db.reader.lookup::<geoip2::Asn>(ip)));
+            match decoded {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(invalid(format!("data record of {ip}: {e}"))),
+                Err(_) => return Err(invalid(format!("data record of {ip} cannot be decoded"))),
+            }
+        }
+        Ok(db)
+    }
+}
+
+/// Checks every search tree record and returns one address per distinct data record.
+fn walk_tree(tree: &TreeLayout, buf: &[u8]) -> Result<Vec<IpAddr>, MaxMindDbError> {
+    const UNSEEN: u8 = u8::MAX;
+    const ACTIVE: u8 = u8::MAX - 1;
+    let invalid = |m: String| MaxMindDbError::InvalidDatabase(m);
+    let n = tree.node_count;
+    let bits = tree.bit_count;
+    let mut height = vec![UNSEEN; n];
+    let mut data: std::collections::HashMap<usize, u128> = std::collections::HashMap::new();
+    // (node, next side, address bits so far, depth, height of the subtree so far)
+    let mut stack: Vec<(usize, u8, u128, u32, u8)> = vec![(0, 0, 0, 0, 0)];
+    height[0] = ACTIVE;
+    while let Some(top) = stack.last_mut() {
+        let (node, side, path, depth, h) = *top;
+        if side == 2 {
+            height[node] = h;
+            stack.pop();
+            if let Some(parent) = stack.last_mut() {
+                parent.4 = parent.4.max(h + 1);
+            }
+            continue;
+        }
+        top.1 += 1;
+        let record = tree.record(buf, node, usize::from(side));
+        let child_path = path | (u128::from(side) << (bits - 1 - depth));
+        let child_depth = depth + 1;
+        if record < n {
+            match height[record] {
+                ACTIVE => return Err(invalid(format!("search tree cycle at node {record}"))),
+                UNSEEN if child_depth < bits => {
+                    height[record] = ACTIVE;
+                    stack.push((record, 0, child_path, child_depth, 0));
+                }
+                sub if sub != UNSEEN && child_depth + u32::from(sub) < bits => {
+                    top.4 = top.4.max(sub + 1);
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "search tree deeper than {bits} bits at node {record}"
+                    )))
+                }
+            }
+        } else if record > n {
+            let offset = record - n;
+            if offset < 16 || offset - 16 >= tree.data_len {
+                return Err(invalid(format!(
+                    "node {node} points outside the data section ({record})"
+                )));
+            }
+            data.entry(record).or_insert(child_path);
+        }
+    }
+    Ok(data
+        .into_values()
+        .map(|path| {
+            if bits == 32 {
+                IpAddr::from(std::net::Ipv4Addr::from(path as u32))
+            } else {
+                IpAddr::from(std::net::Ipv6Addr::from(path))
+            }
+        })
+        .collect())
+}
+
+impl AsnDb {
     /// The origin AS of an address, if the database knows it. IPv4-mapped IPv6 addresses are
-    /// looked up as IPv4.
+    /// looked up as IPv4. A failing lookup (which a verified database does not have) is
+    /// `None`, never a panic.
     pub fn lookup(&self, ip: IpAddr) -> Option<u32> {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match self.reader.lookup::<geoip2::Asn>(ip) {
-            Ok(found) => found.and_then(|asn| asn.autonomous_system_number),
-            Err(_) => None,
+        match catch_unwind(AssertUnwindSafe(|| self.reader.lookup::<geoip2::Asn>(ip))) {
+            Ok(Ok(found)) => found.and_then(|asn| asn.autonomous_system_number),
+            Ok(Err(_)) => None,
+            Err(_) => {
+                tracing::error!(%ip, "ASN database lookup panicked; answering unknown AS");
+                None
+            }
         }
     }
+}
+
+/// Where the search tree and data section lie, checked against the file's size.
+struct TreeLayout {
+    node_count: usize,
+    record_size: usize,
+    bit_count: u32,
+    /// Bytes of the data section (between the 16-byte separator and the metadata marker).
+    data_len: usize,
+}
+
+impl TreeLayout {
+    /// Record `side` (0 or 1) of `node` (in bounds: checked by [`tree_layout`]).
+    fn record(&self, buf: &[u8], node: usize, side: usize) -> usize {
+        let base = node * self.record_size / 4;
+        let be = |b: &[u8]| b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
+        match self.record_size {
+            24 => be(&buf[base + side * 3..base + side * 3 + 3]),
+            28 => {
+                let middle = if side == 0 {
+                    usize::from(buf[base + 3] >> 4)
+                } else {
+                    usize::from(buf[base + 3] & 0x0f)
+                };
+                (middle << 24) | be(&buf[base + side * 4..base + side * 4 + 3])
+            }
+            _ => be(&buf[base + side * 4..base + side * 4 + 4]),
+        }
+    }
+}
+
+const METADATA_MARKER: &[u8] = b"\xab\xcd\xefMaxMind.com";
+
+/// Reads the metadata's tree parameters and checks that the tree, the separator and the data
+/// section fit before the metadata.
+fn tree_layout(buf: &[u8]) -> Result<TreeLayout, MaxMindDbError> {
+    let invalid = |m: String| MaxMindDbError::InvalidDatabase(m);
+    let marker = buf
+        .windows(METADATA_MARKER.len())
+        .rposition(|w| w == METADATA_MARKER)
+        .ok_or_else(|| invalid("no MaxMind DB metadata in the file".into()))?;
+    // The reader reads the first tree nodes at open: on a truncated file it can panic.
+    let meta = catch_unwind(AssertUnwindSafe(|| Reader::from_source(buf)))
+        .map_err(|_| {
+            invalid(format!(
+                "the search tree is not where the metadata says (truncated or not a database; \
+                 metadata at byte {marker})"
+            ))
+        })??
+        .metadata;
+    let record_size = meta.record_size as usize;
+    if ![24, 28, 32].contains(&record_size) {
+        return Err(invalid(format!("record size {record_size} (24, 28 or 32)")));
+    }
+    let bit_count = match meta.ip_version {
+        4 => 32,
+        6 => 128,
+        v => return Err(invalid(format!("ip_version {v} (4 or 6)"))),
+    };
+    let node_count = meta.node_count as usize;
+    if node_count == 0 {
+        return Err(invalid("empty search tree (node_count 0)".into()));
+    }
+    let tree_bytes = node_count
+        .checked_mul(record_size)
+        .map(|b| b / 4)
+        .filter(|b| b.saturating_add(16) <= marker)
+        .ok_or_else(|| {
+            invalid(format!(
+                "the search tree ({node_count} nodes of {record_size} bits) and the data \
+                 section do not fit before the metadata at byte {marker}: truncated or not a \
+                 database"
+            ))
+        })?;
+    if buf[tree_bytes..tree_bytes + 16].iter().any(|&b| b != 0) {
+        return Err(invalid(
+            "no 16-byte zero separator after the search tree".into(),
+        ));
+    }
+    Ok(TreeLayout {
+        node_count,
+        record_size,
+        bit_count,
+        data_len: marker - tree_bytes - 16,
+    })
 }
 
 #[cfg(test)]
@@ -80,6 +270,61 @@ mod tests {
             Some(15169)
         );
         assert_eq!(db.lookup("127.0.0.1".parse().expect("ip")), None);
+    }
+
+    fn test_bytes() -> Vec<u8> {
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/maxmind/GeoLite2-ASN-Test.mmdb"
+        ))
+        .expect("test database")
+    }
+
+    /// Issue 16 item 3: a file holding only a valid metadata section passed the open check,
+    /// then panicked on the first lookup. It is refused at open, with the reason.
+    #[test]
+    fn a_database_with_only_its_metadata_is_refused_at_open() {
+        let bytes = test_bytes();
+        let marker = bytes
+            .windows(METADATA_MARKER.len())
+            .rposition(|w| w == METADATA_MARKER)
+            .expect("marker");
+        let err = AsnDb::from_bytes(bytes[marker..].to_vec()).expect_err("refused");
+        let text = format!("{err}: {}", err.source);
+        assert!(
+            text.contains("truncated") || text.contains("not where"),
+            "{text}"
+        );
+        let dir = std::env::temp_dir().join(format!("p4p-asn-meta-{}", std::process::id()));
+        std::fs::write(&dir, &bytes[marker..]).expect("write");
+        assert!(AsnDb::open(&dir).is_err());
+        let _ = std::fs::remove_file(&dir);
+        // Truncating the data section is refused too.
+        let mut cut = bytes[..marker / 2].to_vec();
+        cut.extend_from_slice(&bytes[marker..]);
+        assert!(AsnDb::from_bytes(cut).is_err());
+    }
+
+    /// Any single corrupted byte: refused at open, or every lookup answers without panicking.
+    #[test]
+    fn corrupted_databases_never_panic() {
+        let bytes = test_bytes();
+        let probes: Vec<IpAddr> = ["1.0.0.1", "12.81.92.7", "::1", "2001:db8::1", "8.8.8.8"]
+            .iter()
+            .map(|s| s.parse().expect("ip"))
+            .collect();
+        for i in (0..bytes.len()).step_by(7) {
+            for v in [0x00, 0xff, bytes[i] ^ 0x10] {
+                let mut b = bytes.clone();
+                b[i] = v;
+                if let Ok(db) = AsnDb::from_bytes(b) {
+                    for ip in &probes {
+                        let _ = db.lookup(*ip);
+                    }
+                }
+            }
+        }
+        assert!(AsnDb::from_bytes(test_bytes()).is_ok());
     }
 
     #[test]

@@ -294,7 +294,11 @@ fn concrete(dashboard: &Value, expr: &str) -> String {
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-    for v in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+    for v in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if v["type"] == "datasource" {
             continue;
         }
@@ -402,7 +406,9 @@ fn the_dashboard_is_a_grafana_model_with_a_datasource_variable_and_a_query_in_ev
     let mut queries = 0;
     for p in panels(&d) {
         let title = p["title"].as_str().unwrap_or("?");
-        let id = p["id"].as_u64().unwrap_or_else(|| panic!("panel {title}: no id"));
+        let id = p["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("panel {title}: no id"));
         assert!(ids.insert(id), "panel id {id} ({title}) used twice");
         let g = &p["gridPos"];
         let (x, w) = (g["x"].as_u64(), g["w"].as_u64());
@@ -426,13 +432,19 @@ fn the_dashboard_is_a_grafana_model_with_a_datasource_variable_and_a_query_in_ev
         let mut refs = std::collections::HashSet::new();
         for t in targets {
             let expr = t["expr"].as_str().unwrap_or("");
-            assert!(!expr.trim().is_empty(), "panel {title}: a target without expr");
+            assert!(
+                !expr.trim().is_empty(),
+                "panel {title}: a target without expr"
+            );
             assert!(
                 refs.insert(t["refId"].as_str().expect("refId")),
                 "panel {title}: refId used twice"
             );
             if !t["datasource"].is_null() {
-                assert_eq!(t["datasource"]["uid"], ds, "panel {title}: target datasource");
+                assert_eq!(
+                    t["datasource"]["uid"], ds,
+                    "panel {title}: target datasource"
+                );
             }
             concrete(&d, expr);
             queries += 1;
@@ -443,7 +455,11 @@ fn the_dashboard_is_a_grafana_model_with_a_datasource_variable_and_a_query_in_ev
     for v in d["templating"]["list"].as_array().expect("templating.list") {
         if v["type"] == "query" {
             assert_eq!(v["datasource"]["uid"], ds, "variable {}", v["name"]);
-            assert!(v["allValue"].is_string(), "variable {}: allValue", v["name"]);
+            assert!(
+                v["allValue"].is_string(),
+                "variable {}: allValue",
+                v["name"]
+            );
         }
     }
 }
@@ -616,12 +632,16 @@ fn every_dashboard_query_and_alert_expression_works_on_a_real_prometheus() {
             .env("RUST_LOG", "warn"),
         tmp,
     );
-    wait_for("the iTracker answers /health", Duration::from_secs(15), || {
-        itracker.assert_alive();
-        http(itracker_addr, "GET", "/health", "", b"")
-            .ok()
-            .filter(|(s, _)| *s == 200)
-    });
+    wait_for(
+        "the iTracker answers /health",
+        Duration::from_secs(15),
+        || {
+            itracker.assert_alive();
+            http(itracker_addr, "GET", "/health", "", b"")
+                .ok()
+                .filter(|(s, _)| *s == 200)
+        },
+    );
     // One applied and one rejected update, so the update metrics have series from the start.
     let auth = format!("Authorization: Bearer {ADMIN_TOKEN}\r\n");
     let text = std::fs::read(&topology).expect("topology");
@@ -681,18 +701,25 @@ fn every_dashboard_query_and_alert_expression_works_on_a_real_prometheus() {
         "prometheus",
         Command::new(&prometheus)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", tmp.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.join("data").display()
+            ))
             .arg(format!("--web.listen-address={prom_addr}"))
             .arg("--log.level=warn"),
         tmp,
     );
     let prom = Prom(prom_addr);
-    wait_for("Prometheus scrapes both targets", Duration::from_secs(30), || {
-        prom_proc.assert_alive();
-        let targets = prom.get("/api/v1/targets").ok()?;
-        let active = targets["activeTargets"].as_array()?;
-        (active.len() == 2 && active.iter().all(|t| t["health"] == "up")).then_some(())
-    });
+    wait_for(
+        "Prometheus scrapes both targets",
+        Duration::from_secs(30),
+        || {
+            prom_proc.assert_alive();
+            let targets = prom.get("/api/v1/targets").ok()?;
+            let active = targets["activeTargets"].as_array()?;
+            (active.len() == 2 && active.iter().all(|t| t["health"] == "up")).then_some(())
+        },
+    );
 
     let sent_ok = drive_load(http_addr, udp_addr);
     // The load is in Prometheus once a scrape shows all of it, and a few more scrapes follow so
@@ -734,7 +761,10 @@ fn every_dashboard_query_and_alert_expression_works_on_a_real_prometheus() {
         let (metric, label) = inner.split_once(',').expect("label_values(metric, label)");
         let q = format!("count by ({}) ({})", label.trim(), metric.trim());
         if !matches!(prom.query(&q), Ok(n) if n > 0) {
-            failures.push(format!("dashboard variable {}: {def} has no values", v["name"]));
+            failures.push(format!(
+                "dashboard variable {}: {def} has no values",
+                v["name"]
+            ));
         }
     }
 
@@ -763,7 +793,10 @@ fn every_dashboard_query_and_alert_expression_works_on_a_real_prometheus() {
             failures.push(format!("alert {name}: {expr} is invalid: {e}"));
         }
         if rule["health"] == "err" {
-            failures.push(format!("alert {name}: evaluation error {}", rule["lastError"]));
+            failures.push(format!(
+                "alert {name}: evaluation error {}",
+                rule["lastError"]
+            ));
         }
         for metric in metric_names(expr) {
             if !names.contains(&metric) {
@@ -782,7 +815,9 @@ fn every_dashboard_query_and_alert_expression_works_on_a_real_prometheus() {
     for (panel, expr) in &queries {
         for metric in metric_names(expr) {
             if !names.contains(&metric) {
-                failures.push(format!("dashboard panel {panel:?}: no metric {metric} was scraped"));
+                failures.push(format!(
+                    "dashboard panel {panel:?}: no metric {metric} was scraped"
+                ));
             }
         }
     }
@@ -854,10 +889,7 @@ fn systemd_analyze_verifies_the_units() {
         .lines()
         .filter(|l| l.contains("p4p-tracker") || l.contains("p4p-itracker"))
         .collect();
-    assert!(
-        ok && ours.is_empty(),
-        "systemd-analyze verify:\n{out}"
-    );
+    assert!(ok && ours.is_empty(), "systemd-analyze verify:\n{out}");
     // And the sandbox scores as systemd rates it (0 = locked down, 10 = exposed).
     let (_, out) = run_bounded(
         Command::new(&analyze)

@@ -357,3 +357,100 @@ pub mod udp {
         }
     }
 }
+
+/// A stand-in ALTO server on 127.0.0.1 port 0 that serves whatever bodies a test sets, per
+/// path, with ETags and `304 Not Modified` (for faults a real iTracker would never produce).
+pub mod alto_fake {
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+
+    /// Path -> (media type, ETag, body).
+    type Routes = Arc<Mutex<HashMap<String, (String, String, Vec<u8>)>>>;
+
+    pub struct AltoFake {
+        pub base: String,
+        routes: Routes,
+    }
+
+    impl AltoFake {
+        pub fn start() -> AltoFake {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let base = format!("http://{}", listener.local_addr().expect("addr"));
+            let routes: Routes = Arc::default();
+            let r = routes.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let r = r.clone();
+                    std::thread::spawn(move || serve(stream, &r));
+                }
+            });
+            AltoFake { base, routes }
+        }
+
+        /// Serves `body` at `path` as `media_type`; its ETag is a hash of the body.
+        pub fn set(&self, path: &str, media_type: &str, body: impl Into<Vec<u8>>) {
+            let body = body.into();
+            let etag = format!("\"{:x}\"", seahash(&body));
+            self.routes
+                .lock()
+                .expect("routes")
+                .insert(path.to_string(), (media_type.to_string(), etag, body));
+        }
+
+        /// The URL of `path` on this server.
+        pub fn url(&self, path: &str) -> String {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    fn seahash(b: &[u8]) -> u64 {
+        b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+            (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3)
+        })
+    }
+
+    fn serve(stream: TcpStream, routes: &Routes) {
+        let Ok(read) = stream.try_clone() else { return };
+        let mut reader = BufReader::new(read);
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let mut if_none_match = None;
+        loop {
+            let mut h = String::new();
+            match reader.read_line(&mut h) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if h == "\r\n" => break,
+                Ok(_) => {
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.trim().eq_ignore_ascii_case("if-none-match") {
+                            if_none_match = Some(v.trim().to_string());
+                        }
+                    }
+                }
+            }
+        }
+        let found = routes.lock().expect("routes").get(&path).cloned();
+        let head = match &found {
+            None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n".to_string(),
+            Some((_, etag, _)) if if_none_match.as_ref() == Some(etag) => {
+                format!("HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\n")
+            }
+            Some((media, etag, body)) => format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {media}\r\nETag: {etag}\r\nContent-Length: {}\r\n",
+                body.len()
+            ),
+        };
+        let mut stream = stream;
+        let _ = stream.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes());
+        if let Some((_, etag, body)) = found {
+            if if_none_match.as_ref() != Some(&etag) {
+                let _ = stream.write_all(&body);
+            }
+        }
+    }
+}

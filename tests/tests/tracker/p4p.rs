@@ -260,3 +260,78 @@ async fn p4p_answers_are_local_random_ones_are_not_and_the_map_survives_its_itra
     random.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A valid two-PID map from a stand-in ALTO server (IRD, network map `tag`, cost map).
+fn serve_map(fake: &p4p_tests::alto_fake::AltoFake, network_map: serde_json::Value, tag: &str) {
+    use p4p_itracker::alto::media;
+    let ird = serde_json::json!({
+        "meta": {
+            "cost-types": {"num-routing": {"cost-mode": "numerical", "cost-metric": "routingcost"}},
+            "default-alto-network-map": "nm"
+        },
+        "resources": {
+            "nm": {"uri": fake.url("/networkmap"), "media-type": media::NETWORK_MAP},
+            "cm": {"uri": fake.url("/costmap"), "media-type": media::COST_MAP, "uses": ["nm"],
+                   "capabilities": {"cost-type-names": ["num-routing"]}}
+        }
+    });
+    fake.set("/directory", media::DIRECTORY, ird.to_string());
+    let nm = serde_json::json!({
+        "meta": {"vtag": {"resource-id": "nm", "tag": tag}},
+        "network-map": network_map
+    });
+    fake.set("/networkmap", media::NETWORK_MAP, nm.to_string());
+    let cm = serde_json::json!({
+        "meta": {
+            "dependent-vtags": [{"resource-id": "nm", "tag": tag}],
+            "cost-type": {"cost-mode": "numerical", "cost-metric": "routingcost"}
+        },
+        "cost-map": {"near": {"near": 0, "far": 10}, "far": {"near": 10, "far": 0}}
+    });
+    fake.set("/costmap", media::COST_MAP, cm.to_string());
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_that_turns_invalid_is_reported_every_round_and_its_age_keeps_growing() {
+    let fake = p4p_tests::alto_fake::AltoFake::start();
+    let good = serde_json::json!({
+        "near": {"ipv4": ["127.1.0.0/16"]},
+        "far": {"ipv4": ["0.0.0.0/0"], "ipv6": ["::/0"]}
+    });
+    serve_map(&fake, good, "v1");
+    let running = start(PolicyKind::P4p, "127.77.32.1", vec![fake.url("/directory")]).await;
+    let version = wait_for_version(&running, |_| true).await;
+    // The server keeps serving a map the tracker must refuse: no PID holds a prefix.
+    serve_map(
+        &fake,
+        serde_json::json!({"near": {"ipv4": []}, "far": {"ipv4": []}}),
+        "v2",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = running.tracker.render_metrics();
+        if metric(&text, "p4p_tracker_topology_refresh_failures_total") >= 3.0 {
+            // Every round failed, and the age is that of the map in use, not of the last round.
+            let age = metric(&text, "p4p_tracker_topology_age_seconds");
+            assert!(age >= 2.0, "age {age} after three failed rounds");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an invalid map must be reported every round:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        running.tracker.topology.load().version(),
+        version,
+        "the last good map keeps serving"
+    );
+    running.stop().await;
+}

@@ -37,6 +37,9 @@ pub async fn sweeper(tracker: Arc<Tracker>, mut shutdown: watch::Receiver<bool>)
 struct Source {
     client: AltoClient,
     last: Option<IspMap>,
+    /// Clock seconds when `last` was last known to be what the iTracker serves (fetched, or
+    /// confirmed unchanged). A failed round leaves it alone, so the age keeps growing.
+    current_at: u64,
 }
 
 /// Refreshes `tracker`'s topology from `urls` until `shutdown` turns true. The first round runs
@@ -52,6 +55,7 @@ pub async fn refresh_topology(
         .map(|url| Source {
             client: AltoClient::new(url),
             last: None,
+            current_at: 0,
         })
         .collect();
     loop {
@@ -75,7 +79,7 @@ fn round(tracker: &Tracker, mut sources: Vec<Source>) -> Vec<Source> {
     let mut changed = false;
     for s in &mut sources {
         match s.client.fetch() {
-            Ok(FetchOutcome::Unchanged) => {}
+            Ok(FetchOutcome::Unchanged) => s.current_at = tracker.clock.now(),
             Ok(FetchOutcome::Updated(map)) => {
                 tracing::info!(
                     url = s.client.ird_url(),
@@ -85,6 +89,7 @@ fn round(tracker: &Tracker, mut sources: Vec<Source>) -> Vec<Source> {
                     "new map from the iTracker"
                 );
                 s.last = Some(map);
+                s.current_at = tracker.clock.now();
                 changed = true;
             }
             Err(e) => {
@@ -99,6 +104,12 @@ fn round(tracker: &Tracker, mut sources: Vec<Source>) -> Vec<Source> {
         }
     }
     let maps: Vec<IspMap> = sources.iter().filter_map(|s| s.last.clone()).collect();
+    // The snapshot is as old as its stalest part.
+    let current_at = sources
+        .iter()
+        .filter(|s| s.last.is_some())
+        .map(|s| s.current_at)
+        .min();
     if changed && !maps.is_empty() {
         let snapshot = combine(&maps, tracker.config.topology.interdomain_cost);
         tracing::info!(
@@ -107,8 +118,11 @@ fn round(tracker: &Tracker, mut sources: Vec<Source>) -> Vec<Source> {
             "topology snapshot swapped in"
         );
         tracker.set_topology(snapshot);
-    } else if !maps.is_empty() {
-        tracker.topology.confirm(tracker.clock.now());
+        if let Some(at) = current_at {
+            tracker.topology.confirm(at);
+        }
+    } else if let Some(at) = current_at {
+        tracker.topology.confirm(at);
     } else if !tracker.topology.loaded() {
         tracing::warn!("no topology from any iTracker yet: peer selection is random");
     }

@@ -908,3 +908,65 @@ fn systemd_analyze_verifies_the_units() {
         assert!(score <= 2.0, "{unit}: exposure {score} > 2.0:\n{out}");
     }
 }
+
+/// `systemctl reload` sends SIGHUP (the units' ExecReload): the tracker reloads its topology
+/// file and keeps serving; a file that fails to load is refused and the old map stays.
+#[test]
+#[ignore = "needs a p4p-tracker build (P4P_TRACKER_BIN, set by scripts/test)"]
+fn sighup_reloads_the_topology_file_and_the_tracker_keeps_serving() {
+    let bin = binary("p4p-tracker", "P4P_TRACKER_BIN");
+    let dir = TempDir::new("sighup");
+    let topology = dir.0.join("topology.toml");
+    std::fs::copy(root().join("topology-data/loopback.toml"), &topology).expect("topology");
+    let http_addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+    let mut tracker = Proc::start(
+        "p4p-tracker",
+        Command::new(&bin)
+            .arg("--http-bind")
+            .arg(http_addr.to_string())
+            .arg("--udp-bind")
+            .arg(format!("127.0.0.1:{}", free_udp_port()))
+            .arg("--topology")
+            .arg(&topology),
+        &dir.0,
+    );
+    let version = |tracker: &mut Proc| -> Option<String> {
+        tracker.assert_alive();
+        let (status, body) = http(http_addr, "GET", "/topology", "", b"").ok()?;
+        let doc: Value = serde_json::from_str(&body).ok()?;
+        (status == 200).then(|| doc["version"].as_str().map(str::to_string))?
+    };
+    let first = wait_for("the tracker answers", Duration::from_secs(20), || {
+        version(&mut tracker)
+    });
+    let hup = |tracker: &Proc| {
+        let sent = Command::new("kill")
+            .arg("-HUP")
+            .arg(tracker.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    };
+    // A changed file is picked up on SIGHUP.
+    let text = std::fs::read_to_string(&topology).expect("read");
+    let changed = text.replace("127.1.0.0/16", "127.1.0.0/17");
+    assert_ne!(changed, text, "the loopback topology holds 127.1.0.0/16");
+    std::fs::write(&topology, changed).expect("write");
+    hup(&tracker);
+    let second = wait_for(
+        "a new version after SIGHUP",
+        Duration::from_secs(20),
+        || version(&mut tracker).filter(|v| *v != first),
+    );
+    // A broken file is refused: same version, still serving, the refusal counted.
+    std::fs::write(&topology, "this is not a topology").expect("write");
+    hup(&tracker);
+    wait_for("the refusal is counted", Duration::from_secs(20), || {
+        let (_, metrics) = http(http_addr, "GET", "/metrics", "", b"").ok()?;
+        metrics
+            .contains("p4p_tracker_reloads_total{outcome=\"refused\"} 1")
+            .then_some(())
+    });
+    assert_eq!(version(&mut tracker).as_deref(), Some(second.as_str()));
+    tracker.assert_alive();
+}

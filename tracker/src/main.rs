@@ -174,29 +174,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let running = p4p_tracker::server::start(tracker)
         .await
         .context("starting the tracker")?;
-    shutdown_signal().await;
+    serve_until_shutdown(&running.tracker).await;
     tracing::info!("shutting down");
     running.stop().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Waits for SIGINT or SIGTERM; meanwhile every SIGHUP reloads what can be reloaded (see
+/// [`Tracker::reload`]) and the tracker keeps serving.
+async fn serve_until_shutdown(tracker: &Tracker) {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hup)) => loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = term.recv() => return,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading");
+                        tracker.reload();
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            },
+            _ => tracing::warn!("cannot listen for SIGTERM/SIGHUP; only Ctrl-C stops the tracker"),
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -84,6 +84,11 @@ struct ProtocolLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LocalityLabels {
     locality: &'static str,
 }
@@ -223,6 +228,10 @@ pub struct Metrics {
     pub udp_workers_running: Gauge,
     /// UDP workers started (over every UDP address).
     pub udp_workers_configured: Gauge,
+    /// Reloads (SIGHUP): [refused, applied].
+    reloads: [Counter; 2],
+    /// Seconds between iTracker refreshes (0 without `--alto`), for alerting on a stale map.
+    pub topology_refresh_interval: Gauge,
 }
 
 impl Default for Metrics {
@@ -237,6 +246,7 @@ impl Metrics {
         let scrapes = Family::<RequestLabels, Counter>::default();
         let returned = Family::<LocalityLabels, Counter>::default();
         let panics = Family::<ProtocolLabels, Counter>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
         let mut m = Metrics {
             registry: Registry::with_prefix("p4p_tracker"),
             announces: RequestCounters::resolve(&announces),
@@ -263,6 +273,9 @@ impl Metrics {
             udp_worker_restarts: Counter::default(),
             udp_workers_running: Gauge::default(),
             udp_workers_configured: Gauge::default(),
+            reloads: ["refused", "applied"]
+                .map(|outcome| reloads.get_or_create(&ReloadLabels { outcome }).clone()),
+            topology_refresh_interval: Gauge::default(),
         };
 
         let r = &mut m.registry;
@@ -346,6 +359,16 @@ impl Metrics {
             m.udp_workers_running.clone(),
         );
         r.register(
+            "reloads",
+            "Reloads of the configured files (SIGHUP), by outcome (applied, refused)",
+            reloads,
+        );
+        r.register(
+            "topology_refresh_interval_seconds",
+            "Seconds between iTracker refreshes (0: no iTracker configured)",
+            m.topology_refresh_interval.clone(),
+        );
+        r.register(
             "udp_workers_configured",
             "UDP workers started, over every UDP address",
             m.udp_workers_configured.clone(),
@@ -356,6 +379,11 @@ impl Metrics {
             m.store_topups.clone(),
         );
         m
+    }
+
+    /// Counts a reload that was applied (`true`) or refused.
+    pub fn reloads(&self, applied: bool) {
+        self.reloads[usize::from(applied)].inc();
     }
 
     /// Counts a request whose handling panicked.

@@ -105,6 +105,11 @@ impl Tracker {
             .topology_generation
             .set(snapshot.generation() as i64);
         metrics.topology_missing.set(i64::from(!loaded));
+        if !config.topology.alto.is_empty() {
+            metrics
+                .topology_refresh_interval
+                .set(i64::from(config.topology.refresh_interval));
+        }
         let topology = TopologyHandle::new(snapshot, loaded);
         topology.confirm(clock.now());
         Self {
@@ -173,6 +178,38 @@ impl Tracker {
             .set(snapshot.generation() as i64);
         self.metrics.topology_missing.set(0);
         self.topology.store(snapshot, self.clock.now());
+    }
+
+    /// Reloads what the configuration names (on SIGHUP or the admin API): the topology file,
+    /// when one is configured, and the ASN database with it. A file that fails to load is
+    /// logged and counted, and the snapshot in use keeps serving. Topology from iTrackers is
+    /// not reloaded here: the refresher fetches it every `refresh_interval`.
+    pub fn reload(&self) -> bool {
+        let t = &self.config.topology;
+        if t.file.is_none() {
+            tracing::info!("reload: no topology file configured; nothing to reload");
+            return true;
+        }
+        match crate::topology::initial_snapshot(t) {
+            Ok((snapshot, source)) => {
+                tracing::info!(
+                    "reload: topology from {source} ({} PIDs, version {})",
+                    snapshot.len(),
+                    snapshot.version()
+                );
+                self.metrics.reloads(true);
+                self.set_topology(snapshot);
+                true
+            }
+            Err(e) => {
+                self.metrics.reloads(false);
+                tracing::warn!(
+                    "reload refused, the topology in use keeps serving: {:#}",
+                    anyhow::Error::new(e)
+                );
+                false
+            }
+        }
     }
 
     /// Prometheus text exposition.

@@ -57,7 +57,8 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Addresses to listen on. Empty disables HTTP.
+    /// Addresses to listen on (an IPv6 address serves IPv6 only; list `0.0.0.0:P` and `[::]:P`
+    /// for both, as the default does). Empty disables HTTP.
     pub bind: Vec<SocketAddr>,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
@@ -77,7 +78,8 @@ pub struct HttpConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UdpConfig {
-    /// Addresses to listen on. Empty disables UDP.
+    /// Addresses to listen on (an IPv6 address serves IPv6 only; list `0.0.0.0:P` and `[::]:P`
+    /// for both, as the default does). Empty disables UDP.
     pub bind: Vec<SocketAddr>,
     /// Socket workers per address, each with its own `SO_REUSEPORT` socket; 0 = one per core.
     pub workers: usize,
@@ -181,10 +183,19 @@ pub struct StoreConfig {
     pub max_buckets_per_swarm: usize,
 }
 
+/// IPv4 and IPv6 wildcard addresses on `port`. A host without IPv6 skips the second with a
+/// warning at start.
+fn dual_stack(port: u16) -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::from(([0, 0, 0, 0], port)),
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+    ]
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
-            bind: vec![SocketAddr::from(([0, 0, 0, 0], 6969))],
+            bind: dual_stack(6969),
             workers: 0,
             max_query_len: 8192,
             trust_ip_param: false,
@@ -196,7 +207,7 @@ impl Default for HttpConfig {
 impl Default for UdpConfig {
     fn default() -> Self {
         Self {
-            bind: vec![SocketAddr::from(([0, 0, 0, 0], 6969))],
+            bind: dual_stack(6969),
             workers: 0,
             error_on_bad_connection_id: true,
             trust_ip_field: false,

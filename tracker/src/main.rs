@@ -60,6 +60,10 @@ struct Cli {
     /// UDP socket workers per address (0 = one per core).
     #[arg(long, env = "P4P_TRACKER_UDP_WORKERS")]
     udp_workers: Option<usize>,
+    /// Log lines as text (coloured only on a terminal) or as JSON objects, one per line, for
+    /// log shippers. Levels and targets: `RUST_LOG` (default `info`).
+    #[arg(long, env = "P4P_TRACKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Swarm store: "memory" or a Redis URL.
     #[arg(long, env = "P4P_TRACKER_STORE")]
     store: Option<String>,
@@ -115,18 +119,35 @@ impl Cli {
     }
 }
 
+/// How log lines are written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stdout, filtered by `RUST_LOG` (default `info`); ANSI colours only on a terminal, so
+/// files and journald get plain text.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cli.print_config {
         print!("{DEFAULT_CONFIG}");
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging(cli.log_format);
     let file_config = match &cli.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),

@@ -240,19 +240,24 @@ impl Tracker {
     /// addresses), for `GET /topology`.
     pub fn describe_topology(&self) -> String {
         let snap = self.topology.load();
-        let counts = self.store.pid_counts().unwrap_or_default();
+        // Counting a PID across every swarm in Redis would be a scan: the Redis store offers
+        // no counts, and the document says so instead of showing zeros.
+        let counts = self.store.pid_counts();
         let pids: Vec<serde_json::Value> = snap
             .pids()
             .iter()
             .map(|p| {
-                let (seeders, leechers) = counts.get(&p.id).copied().unwrap_or_default();
-                serde_json::json!({
+                let mut pid = serde_json::json!({
                     "pid": &*p.name,
                     "isp": snap.isps().get(usize::from(p.isp)),
                     "internal": p.internal,
-                    "seeders": seeders,
-                    "leechers": leechers,
-                })
+                });
+                if let Some(counts) = &counts {
+                    let (seeders, leechers) = counts.get(&p.id).copied().unwrap_or_default();
+                    pid["seeders"] = seeders.into();
+                    pid["leechers"] = leechers.into();
+                }
+                pid
             })
             .collect();
         let doc = serde_json::json!({
@@ -260,6 +265,7 @@ impl Tracker {
             "generation": snap.generation(),
             "loaded": self.topology.loaded(),
             "policy": self.selector.policy(),
+            "peer_counts": if counts.is_some() { "per PID" } else { "not offered by the Redis store" },
             "pids": pids,
         });
         format!("{doc:#}\n")

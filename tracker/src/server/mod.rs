@@ -41,7 +41,9 @@ pub async fn start(tracker: Arc<Tracker>) -> std::io::Result<Running> {
     if !tracker.config.http.bind.is_empty() {
         let mut listeners = Vec::new();
         for addr in &tracker.config.http.bind {
-            let l = TcpListener::bind(addr)?;
+            let Some(l) = listener("HTTP", *addr, bind_tcp(*addr))? else {
+                continue;
+            };
             http_addrs.push(l.local_addr()?);
             listeners.push(l);
         }
@@ -65,7 +67,9 @@ pub async fn start(tracker: Arc<Tracker>) -> std::io::Result<Running> {
             n => n,
         };
         for addr in &tracker.config.udp.bind {
-            let (sockets, bound) = udp::bind(*addr, workers)?;
+            let Some((sockets, bound)) = listener("UDP", *addr, udp::bind(*addr, workers))? else {
+                continue;
+            };
             tracker
                 .metrics
                 .udp_workers_configured
@@ -101,6 +105,46 @@ pub async fn start(tracker: Arc<Tracker>) -> std::io::Result<Running> {
         udp_threads,
         shutdown,
     })
+}
+
+/// A TCP listener on `addr`; IPv6 addresses IPv6-only, so that `0.0.0.0:P` and `[::]:P` are
+/// two listeners side by side, as the UDP ones are.
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// What binding a listener gave: its error names the listener and the address; a host without
+/// IPv6 skips the IPv6 wildcard address (part of the default binds) with a warning instead.
+fn listener<T>(
+    kind: &str,
+    addr: SocketAddr,
+    bound: std::io::Result<T>,
+) -> std::io::Result<Option<T>> {
+    match bound {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() && ipv6_missing(&e) => {
+            tracing::warn!("{kind} listener {addr}: IPv6 is not available on this host ({e}); serving IPv4 only");
+            Ok(None)
+        }
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("{kind} listener {addr}: {e}"),
+        )),
+    }
+}
+
+/// Whether a bind failed because the host has no IPv6 at all.
+fn ipv6_missing(e: &std::io::Error) -> bool {
+    // EAFNOSUPPORT (97) and EADDRNOTAVAIL (99) on Linux.
+    matches!(e.raw_os_error(), Some(97 | 99)) || e.kind() == std::io::ErrorKind::AddrNotAvailable
 }
 
 /// Runs one request's handling; a panic inside it is caught and counted, and costs this
@@ -175,5 +219,43 @@ mod tests {
             text.contains("p4p_tracker_handler_panics_total{protocol=\"http\"} 0"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_bind_error_names_the_listener_and_its_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        let mut config = crate::config::Config::default();
+        config.http.bind = vec![addr];
+        config.udp.bind = vec![];
+        let tracker = Tracker::new(
+            config,
+            crate::clock::Clock::new(),
+            p4p_itracker::Snapshot::single_pid(),
+            false,
+        );
+        let e = start(Arc::new(tracker))
+            .await
+            .expect_err("the port is taken");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("HTTP listener {addr}: ")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    #[ignore = "needs IPv6 (::); scripts/test runs it"]
+    fn ipv4_and_ipv6_wildcards_share_a_port_on_both_protocols() {
+        let v4 = bind_tcp("0.0.0.0:0".parse().expect("addr")).expect("IPv4");
+        let port = v4.local_addr().expect("addr").port();
+        bind_tcp(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)))
+            .expect("IPv6 beside IPv4");
+        let (_, v4) = udp::bind("0.0.0.0:0".parse().expect("addr"), 2).expect("UDP IPv4");
+        udp::bind(
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, v4.port())),
+            2,
+        )
+        .expect("UDP IPv6 beside IPv4");
     }
 }

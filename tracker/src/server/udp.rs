@@ -38,11 +38,19 @@ const BATCH: usize = 32;
 const SLOT: usize = 2048;
 
 /// Binds `workers` sockets sharing `addr` (port 0: the first socket picks the port, the others
-/// join it). Returns them with the address actually bound.
+/// join it). Returns them with the address actually bound. An IPv6 address is bound IPv6-only,
+/// so `0.0.0.0:P` and `[::]:P` can be served side by side (as HTTP does).
+///
+/// The workers share the port through `SO_REUSEPORT`, which would just as silently let a second
+/// tracker process join the group and take half the datagrams (and half of every swarm): a
+/// fixed port held by anyone else is refused with `AddrInUse` first.
 pub fn bind(
     addr: SocketAddr,
     workers: usize,
 ) -> io::Result<(Vec<std::net::UdpSocket>, SocketAddr)> {
+    if addr.port() != 0 {
+        ensure_free(addr)?;
+    }
     let mut sockets = Vec::with_capacity(workers);
     let mut bound = addr;
     for _ in 0..workers.max(1) {
@@ -65,6 +73,29 @@ pub fn bind(
         sockets.push(std_socket);
     }
     Ok((sockets, bound))
+}
+
+/// Fails with `AddrInUse` when another socket (of any process) holds `addr`: a socket without
+/// `SO_REUSEPORT` cannot join a port others hold.
+fn ensure_free(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM,
+        Some(SockProtocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    probe.bind(&addr.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                e.kind(),
+                "already in use by another process (a second tracker on one port would split its traffic and its swarms)",
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// Starts one worker thread per socket. The threads stop when `shutdown` turns true.
@@ -619,5 +650,17 @@ mod tests {
         });
         assert_eq!(lives, 1);
         assert_eq!(metrics.udp_worker_restarts.get(), 0);
+    }
+
+    #[test]
+    fn a_udp_port_held_by_another_socket_is_refused() {
+        let other = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let taken = other.local_addr().expect("addr");
+        let e = bind(taken, 2).expect_err("the port is taken");
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        // Our own workers still share a port among themselves.
+        let (sockets, bound) = bind("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
+        assert_eq!(sockets.len(), 3);
+        assert!(sockets.iter().all(|s| s.local_addr().ok() == Some(bound)));
     }
 }

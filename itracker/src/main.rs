@@ -123,13 +123,81 @@ fn check(file: &PathBuf) -> anyhow::Result<()> {
     let topo = Topology::from_file(file)?;
     topo.try_snapshot_with_asn(None)
         .with_context(|| format!("{} does not build a lookup snapshot", file.display()))?;
-    let costs = topo.cost_matrix();
-    println!("isp {}  vtag {}", topo.isp(), topo.vtag());
-    for (i, pid) in topo.pids().iter().enumerate() {
-        let row: Vec<String> = (0..costs.len())
-            .map(|j| costs.get(i, j).to_string())
-            .collect();
-        println!("{:<24} {:?} {}", pid.name, pid.kind, row.join(" "));
-    }
+    print!("{}", check_report(&topo));
     Ok(())
+}
+
+/// What `check` prints: the ISP and version, warnings (PIDs that hold no prefix, so no address
+/// can ever be in them), and the p-distance matrix with PID names as row and column headers.
+fn check_report(topo: &Topology) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "isp {}  vtag {}", topo.isp(), topo.vtag());
+    for pid in topo.pids().iter().filter(|p| p.prefixes.is_empty()) {
+        let _ = writeln!(
+            out,
+            "warning: PID {} holds no prefix: no address maps to it",
+            pid.name
+        );
+    }
+    let costs = topo.cost_matrix();
+    let width = topo
+        .pids()
+        .iter()
+        .map(|p| p.name.len())
+        .chain([8])
+        .max()
+        .unwrap_or(8);
+    let _ = write!(out, "{:<width$} {:<8}", "from \\ to", "kind");
+    for pid in topo.pids() {
+        let _ = write!(out, " {:>width$}", pid.name);
+    }
+    out.push('\n');
+    for (i, pid) in topo.pids().iter().enumerate() {
+        let _ = write!(out, "{:<width$} {:<8}", pid.name, format!("{:?}", pid.kind));
+        for j in 0..costs.len() {
+            let _ = write!(out, " {:>width$}", costs.get(i, j));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_prints_pid_headers_and_warns_about_pids_without_prefixes() {
+        let topo = Topology::from_toml_str(
+            r#"
+isp = "check-test"
+[[pid]]
+name = "a"
+kind = "internal"
+prefixes = ["10.0.0.0/8"]
+[[pid]]
+name = "empty"
+kind = "internal"
+prefixes = []
+[[pid]]
+name = "rest"
+kind = "external"
+prefixes = ["0.0.0.0/0", "::/0"]
+"#,
+        )
+        .expect("valid topology");
+        let report = check_report(&topo);
+        assert!(
+            report.contains("warning: PID empty holds no prefix"),
+            "{report}"
+        );
+        assert!(!report.contains("warning: PID a "), "{report}");
+        let header = report
+            .lines()
+            .find(|l| l.starts_with("from"))
+            .expect("header row");
+        let names: Vec<&str> = header.split_whitespace().skip(4).collect();
+        assert_eq!(names, ["a", "empty", "rest"], "{report}");
+    }
 }

@@ -344,6 +344,13 @@ fn a_topology_with_unusable_costs_is_refused_at_start_put_reload_and_check() {
     assert!(e.to_string().contains("p-distance"), "{e}");
     let after = get(&format!("{}/costmap/routingcost/numerical", t.base), &[]);
     assert_eq!(after.body, before.body, "the old map keeps serving");
+    let metrics = get(&format!("{}/metrics", t.base), &[]).body;
+    assert!(
+        metrics.contains(
+            "p4p_itracker_topology_updates_total{kind=\"reload\",outcome=\"rejected\"} 1"
+        ),
+        "a refused reload is counted:\n{metrics}"
+    );
 
     if let Some(exe) = option_env!("CARGO_BIN_EXE_p4p-itracker") {
         let out = std::process::Command::new(exe)

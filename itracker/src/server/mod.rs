@@ -244,8 +244,12 @@ impl AppState {
         let Some(path) = &self.topology_path else {
             return Ok(self.outcome_now());
         };
-        let topology = Topology::from_file_inheriting(path, &self.current().topology)?;
-        let outcome = self.swap(Served::new(topology, self.asn.clone())?);
+        let result = Topology::from_file_inheriting(path, &self.current().topology)
+            .map_err(ServerError::from)
+            .and_then(|t| Ok(Served::new(t, self.asn.clone())?));
+        // Counted like the admin updates: topology_updates_total{kind="reload",outcome}.
+        self.record_update("reload", result.is_ok());
+        let outcome = self.swap(result?);
         tracing::info!(vtag = %outcome.vtag, "topology reloaded");
         Ok(outcome)
     }

@@ -65,8 +65,7 @@ impl AccessList {
     /// Parses an access-list text (see the module docs for the format).
     pub fn parse(text: &[u8]) -> Result<AccessList, ParseError> {
         // About 41 bytes a line: size the set once instead of growing it through rehashes.
-        let mut hashes =
-            HashSet::with_capacity_and_hasher(text.len() / 41 + 1, Default::default());
+        let mut hashes = HashSet::with_capacity_and_hasher(text.len() / 41 + 1, Default::default());
         for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
             let line = match raw.iter().position(|&b| b == b'#') {
                 Some(at) => &raw[..at],

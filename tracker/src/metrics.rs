@@ -297,8 +297,11 @@ impl Metrics {
             reloads: ["refused", "applied"]
                 .map(|outcome| reloads.get_or_create(&ReloadLabels { outcome }).clone()),
             topology_refresh_interval: Gauge::default(),
-            access_list_reloads: ["refused", "applied"]
-                .map(|outcome| access_reloads.get_or_create(&ReloadLabels { outcome }).clone()),
+            access_list_reloads: ["refused", "applied"].map(|outcome| {
+                access_reloads
+                    .get_or_create(&ReloadLabels { outcome })
+                    .clone()
+            }),
             access_list_entries: Gauge::default(),
             full_scrape_renders: Counter::default(),
         };

@@ -114,9 +114,11 @@ impl Tracker {
         }
         let topology = TopologyHandle::new(snapshot, loaded);
         topology.confirm(clock.now());
-        let access = config.access_list.file.clone().map(|file| {
-            crate::access::AccessControl::new(config.access_list.mode, file)
-        });
+        let access = config
+            .access_list
+            .file
+            .clone()
+            .map(|file| crate::access::AccessControl::new(config.access_list.mode, file));
         Self {
             access,
             selector: Selector::new(config.selection.clone()),

@@ -50,10 +50,7 @@ impl AdminToken {
         let text = std::fs::read_to_string(path).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
-                format!(
-                    "ops.admin_token_file: cannot read {}: {e}",
-                    path.display()
-                ),
+                format!("ops.admin_token_file: cannot read {}: {e}", path.display()),
             )
         })?;
         let secret = text.trim();
@@ -113,14 +110,22 @@ fn text(mut res: actix_web::HttpResponseBuilder, body: String) -> HttpResponse {
     res.content_type(ContentType::plaintext()).body(body + "\n")
 }
 
-async fn put_access_list(req: HttpRequest, body: web::Bytes, state: State, token: Token) -> HttpResponse {
+async fn put_access_list(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: State,
+    token: Token,
+) -> HttpResponse {
     if let Err(refusal) = authorize(&req, token.as_ref().as_ref()) {
         return refusal;
     }
     let tracker = state.get_ref().clone();
     let outcome = web::block(move || tracker.replace_access_list(&body)).await;
     match outcome {
-        Ok(Ok(n)) => text(HttpResponse::Ok(), format!("access list replaced: {n} entries")),
+        Ok(Ok(n)) => text(
+            HttpResponse::Ok(),
+            format!("access list replaced: {n} entries"),
+        ),
         Ok(Err(e @ ReplaceError::NotConfigured)) => text(HttpResponse::Conflict(), e.to_string()),
         Ok(Err(e @ ReplaceError::Invalid(_))) => text(HttpResponse::BadRequest(), e.to_string()),
         Ok(Err(e @ ReplaceError::Write { .. })) => {
@@ -136,7 +141,10 @@ async fn reload_access_list(req: HttpRequest, state: State, token: Token) -> Htt
     }
     let tracker = state.get_ref().clone();
     match web::block(move || tracker.reload_access_list()).await {
-        Ok(Ok(Some(n))) => text(HttpResponse::Ok(), format!("access list reloaded: {n} entries")),
+        Ok(Ok(Some(n))) => text(
+            HttpResponse::Ok(),
+            format!("access list reloaded: {n} entries"),
+        ),
         Ok(Ok(None)) => text(
             HttpResponse::Conflict(),
             ReplaceError::NotConfigured.to_string(),
@@ -178,9 +186,9 @@ pub struct Started {
 /// listener when `ops.bind` is set (reading the admin token first: an unreadable or empty
 /// token file refuses the start).
 pub fn start(tracker: &Arc<Tracker>, shutdown: &watch::Receiver<bool>) -> std::io::Result<Started> {
-    tracker
-        .load_access_list()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("access list: {e}")))?;
+    tracker.load_access_list().map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("access list: {e}"))
+    })?;
     let mut started = Started::default();
     if tracker.access.is_some() {
         started.tasks.push(tokio::spawn(crate::access::watch(
@@ -195,9 +203,8 @@ pub fn start(tracker: &Arc<Tracker>, shutdown: &watch::Receiver<bool>) -> std::i
         Some(path) => Some(AdminToken::from_file(path)?),
         None => None,
     };
-    let listener = TcpListener::bind(bind).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("ops listener on {bind}: {e}"))
-    })?;
+    let listener = TcpListener::bind(bind)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("ops listener on {bind}: {e}")))?;
     let addr = listener.local_addr()?;
     if token.is_none() {
         tracing::info!("admin API off: no admin token configured (--admin-token-file)");

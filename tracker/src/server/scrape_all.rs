@@ -133,7 +133,11 @@ impl FullScrape {
     }
 
     /// Answers a full-scrape request (counted as an HTTP scrape).
-    pub async fn serve(&self, req: &HttpRequest, tracker: &std::sync::Arc<Tracker>) -> HttpResponse {
+    pub async fn serve(
+        &self,
+        req: &HttpRequest,
+        tracker: &std::sync::Arc<Tracker>,
+    ) -> HttpResponse {
         let mut tally = Tally::default();
         let response = match self.current(tracker).await {
             None => {

@@ -84,13 +84,9 @@ impl AccessList {
                     "not an info hash: 40 hex digits (or 64 for a v2 hash) expected",
                 ));
             }
-            if !line.iter().all(u8::is_ascii_hexdigit) {
-                return Err(bad("not an info hash: only hex digits 0-9, a-f expected"));
-            }
-            let mut hash = [0u8; 20];
-            hex::decode_to_slice(&line[..40], &mut hash)
-                .map_err(|_| bad("not an info hash: invalid hex"))?;
-            hashes.insert(InfoHash(hash));
+            let hash = decode_hash(line)
+                .ok_or_else(|| bad("not an info hash: only hex digits 0-9, a-f expected"))?;
+            hashes.insert(hash);
         }
         Ok(AccessList { hashes })
     }
@@ -109,6 +105,39 @@ impl AccessList {
     pub fn contains(&self, hash: &InfoHash) -> bool {
         self.hashes.contains(hash)
     }
+}
+
+/// Hex digit values; 0xff for a byte that is not one.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The first 20 bytes a hex line (40 or 64 digits, all checked) encodes.
+fn decode_hash(line: &[u8]) -> Option<InfoHash> {
+    let mut bad = 0u8;
+    for &c in &line[40..] {
+        bad |= HEX[usize::from(c)];
+    }
+    let mut hash = [0u8; 20];
+    for (out, pair) in hash.iter_mut().zip(line.chunks_exact(2)) {
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *out = hi << 4 | lo;
+    }
+    // Every valid digit is below 16: any invalid one sets the top bits.
+    (bad & 0xf0 == 0).then_some(InfoHash(hash))
 }
 
 /// What the file looked like when last seen: modification time, length (and inode on Unix,

@@ -17,7 +17,12 @@ const TORRENTS: usize = 1_000_000;
 fn filled() -> Tracker {
     let mut config = Config::default();
     config.swarm.max_torrents = 2 * TORRENTS;
-    let tracker = Tracker::new(config, Clock::new(), p4p_itracker::Snapshot::single_pid(), true);
+    let tracker = Tracker::new(
+        config,
+        Clock::new(),
+        p4p_itracker::Snapshot::single_pid(),
+        true,
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
@@ -27,7 +32,10 @@ fn filled() -> Tracker {
         for i in 0..TORRENTS {
             let a = Announce {
                 info_hash: InfoHash(rng.random()),
-                peer: std::net::SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 6881)),
+                peer: std::net::SocketAddr::from((
+                    [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
+                    6881,
+                )),
                 event: Event::Started,
                 left: (i % 3) as u64,
                 numwant: 0,

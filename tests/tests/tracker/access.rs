@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,9 +34,9 @@ fn temp_file(tag: &str, text: &str) -> PathBuf {
     path
 }
 
-fn config(list: &PathBuf, mode: AccessMode, udp_ip: &str) -> Config {
+fn config(list: &Path, mode: AccessMode, udp_ip: &str) -> Config {
     let mut c = test_config();
-    c.access_list.file = Some(list.clone());
+    c.access_list.file = Some(list.to_path_buf());
     c.access_list.mode = mode;
     c.udp.bind = vec![SocketAddr::new(udp_ip.parse().expect("ip"), 0)];
     c
@@ -300,7 +300,7 @@ async fn a_bad_access_list_or_token_file_refuses_the_start() {
     assert!(err.to_string().contains("empty"), "{err}");
 }
 
-fn ops_config(list: &PathBuf, token: Option<&str>) -> Config {
+fn ops_config(list: &Path, token: Option<&str>) -> Config {
     let mut c = config(list, AccessMode::Allow, "127.78.1.5");
     c.udp.bind.clear();
     c.ops.bind = Some("127.0.0.1:0".parse().expect("addr"));
@@ -527,7 +527,7 @@ async fn a_full_scrape_lists_every_allowed_torrent_gzip_when_asked_and_cached() 
     running.stop().await;
 }
 
-async fn list_and_announce_more(running: &Running, list: &PathBuf, http: SocketAddr) {
+async fn list_and_announce_more(running: &Running, list: &Path, http: SocketAddr) {
     std::fs::write(list, format!("{}\n{}\n{}\n", hex(&A), hex(&B), hex(&C))).expect("write");
     assert!(running.tracker.reload());
     assert_eq!(http_announce(http, C, 7005).await, None);

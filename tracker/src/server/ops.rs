@@ -72,13 +72,15 @@ impl AdminToken {
     }
 }
 
-/// Whether `req` may use the admin API; the refusal to send otherwise (logged).
-fn authorize(req: &HttpRequest, token: Option<&AdminToken>) -> Result<(), HttpResponse> {
+/// The refusal to send when `req` may not use the admin API (logged); `None` when it may.
+fn refusal(req: &HttpRequest, token: Option<&AdminToken>) -> Option<HttpResponse> {
     let who = req.peer_addr();
     let Some(token) = token else {
-        return Err(HttpResponse::Forbidden()
-            .content_type(ContentType::plaintext())
-            .body("admin API off: start the tracker with --admin-token-file\n"));
+        return Some(
+            HttpResponse::Forbidden()
+                .content_type(ContentType::plaintext())
+                .body("admin API off: start the tracker with --admin-token-file\n"),
+        );
     };
     // Authentication schemes are case-insensitive (RFC 9110 section 11.1): `bearer x` too.
     let presented = req
@@ -89,17 +91,19 @@ fn authorize(req: &HttpRequest, token: Option<&AdminToken>) -> Result<(), HttpRe
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
     match presented {
-        Some(p) if token.matches(p) => Ok(()),
+        Some(p) if token.matches(p) => None,
         _ => {
             tracing::warn!(
                 client = ?who,
                 path = req.path(),
                 "admin call refused: missing or invalid bearer token"
             );
-            Err(HttpResponse::Unauthorized()
-                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-                .content_type(ContentType::plaintext())
-                .body("missing or invalid bearer token\n"))
+            Some(
+                HttpResponse::Unauthorized()
+                    .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                    .content_type(ContentType::plaintext())
+                    .body("missing or invalid bearer token\n"),
+            )
         }
     }
 }
@@ -116,8 +120,8 @@ async fn put_access_list(
     state: State,
     token: Token,
 ) -> HttpResponse {
-    if let Err(refusal) = authorize(&req, token.as_ref().as_ref()) {
-        return refusal;
+    if let Some(refused) = refusal(&req, token.as_ref().as_ref()) {
+        return refused;
     }
     let tracker = state.get_ref().clone();
     let outcome = web::block(move || tracker.replace_access_list(&body)).await;
@@ -136,8 +140,8 @@ async fn put_access_list(
 }
 
 async fn reload_access_list(req: HttpRequest, state: State, token: Token) -> HttpResponse {
-    if let Err(refusal) = authorize(&req, token.as_ref().as_ref()) {
-        return refusal;
+    if let Some(refused) = refusal(&req, token.as_ref().as_ref()) {
+        return refused;
     }
     let tracker = state.get_ref().clone();
     match web::block(move || tracker.reload_access_list()).await {
@@ -158,8 +162,8 @@ async fn reload_access_list(req: HttpRequest, state: State, token: Token) -> Htt
 }
 
 async fn reload(req: HttpRequest, state: State, token: Token) -> HttpResponse {
-    if let Err(refusal) = authorize(&req, token.as_ref().as_ref()) {
-        return refusal;
+    if let Some(refused) = refusal(&req, token.as_ref().as_ref()) {
+        return refused;
     }
     tracing::info!("admin API: reloading");
     let tracker = state.get_ref().clone();

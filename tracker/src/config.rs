@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::access::AccessMode;
+
 /// The commented default configuration, printed by `--print-config`.
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
 
@@ -51,6 +53,8 @@ pub struct Config {
     pub topology: TopologyConfig,
     pub selection: SelectionConfig,
     pub store: StoreConfig,
+    pub access_list: AccessListConfig,
+    pub ops: OpsConfig,
 }
 
 /// HTTP tracker (BEP 3, 23, 7, 48).
@@ -72,6 +76,11 @@ pub struct HttpConfig {
     /// Behind a reverse proxy: take the client address from `X-Forwarded-For` (last entry) or
     /// `X-Real-IP`. Off by default, since any client can send those headers.
     pub reverse_proxy: bool,
+    /// Answer `GET /scrape` without `info_hash` with every torrent's counts (a "full scrape";
+    /// gzip when the client accepts it). Off: such a scrape gets a failure reason.
+    pub full_scrape: bool,
+    /// Seconds a rendered full scrape is served before it is rendered again.
+    pub full_scrape_interval: u32,
 }
 
 /// UDP tracker (BEP 15).
@@ -183,6 +192,30 @@ pub struct StoreConfig {
     pub max_buckets_per_swarm: usize,
 }
 
+/// Which torrents are served (see the `access` module).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessListConfig {
+    /// File of info hashes, one per line (40 hex digits, or 64 for a v2 hash; `#` comments).
+    /// Unset: every torrent is served. Reloaded on SIGHUP, when it changes, and through the
+    /// admin API.
+    pub file: Option<PathBuf>,
+    /// `allow`: serve only the listed torrents; `deny`: serve all but the listed ones.
+    pub mode: AccessMode,
+}
+
+/// The operations listener: metrics, health, topology and the admin API, off the public port.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpsConfig {
+    /// Address for `/metrics`, `/health`, `/topology` and `/admin/*`. When set, those are no
+    /// longer served on the HTTP tracker's addresses. Unset: they are served there, and the
+    /// admin API is off.
+    pub bind: Option<SocketAddr>,
+    /// File holding the admin API's bearer token. Unset: the admin API is off.
+    pub admin_token_file: Option<PathBuf>,
+}
+
 /// IPv4 and IPv6 wildcard addresses on `port`. A host without IPv6 skips the second with a
 /// warning at start.
 fn dual_stack(port: u16) -> Vec<SocketAddr> {
@@ -200,6 +233,8 @@ impl Default for HttpConfig {
             max_query_len: 8192,
             trust_ip_param: false,
             reverse_proxy: false,
+            full_scrape: false,
+            full_scrape_interval: 60,
         }
     }
 }
@@ -366,7 +401,22 @@ impl Config {
             );
         }
         self.validate_topology()?;
-        self.validate_store()
+        self.validate_store()?;
+        self.validate_ops()
+    }
+
+    fn validate_ops(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
+        if self.http.full_scrape_interval == 0 {
+            return invalid("http.full_scrape_interval", "must be positive".into());
+        }
+        if self.ops.admin_token_file.is_some() && self.ops.bind.is_none() {
+            return invalid(
+                "ops.admin_token_file",
+                "needs ops.bind: the admin API is served on the ops listener only".into(),
+            );
+        }
+        Ok(())
     }
 
     fn validate_topology(&self) -> Result<(), ConfigError> {
@@ -506,6 +556,14 @@ mod tests {
             "store.url"
         );
         assert_eq!(refused_field(|c| c.udp.workers = 30_000), "udp.workers");
+        assert_eq!(
+            refused_field(|c| c.ops.admin_token_file = Some("t".into())),
+            "ops.admin_token_file"
+        );
+        assert_eq!(
+            refused_field(|c| c.http.full_scrape_interval = 0),
+            "http.full_scrape_interval"
+        );
         let mut ok = Config::default();
         ok.topology.alto = vec!["HTTPS://alto.example.net/directory".into()];
         ok.store.url = "redis+cluster://10.0.0.1:6379,10.0.0.2:6379/".into();

@@ -8,8 +8,9 @@
 //! - [`swarm`]: the swarm store (peers bucketed by PID x family x seeder/leecher);
 //! - [`selection`]: which peers an announce gets back (a pure function, RNG passed in);
 //! - [`server`]: thin HTTP (actix-web) and UDP (tokio) front ends;
-//! - [`config`], [`metrics`], [`clock`]: operation.
+//! - [`config`], [`metrics`], [`clock`], [`access`]: operation.
 
+pub mod access;
 pub mod clock;
 pub mod config;
 pub mod metrics;

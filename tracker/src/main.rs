@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use p4p_tracker::clock::Clock;
-use p4p_tracker::config::{Config, PolicyKind, DEFAULT_CONFIG};
+use p4p_tracker::config::{AccessMode, Config, PolicyKind, DEFAULT_CONFIG};
 use p4p_tracker::service::Tracker;
 
 /// A BitTorrent tracker (HTTP and UDP) that hands out nearby peers, using the network's map
@@ -67,11 +67,24 @@ struct Cli {
     /// Swarm store: "memory" or a Redis URL.
     #[arg(long, env = "P4P_TRACKER_STORE")]
     store: Option<String>,
+    /// Access-list file: one info hash per line (replaces access_list.file).
+    #[arg(long, env = "P4P_TRACKER_ACCESS_LIST")]
+    access_list: Option<PathBuf>,
+    /// What the access list's hashes are: the only torrents served, or torrents refused.
+    #[arg(long, env = "P4P_TRACKER_ACCESS_LIST_MODE")]
+    access_list_mode: Option<AccessMode>,
+    /// Ops listener for /metrics, /health, /topology and /admin/* (off the announce port).
+    #[arg(long, env = "P4P_TRACKER_OPS_BIND")]
+    ops_bind: Option<SocketAddr>,
+    /// File holding the admin API's bearer token (needs --ops-bind).
+    #[arg(long, env = "P4P_TRACKER_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 impl Cli {
     /// Applies flags (and their environment variables) over the file configuration.
     fn apply(self, mut c: Config) -> Config {
+        self.apply_ops(&mut c);
         if !self.http_bind.is_empty() {
             c.http.bind = self.http_bind;
         }
@@ -116,6 +129,22 @@ impl Cli {
             c.store.url = s;
         }
         c
+    }
+
+    /// The access-list and ops-listener flags.
+    fn apply_ops(&self, c: &mut Config) {
+        if self.access_list.is_some() {
+            c.access_list.file.clone_from(&self.access_list);
+        }
+        if let Some(m) = self.access_list_mode {
+            c.access_list.mode = m;
+        }
+        if self.ops_bind.is_some() {
+            c.ops.bind = self.ops_bind;
+        }
+        if self.admin_token_file.is_some() {
+            c.ops.admin_token_file.clone_from(&self.admin_token_file);
+        }
     }
 }
 

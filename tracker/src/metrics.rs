@@ -46,6 +46,8 @@ pub enum Outcome {
     Refused,
     /// UDP: bad connection id.
     BadConnection,
+    /// The access list does not allow the torrent.
+    NotAllowed,
 }
 
 impl Outcome {
@@ -56,6 +58,17 @@ impl Outcome {
             Outcome::BadRequest => "bad_request",
             Outcome::Refused => "refused",
             Outcome::BadConnection => "bad_connection",
+            Outcome::NotAllowed => "not_allowed",
+        }
+    }
+}
+
+impl Outcome {
+    /// How a request the store (or the access list) refused is counted.
+    pub fn of_refusal(e: &crate::swarm::StoreError) -> Outcome {
+        match e {
+            crate::swarm::StoreError::NotAllowed => Outcome::NotAllowed,
+            _ => Outcome::Refused,
         }
     }
 }
@@ -99,11 +112,12 @@ struct PeerLabels {
 }
 
 const PROTOCOLS: [Protocol; 2] = [Protocol::Http, Protocol::Udp];
-const OUTCOMES: [Outcome; 4] = [
+const OUTCOMES: [Outcome; 5] = [
     Outcome::Ok,
     Outcome::BadRequest,
     Outcome::Refused,
     Outcome::BadConnection,
+    Outcome::NotAllowed,
 ];
 const LOCALITIES: [&str; 3] = ["same_pid", "same_isp", "remote"];
 
@@ -232,6 +246,12 @@ pub struct Metrics {
     reloads: [Counter; 2],
     /// Seconds between iTracker refreshes (0 without `--alto`), for alerting on a stale map.
     pub topology_refresh_interval: Gauge,
+    /// Access-list loads after the first (SIGHUP, file change, admin API): [refused, applied].
+    access_list_reloads: [Counter; 2],
+    /// Entries in the access list in use.
+    pub access_list_entries: Gauge,
+    /// Full scrapes rendered (each served from cache until `http.full_scrape_interval` passes).
+    pub full_scrape_renders: Counter,
 }
 
 impl Default for Metrics {
@@ -247,6 +267,7 @@ impl Metrics {
         let returned = Family::<LocalityLabels, Counter>::default();
         let panics = Family::<ProtocolLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
+        let access_reloads = Family::<ReloadLabels, Counter>::default();
         let mut m = Metrics {
             registry: Registry::with_prefix("p4p_tracker"),
             announces: RequestCounters::resolve(&announces),
@@ -276,6 +297,13 @@ impl Metrics {
             reloads: ["refused", "applied"]
                 .map(|outcome| reloads.get_or_create(&ReloadLabels { outcome }).clone()),
             topology_refresh_interval: Gauge::default(),
+            access_list_reloads: ["refused", "applied"].map(|outcome| {
+                access_reloads
+                    .get_or_create(&ReloadLabels { outcome })
+                    .clone()
+            }),
+            access_list_entries: Gauge::default(),
+            full_scrape_renders: Counter::default(),
         };
 
         let r = &mut m.registry;
@@ -378,7 +406,27 @@ impl Metrics {
             "Redis store answers that needed a second round trip (sample ran short)",
             m.store_topups.clone(),
         );
+        r.register(
+            "access_list_reloads",
+            "Access-list reloads (SIGHUP, file change, admin API), by outcome (applied, refused: the list in use kept serving)",
+            access_reloads,
+        );
+        r.register(
+            "access_list_entries",
+            "Info hashes in the access list in use",
+            m.access_list_entries.clone(),
+        );
+        r.register(
+            "full_scrape_renders",
+            "Full scrapes rendered (served from cache in between)",
+            m.full_scrape_renders.clone(),
+        );
         m
+    }
+
+    /// Counts an access-list reload that was applied (`true`) or refused.
+    pub fn access_list_reloads(&self, applied: bool) {
+        self.access_list_reloads[usize::from(applied)].inc();
     }
 
     /// Counts a reload that was applied (`true`) or refused.

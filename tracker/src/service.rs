@@ -70,6 +70,8 @@ pub struct Tracker {
     pub clock: Clock,
     pub metrics: Metrics,
     pub topology: TopologyHandle,
+    /// The access list, when one is configured (see [`crate::access`]).
+    pub access: Option<crate::access::AccessControl>,
     store: Store,
     selector: Selector,
 }
@@ -112,7 +114,13 @@ impl Tracker {
         }
         let topology = TopologyHandle::new(snapshot, loaded);
         topology.confirm(clock.now());
+        let access = config
+            .access_list
+            .file
+            .clone()
+            .map(|file| crate::access::AccessControl::new(config.access_list.mode, file));
         Self {
+            access,
             selector: Selector::new(config.selection.clone()),
             config,
             clock,
@@ -130,6 +138,9 @@ impl Tracker {
         ws: &mut Workspace,
     ) -> Result<SwarmStats, StoreError> {
         ws.sink.clear();
+        if !self.allows(&a.info_hash) {
+            return Err(StoreError::NotAllowed);
+        }
         let ctx = AnnounceContext {
             // A cached `Arc`, not a guard: it may be held across a Redis round trip.
             snapshot: self.topology.cached(&mut ws.snapshot),
@@ -149,13 +160,22 @@ impl Tracker {
         self.store.prefetch(reqs);
     }
 
-    /// Counts for each hash, in order (unknown hashes are zeros).
+    /// Counts for each hash, in order (unknown hashes, and hashes the access list does not
+    /// allow, are zeros).
     pub async fn scrape(
         &self,
         hashes: &[InfoHash],
         out: &mut Vec<(InfoHash, SwarmStats)>,
     ) -> Result<(), StoreError> {
-        self.store.scrape(hashes, out).await
+        self.store.scrape(hashes, out).await?;
+        if let Some(access) = &self.access {
+            for (hash, stats) in out.iter_mut() {
+                if !access.allows(hash) {
+                    *stats = SwarmStats::default();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Store-wide totals.
@@ -180,11 +200,17 @@ impl Tracker {
         self.topology.store(snapshot, self.clock.now());
     }
 
-    /// Reloads what the configuration names (on SIGHUP or the admin API): the topology file,
-    /// when one is configured, and the ASN database with it. A file that fails to load is
-    /// logged and counted, and the snapshot in use keeps serving. Topology from iTrackers is
-    /// not reloaded here: the refresher fetches it every `refresh_interval`.
+    /// Reloads what the configuration names (on SIGHUP or the admin API): the access list
+    /// (see [`Tracker::reload_access_list`]) and the topology file, when one is configured, with
+    /// the ASN database. A file that fails to load is logged and counted, and what is in use
+    /// keeps serving. Topology from iTrackers is not reloaded here: the refresher fetches it
+    /// every `refresh_interval`.
     pub fn reload(&self) -> bool {
+        let access = self.reload_access_list().is_ok();
+        self.reload_topology() && access
+    }
+
+    fn reload_topology(&self) -> bool {
         let t = &self.config.topology;
         if t.file.is_none() {
             tracing::info!("reload: no topology file configured; nothing to reload");

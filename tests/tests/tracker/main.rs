@@ -1,5 +1,6 @@
 //! Integration tests of the tracker's front ends: real servers on loopback, real sockets.
 
+mod access;
 mod http;
 mod p4p;
 mod udp;

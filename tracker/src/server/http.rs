@@ -11,6 +11,7 @@ use actix_web::http::header::{ContentType, HeaderMap};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 use super::guarded;
+use super::scrape_all::{names_info_hash, FullScrape};
 use crate::metrics::{Outcome, Protocol, Tally};
 use crate::protocol::bencode;
 use crate::protocol::http::{self as codec, AnnounceAnswer};
@@ -18,7 +19,7 @@ use crate::service::{with_workspace, Tracker, Workspace};
 use crate::types::Families;
 use crate::types::{normalize_ip, Announce};
 
-type State = web::Data<Arc<Tracker>>;
+pub(super) type State = web::Data<Arc<Tracker>>;
 
 /// Builds the HTTP server on already-bound listeners (port 0 works; tests read the port back).
 pub fn build(tracker: Arc<Tracker>, listeners: Vec<TcpListener>) -> std::io::Result<Server> {
@@ -26,15 +27,21 @@ pub fn build(tracker: Arc<Tracker>, listeners: Vec<TcpListener>) -> std::io::Res
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    // With an ops listener, /metrics, /health and /topology are served there only.
+    let ops_routes = tracker.config.ops.bind.is_none();
+    let full_scrape = web::Data::new(FullScrape::new(&tracker.config.http));
     let state = web::Data::new(tracker);
     let mut server = HttpServer::new(move || {
-        App::new()
+        let app = App::new()
             .app_data(state.clone())
+            .app_data(full_scrape.clone())
             .route("/announce", web::get().to(announce))
-            .route("/scrape", web::get().to(scrape))
-            .route("/metrics", web::get().to(metrics))
-            .route("/health", web::get().to(health))
-            .route("/topology", web::get().to(topology))
+            .route("/scrape", web::get().to(scrape));
+        if ops_routes {
+            app.configure(ops_routes_on)
+        } else {
+            app
+        }
     })
     .workers(workers)
     .disable_signals();
@@ -44,13 +51,21 @@ pub fn build(tracker: Arc<Tracker>, listeners: Vec<TcpListener>) -> std::io::Res
     Ok(server.run())
 }
 
+/// The read-only operations routes (on the tracker's port without an ops listener; see
+/// [`super::ops`]).
+pub(super) fn ops_routes_on(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics))
+        .route("/health", web::get().to(health))
+        .route("/topology", web::get().to(topology));
+}
+
 fn bencoded(body: Vec<u8>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(ContentType::plaintext())
         .body(body)
 }
 
-fn failure(reason: &str) -> HttpResponse {
+pub(super) fn failure(reason: &str) -> HttpResponse {
     bencoded(bencode::failure(reason))
 }
 
@@ -85,8 +100,11 @@ async fn announce(req: HttpRequest, state: State) -> HttpResponse {
     serve(tracker, Tally::announce, answer).await
 }
 
-async fn scrape(req: HttpRequest, state: State) -> HttpResponse {
+async fn scrape(req: HttpRequest, state: State, full: web::Data<FullScrape>) -> HttpResponse {
     let tracker = state.get_ref();
+    if tracker.config.http.full_scrape && !names_info_hash(req.query_string()) {
+        return full.serve(&req, tracker).await;
+    }
     let answer = async |ws: &mut Workspace| answer_scrape(&req, tracker, ws).await;
     serve(tracker, Tally::scrape, answer).await
 }
@@ -149,7 +167,7 @@ async fn answer_announce(
     let stats = tracker
         .announce(&a, Families::Both, ws)
         .await
-        .map_err(|e| (Outcome::Refused, e.message()))?;
+        .map_err(|e| (Outcome::of_refusal(&e), e.message()))?;
     let mut body = Vec::with_capacity(96 + ws.sink.len() * 18);
     codec::encode_announce(
         &AnnounceAnswer {
@@ -185,7 +203,7 @@ async fn answer_scrape(
     tracker
         .scrape(&hashes, &mut ws.scrape)
         .await
-        .map_err(|e| (Outcome::Refused, e.message()))?;
+        .map_err(|e| (Outcome::of_refusal(&e), e.message()))?;
     let mut body = Vec::with_capacity(16 + ws.scrape.len() * 80);
     codec::encode_scrape(&ws.scrape, &mut body);
     Ok(body)

@@ -5,6 +5,8 @@
 //! [`tasks`] (sweeper, topology refresher), and returns a [`Running`] handle whose [`Running::stop`] shuts everything down gracefully.
 
 pub mod http;
+pub mod ops;
+pub mod scrape_all;
 pub mod tasks;
 pub mod udp;
 
@@ -25,8 +27,11 @@ pub struct Running {
     pub http_addrs: Vec<SocketAddr>,
     /// Where UDP listens, in the order of `config.udp.bind`.
     pub udp_addrs: Vec<SocketAddr>,
+    /// Where the ops listener listens (`ops.bind`), if configured.
+    pub ops_addr: Option<SocketAddr>,
     pub tracker: Arc<Tracker>,
     http: Option<actix_web::dev::ServerHandle>,
+    ops: Option<actix_web::dev::ServerHandle>,
     tasks: Vec<JoinHandle<()>>,
     udp_threads: Vec<std::thread::JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
@@ -35,7 +40,9 @@ pub struct Running {
 /// Binds and starts everything `tracker.config` asks for. Must run inside a tokio runtime.
 pub async fn start(tracker: Arc<Tracker>) -> std::io::Result<Running> {
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
+    // First: a bad access list or admin token refuses the start before anything listens.
+    let ops = ops::start(&tracker, &shutdown_rx)?;
+    let mut tasks = ops.tasks;
     let mut http_addrs = Vec::new();
     let mut http = None;
     if !tracker.config.http.bind.is_empty() {
@@ -99,8 +106,10 @@ pub async fn start(tracker: Arc<Tracker>) -> std::io::Result<Running> {
     Ok(Running {
         http_addrs,
         udp_addrs,
+        ops_addr: ops.addr,
         tracker,
         http,
+        ops: ops.server,
         tasks,
         udp_threads,
         shutdown,
@@ -178,6 +187,9 @@ impl Running {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         if let Some(h) = &self.http {
+            h.stop(true).await;
+        }
+        if let Some(h) = &self.ops {
             h.stop(true).await;
         }
         for t in self.tasks {

@@ -400,7 +400,9 @@ impl Worker {
                     .for_each(|&p: &SocketAddrV6| push_peer_v6(&mut self.out, p));
             }
             Err(e) => {
-                self.ws.tally.announce(Protocol::Udp, Outcome::Refused);
+                self.ws
+                    .tally
+                    .announce(Protocol::Udp, Outcome::of_refusal(&e));
                 ErrorResponse {
                     transaction_id: r.transaction_id,
                     message: e.message(),

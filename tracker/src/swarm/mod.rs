@@ -89,6 +89,27 @@ impl Store {
         Ok(())
     }
 
+    /// Every torrent's counts, for a full scrape (`keep` filters by info hash). The memory
+    /// store walks its shards one read lock at a time; `None` on Redis, which does not offer
+    /// it (it would be a scan of every key).
+    pub fn all_stats(
+        &self,
+        keep: impl Fn(&InfoHash) -> bool,
+    ) -> Option<Vec<(InfoHash, SwarmStats)>> {
+        match self {
+            Store::Memory(m) => {
+                let mut out = Vec::with_capacity(m.totals().torrents as usize);
+                m.for_each_swarm(|hash, stats| {
+                    if keep(&hash) {
+                        out.push((hash, stats));
+                    }
+                });
+                Some(out)
+            }
+            Store::Redis(_) => None,
+        }
+    }
+
     /// Store-wide totals (on Redis: the swarms this node served within the peer timeout).
     pub fn totals(&self) -> StoreTotals {
         match self {
@@ -153,6 +174,8 @@ pub enum StoreError {
     SwarmFull,
     /// The backend (Redis) could not be reached in time.
     Unavailable,
+    /// The access list does not allow the torrent (see [`crate::access`]).
+    NotAllowed,
 }
 
 impl StoreError {
@@ -162,6 +185,7 @@ impl StoreError {
             StoreError::TooManyTorrents => "tracker is tracking too many torrents",
             StoreError::SwarmFull => "swarm is full",
             StoreError::Unavailable => "temporarily unavailable",
+            StoreError::NotAllowed => crate::access::NOT_ALLOWED,
         }
     }
 }

@@ -310,6 +310,16 @@ impl MemoryStore {
             .unwrap_or_default()
     }
 
+    /// Calls `f` with every torrent's counts, one shard at a time under its read lock (announces
+    /// to other shards go on meanwhile; `f` should be quick).
+    pub fn for_each_swarm(&self, mut f: impl FnMut(InfoHash, SwarmStats)) {
+        for shard in self.shards.iter() {
+            for swarm in read(shard).iter() {
+                f(InfoHash(swarm.hash), swarm.stats());
+            }
+        }
+    }
+
     /// Store-wide totals for metrics.
     pub fn totals(&self) -> StoreTotals {
         StoreTotals {

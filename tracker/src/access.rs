@@ -1,0 +1,448 @@
+//! Access lists: which torrents the tracker serves.
+//!
+//! `access_list.file` names a file of info hashes, one per line: 40 hex digits (a BitTorrent v2
+//! hash, 64 hex digits, is accepted and cut to its first 20 bytes, which is what v2 clients
+//! announce), `#` starts a comment (a whole line or the rest of one), blank lines are skipped.
+//! A line that is none of these makes the whole file invalid, and the error names the line.
+//!
+//! In `allow` mode only the listed torrents are served; in `deny` mode every torrent but the
+//! listed ones. A refused announce gets "torrent not allowed" (HTTP failure reason, UDP error)
+//! and is counted under `outcome="not_allowed"`. A scrape is never refused as a whole: a hash
+//! that is not allowed is answered with zeros, as for a torrent the tracker does not know, the
+//! way aquatic and opentracker answer it (neither checks scrapes; an unlisted torrent simply
+//! has no swarm there). The zeros also hide a swarm that a `deny` entry added since cut off:
+//! its peers expire after `swarm.peer_timeout`.
+//!
+//! The list in use sits behind an [`ArcSwap`]: an announce pays one atomic load and one hash
+//! lookup when a list is configured, nothing when none is. A reload builds the whole new set
+//! first and swaps it in at once; a file that fails to load leaves the list in use serving, is
+//! logged and counted (`access_list_reloads_total{outcome="refused"}`). Reloads come from
+//! SIGHUP (with [`Tracker::reload`]), from the file changing (polled every second, see
+//! [`watch`]) and from the ops listener's admin API.
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch as signal;
+
+use crate::service::Tracker;
+use crate::types::InfoHash;
+
+/// The client-facing text for a torrent the access list refuses.
+pub const NOT_ALLOWED: &str = "torrent not allowed";
+
+/// What the listed hashes mean.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessMode {
+    /// Serve only the listed torrents.
+    #[default]
+    Allow,
+    /// Serve every torrent but the listed ones.
+    Deny,
+}
+
+/// A set of info hashes, parsed from an access-list file.
+#[derive(Debug, Default)]
+pub struct AccessList {
+    hashes: HashSet<InfoHash, foldhash::fast::RandomState>,
+}
+
+/// Why an access-list text was refused: the first bad line (1-based) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct ParseError {
+    pub line: usize,
+    pub reason: &'static str,
+}
+
+impl AccessList {
+    /// Parses an access-list text (see the module docs for the format).
+    pub fn parse(text: &[u8]) -> Result<AccessList, ParseError> {
+        // About 41 bytes a line: size the set once instead of growing it through rehashes.
+        let mut hashes = HashSet::with_capacity_and_hasher(text.len() / 41 + 1, Default::default());
+        for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
+            let line = match raw.iter().position(|&b| b == b'#') {
+                Some(at) => &raw[..at],
+                None => raw,
+            }
+            .trim_ascii();
+            if line.is_empty() {
+                continue;
+            }
+            let bad = |reason| ParseError {
+                line: i + 1,
+                reason,
+            };
+            if line.len() != 40 && line.len() != 64 {
+                return Err(bad(
+                    "not an info hash: 40 hex digits (or 64 for a v2 hash) expected",
+                ));
+            }
+            let hash = decode_hash(line)
+                .ok_or_else(|| bad("not an info hash: only hex digits 0-9, a-f expected"))?;
+            hashes.insert(hash);
+        }
+        Ok(AccessList { hashes })
+    }
+
+    /// Hashes listed.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// Whether `hash` is listed.
+    pub fn contains(&self, hash: &InfoHash) -> bool {
+        self.hashes.contains(hash)
+    }
+}
+
+/// Hex digit values; 0xff for a byte that is not one.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The first 20 bytes a hex line (40 or 64 digits, all checked) encodes.
+fn decode_hash(line: &[u8]) -> Option<InfoHash> {
+    let mut bad = 0u8;
+    for &c in &line[40..] {
+        bad |= HEX[usize::from(c)];
+    }
+    let mut hash = [0u8; 20];
+    for (out, pair) in hash.iter_mut().zip(line.chunks_exact(2)) {
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *out = hi << 4 | lo;
+    }
+    // Every valid digit is below 16: any invalid one sets the top bits.
+    (bad & 0xf0 == 0).then_some(InfoHash(hash))
+}
+
+/// What the file looked like when last seen: modification time, length (and inode on Unix,
+/// which changes when an editor or the admin API replaces the file by renaming).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        inode,
+    })
+}
+
+/// The access list a tracker applies: its mode, its file and the list in use.
+#[derive(Debug)]
+pub struct AccessControl {
+    mode: AccessMode,
+    file: PathBuf,
+    list: ArcSwap<AccessList>,
+    /// The file as last loaded (or seen failing), for the watcher.
+    seen: Mutex<Option<Stamp>>,
+}
+
+impl AccessControl {
+    /// An access control over `file` with an empty list (see [`Tracker::load_access_list`]).
+    pub fn new(mode: AccessMode, file: PathBuf) -> Self {
+        Self {
+            mode,
+            file,
+            list: ArcSwap::from_pointee(AccessList::default()),
+            seen: Mutex::new(None),
+        }
+    }
+
+    /// Whether the tracker serves `hash`.
+    #[inline]
+    pub fn allows(&self, hash: &InfoHash) -> bool {
+        let listed = self.list.load().contains(hash);
+        match self.mode {
+            AccessMode::Allow => listed,
+            AccessMode::Deny => !listed,
+        }
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> AccessMode {
+        self.mode
+    }
+
+    /// The file the list is read from.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Entries in the list in use.
+    pub fn len(&self) -> usize {
+        self.list.load().len()
+    }
+
+    /// Whether the list in use is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> Result<AccessList, String> {
+        let text = std::fs::read(&self.file)
+            .map_err(|e| format!("cannot read {}: {e}", self.file.display()))?;
+        AccessList::parse(&text).map_err(|e| format!("{}: {e}", self.file.display()))
+    }
+
+    fn set_seen(&self, s: Option<Stamp>) {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    fn seen(&self) -> Option<Stamp> {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Writes `text` to `path` atomically: a temporary file beside it, synced, then renamed over it.
+fn write_atomically(path: &Path, text: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().map_or_else(
+        || "access-list".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Why the admin API could not replace the list.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceError {
+    #[error("no access list is configured (access_list.file / --access-list)")]
+    NotConfigured,
+    #[error("access list refused, the list in use keeps serving: {0}")]
+    Invalid(ParseError),
+    #[error("cannot write {path}: {source}; the list in use keeps serving")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Tracker {
+    /// Loads the access list at start; an error (the file's path and the bad line) refuses
+    /// the start. Nothing to do without an access list.
+    pub fn load_access_list(&self) -> Result<(), String> {
+        let Some(access) = &self.access else {
+            return Ok(());
+        };
+        let seen = stamp(access.file());
+        let list = access.read()?;
+        tracing::info!(
+            "access list: {} ({:?} mode, {} entries)",
+            access.file().display(),
+            access.mode(),
+            list.len()
+        );
+        self.swap_access_list(access, list, seen);
+        Ok(())
+    }
+
+    fn swap_access_list(&self, access: &AccessControl, list: AccessList, seen: Option<Stamp>) {
+        self.metrics.access_list_entries.set(list.len() as i64);
+        access.list.store(Arc::new(list));
+        access.set_seen(seen);
+    }
+
+    /// Re-reads the access-list file. `Ok(None)` without an access list; `Ok(Some(entries))`
+    /// once swapped in; on error the list in use keeps serving, and the refusal is logged and
+    /// counted.
+    pub fn reload_access_list(&self) -> Result<Option<usize>, String> {
+        let Some(access) = &self.access else {
+            return Ok(None);
+        };
+        let seen = stamp(access.file());
+        match access.read() {
+            Ok(list) => {
+                let n = list.len();
+                self.swap_access_list(access, list, seen);
+                self.metrics.access_list_reloads(true);
+                tracing::info!(
+                    "access list reloaded from {} ({n} entries)",
+                    access.file().display()
+                );
+                Ok(Some(n))
+            }
+            Err(e) => {
+                access.set_seen(seen);
+                self.metrics.access_list_reloads(false);
+                tracing::warn!("access list reload refused, the list in use keeps serving: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces the access list with `text` (the admin API's `PUT`): parsed first, then written
+    /// to the file (atomically), then swapped in. A bad text or a failed write changes nothing
+    /// and is counted as a refused reload.
+    pub fn replace_access_list(&self, text: &[u8]) -> Result<usize, ReplaceError> {
+        let Some(access) = &self.access else {
+            return Err(ReplaceError::NotConfigured);
+        };
+        let refused = |e: ReplaceError| {
+            self.metrics.access_list_reloads(false);
+            tracing::warn!("{e}");
+            e
+        };
+        let list = AccessList::parse(text).map_err(|e| refused(ReplaceError::Invalid(e)))?;
+        write_atomically(access.file(), text).map_err(|source| {
+            refused(ReplaceError::Write {
+                path: access.file().to_path_buf(),
+                source,
+            })
+        })?;
+        let n = list.len();
+        self.swap_access_list(access, list, stamp(access.file()));
+        self.metrics.access_list_reloads(true);
+        tracing::info!(
+            "access list replaced through the admin API ({n} entries, written to {})",
+            access.file().display()
+        );
+        Ok(n)
+    }
+
+    /// Whether the tracker serves `hash` (always, without an access list).
+    #[inline]
+    pub fn allows(&self, hash: &InfoHash) -> bool {
+        self.access.as_ref().is_none_or(|a| a.allows(hash))
+    }
+}
+
+/// How often [`watch`] looks at the file.
+pub const POLL: Duration = Duration::from_secs(1);
+
+/// Reloads the access list whenever its file changes (modification time, length or inode),
+/// until shutdown. A change is acted on once the file has stayed the same for one poll, so a
+/// file being written in place is not read half-written. Does nothing without an access list.
+pub async fn watch(tracker: Arc<Tracker>, mut shutdown: signal::Receiver<bool>) {
+    let Some(access) = &tracker.access else {
+        return;
+    };
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending: Option<Option<Stamp>> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = stamp(access.file());
+        if now == access.seen() {
+            pending = None;
+            continue;
+        }
+        if pending != Some(now) {
+            // Changed since the last look: wait one more poll for it to settle.
+            pending = Some(now);
+            continue;
+        }
+        pending = None;
+        let t = tracker.clone();
+        let _ = tokio::task::spawn_blocking(move || t.reload_access_list()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    #[test]
+    fn the_format_takes_hashes_comments_blank_lines_and_v2_hashes() {
+        let v2 = format!("{A}{}", "f".repeat(24));
+        let text = format!(
+            "# torrents we serve\n\n  {}  \r\n{v2} # a v2 torrent\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n",
+            "b".repeat(40)
+        );
+        let list = AccessList::parse(text.as_bytes()).expect("valid");
+        assert_eq!(list.len(), 3);
+        let mut a = [0u8; 20];
+        hex::decode_to_slice(A, &mut a).expect("hex");
+        assert!(list.contains(&InfoHash(a)), "the v2 hash cut to 20 bytes");
+        assert!(list.contains(&InfoHash([0xbb; 20])));
+        assert!(list.contains(&InfoHash([0xaa; 20])), "upper case hex");
+        assert!(AccessList::parse(b"").expect("empty").is_empty());
+    }
+
+    #[test]
+    fn a_bad_line_is_refused_with_its_number() {
+        let text = format!("{A}\n# fine\n{}\n", &A[..39]);
+        assert_eq!(AccessList::parse(text.as_bytes()).unwrap_err().line, 3);
+        let text = format!("{A}\n{}g\n", &A[..39]);
+        assert_eq!(AccessList::parse(text.as_bytes()).unwrap_err().line, 2);
+        let text = format!("{A} {A}\n");
+        assert_eq!(AccessList::parse(text.as_bytes()).unwrap_err().line, 1);
+    }
+
+    #[test]
+    fn modes_decide_what_a_listed_hash_means() {
+        let dir = std::env::temp_dir().join(format!("p4p-access-unit-{}", std::process::id()));
+        let allow = AccessControl::new(AccessMode::Allow, dir.clone());
+        let deny = AccessControl::new(AccessMode::Deny, dir);
+        let listed = InfoHash([0xbb; 20]);
+        let other = InfoHash([0xcc; 20]);
+        for c in [&allow, &deny] {
+            c.list.store(Arc::new(
+                AccessList::parse("b".repeat(40).as_bytes()).expect("valid"),
+            ));
+        }
+        assert!(allow.allows(&listed) && !allow.allows(&other));
+        assert!(!deny.allows(&listed) && deny.allows(&other));
+    }
+
+    #[test]
+    fn an_atomic_write_replaces_the_file() {
+        let path = std::env::temp_dir().join(format!("p4p-access-write-{}", std::process::id()));
+        std::fs::write(&path, "old").expect("write");
+        write_atomically(&path, b"new").expect("replace");
+        assert_eq!(std::fs::read(&path).expect("read"), b"new");
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -25,16 +25,19 @@ use p4p_tracker::protocol::http::{
     parse_announce, parse_scrape, AnnounceAnswer, AnnounceQuery,
 };
 use p4p_tracker::protocol::udp::{
-    parse_request, parse_response, AddressFamily, AnnounceResponse, ConnectResponse,
-    ErrorResponse, Peers, Request, RequestParseError, ResponseView, ScrapeResponse, ScrapeStats,
-    TransactionId, ANNOUNCE_REQUEST_LEN, MAX_SCRAPE_TORRENTS, MIN_REQUEST_LEN,
+    parse_request, parse_response, AddressFamily, AnnounceResponse, ConnectResponse, ErrorResponse,
+    Peers, Request, RequestParseError, ResponseView, ScrapeResponse, ScrapeStats, TransactionId,
+    ANNOUNCE_REQUEST_LEN, MAX_SCRAPE_TORRENTS, MIN_REQUEST_LEN,
 };
 use p4p_tracker::types::{Event, InfoHash, SwarmStats};
 use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
 use serde_bencode::value::Value as Bencode;
 
+/// A fuzz target: arbitrary bytes in, a panic when a property breaks.
+pub type Target = fn(&[u8]);
+
 /// Every target by name: the fuzz binaries' names and the corpus directories' names.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("udp_request", udp_request),
     ("udp_response", udp_response),
     ("http_query", http_query),
@@ -274,7 +277,10 @@ pub fn bencode_answer(data: &[u8]) {
     let v4: Vec<SocketAddrV4> = (0..take.u8() % 64)
         .map(|_| {
             let b: [u8; 6] = take.array();
-            SocketAddrV4::new(Ipv4Addr::new(b[0], b[1], b[2], b[3]), u16::from_be_bytes([b[4], b[5]]))
+            SocketAddrV4::new(
+                Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+                u16::from_be_bytes([b[4], b[5]]),
+            )
         })
         .collect();
     let v6: Vec<SocketAddrV6> = (0..take.u8() % 32)
@@ -377,10 +383,7 @@ pub fn bencode_answer(data: &[u8]) {
             ("downloaded", stats.downloaded),
             ("incomplete", stats.incomplete),
         ] {
-            assert_eq!(
-                entry.get(key.as_bytes()),
-                Some(&Bencode::Int(value.into()))
-            );
+            assert_eq!(entry.get(key.as_bytes()), Some(&Bencode::Int(value.into())));
         }
     }
 }
@@ -417,9 +420,15 @@ pub fn alto_client(data: &[u8]) {
         return;
     }
     let mut parts = rest.splitn(3, |&b| b == 0xFF);
-    let network = parts.next().and_then(|b| serde_json::from_slice::<NetworkMapMessage>(b).ok());
-    let cost = parts.next().and_then(|b| serde_json::from_slice::<CostMapMessage>(b).ok());
-    let props = parts.next().and_then(|b| serde_json::from_slice::<PropMapMessage>(b).ok());
+    let network = parts
+        .next()
+        .and_then(|b| serde_json::from_slice::<NetworkMapMessage>(b).ok());
+    let cost = parts
+        .next()
+        .and_then(|b| serde_json::from_slice::<CostMapMessage>(b).ok());
+    let props = parts
+        .next()
+        .and_then(|b| serde_json::from_slice::<PropMapMessage>(b).ok());
     if let Some(network) = &network {
         let text = serde_json::to_vec(network).expect("serializes");
         let again: NetworkMapMessage = serde_json::from_slice(&text).expect("reads back");

@@ -61,6 +61,17 @@ impl AsnDb {
     }
 
     fn verified(bytes: Vec<u8>) -> Result<AsnDb, MaxMindDbError> {
+        // The maxminddb reader can panic on malformed bytes while opening (found by fuzzing:
+        // metadata and search tree reads out of bounds), not only on lookups: the whole check
+        // runs guarded, and a panic is a refused database.
+        catch_unwind(AssertUnwindSafe(|| Self::verify(bytes))).unwrap_or_else(|_| {
+            Err(MaxMindDbError::InvalidDatabase(
+                "malformed database (the reader failed on it)".into(),
+            ))
+        })
+    }
+
+    fn verify(bytes: Vec<u8>) -> Result<AsnDb, MaxMindDbError> {
         let invalid = |m: String| MaxMindDbError::InvalidDatabase(m);
         let tree = tree_layout(&bytes)?;
         let addresses = walk_tree(&tree, &bytes)?;

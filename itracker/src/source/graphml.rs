@@ -22,6 +22,9 @@ pub enum GraphmlError {
     /// An edge names a node that does not exist.
     #[error("edge {source_id} -> {target}: unknown node")]
     UnknownNode { source_id: String, target: String },
+    /// Two nodes share an id (or both have none), so edges could not tell them apart.
+    #[error("node id {0:?} is used twice")]
+    DuplicateNode(String),
 }
 
 struct Node {
@@ -56,16 +59,14 @@ pub fn import(text: &str, isp: Option<&str>) -> Result<String, GraphmlError> {
         .unwrap_or_else(|| "isp".to_string());
     let mut nodes: HashMap<String, Node> = HashMap::new();
     let mut order = Vec::new();
-    let mut used: HashMap<String, usize> = HashMap::new();
+    let mut used: std::collections::HashSet<String> = std::collections::HashSet::new();
     for n in graph.children().filter(|c| c.has_tag_name("node")) {
         let id = n.attribute("id").unwrap_or_default().to_string();
-        let label = data(n, "label").unwrap_or_else(|| format!("node-{id}"));
-        let mut name = pid_name(&label);
-        let count = used.entry(name.clone()).or_insert(0);
-        *count += 1;
-        if *count > 1 {
-            name = format!("{name}-{count}");
+        if nodes.contains_key(&id) {
+            return Err(GraphmlError::DuplicateNode(id));
         }
+        let label = data(n, "label").unwrap_or_else(|| format!("node-{id}"));
+        let name = unique_name(pid_name(&label), &mut used);
         let num = |k| data(n, k).and_then(|v| v.parse::<f64>().ok());
         nodes.insert(
             id.clone(),
@@ -126,6 +127,18 @@ pub fn import(text: &str, isp: Option<&str>) -> Result<String, GraphmlError> {
 }
 
 /// Keeps RFC 7285 PIDName characters, lower-cased; spaces and others become `-`.
+/// `name`, or `name-2`, `name-3`, ... : the first that no earlier PID took (a label may itself
+/// look like a suffixed one, e.g. `a`, `a`, `a-2`).
+fn unique_name(name: String, used: &mut std::collections::HashSet<String>) -> String {
+    let mut candidate = name.clone();
+    let mut n = 1;
+    while !used.insert(candidate.clone()) {
+        n += 1;
+        candidate = format!("{name}-{n}");
+    }
+    candidate
+}
+
 fn pid_name(label: &str) -> String {
     let mut s: String = label
         .chars()

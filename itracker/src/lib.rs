@@ -16,6 +16,7 @@
 //! binary; `graphml` (default) the Topology Zoo importer. A tracker needs neither.
 
 pub mod alto;
+pub mod bearer;
 pub mod client;
 #[cfg(feature = "server")]
 pub mod config;

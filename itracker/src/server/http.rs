@@ -6,8 +6,6 @@ use actix_web::error::BlockingError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::state::Rendered;
 use crate::alto::{media, ErrorCode, ErrorMessage, ErrorMeta, FieldError};
@@ -131,29 +129,8 @@ pub fn error_body(res: &mut actix_web::HttpResponseBuilder, meta: ErrorMeta) -> 
     res.content_type(media::ERROR).body(body)
 }
 
-/// A bearer token, kept only as its SHA-256 so that comparing is constant-time whatever the
-/// presented token's length.
-#[derive(Clone)]
-pub struct Token([u8; 32]);
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(..)")
-    }
-}
-
-impl Token {
-    /// Wraps a secret (surrounding whitespace, e.g. a file's final newline, is ignored).
-    pub fn new(secret: &str) -> Option<Token> {
-        let secret = secret.trim();
-        (!secret.is_empty()).then(|| Token(Sha256::digest(secret.as_bytes()).into()))
-    }
-
-    fn matches(&self, presented: &str) -> bool {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        bool::from(self.0.ct_eq(&digest))
-    }
-}
+/// The admin and read APIs' bearer token (see [`crate::bearer`]).
+pub type Token = crate::bearer::BearerToken;
 
 /// Checks `Authorization: Bearer <token>`. `None` as expected token means "never authorised"
 /// when `required`, and "open" otherwise.
@@ -165,17 +142,14 @@ pub fn authorize(req: &HttpRequest, token: Option<&Token>, required: bool) -> Re
             Ok(())
         };
     };
-    // Authentication schemes are case-insensitive (RFC 9110 section 11.1): `bearer x` too.
-    let presented = req
+    let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim_start().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    match presented {
-        Some(p) if token.matches(p) => Ok(()),
-        _ => Err(ApiError::Unauthorized),
+        .and_then(|v| v.to_str().ok());
+    if token.authorizes(authorization) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
     }
 }
 

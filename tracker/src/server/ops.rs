@@ -18,8 +18,7 @@ use std::sync::Arc;
 use actix_web::dev::ServerHandle;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use p4p_itracker::bearer::BearerToken;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -31,16 +30,9 @@ use crate::service::Tracker;
 /// comments.
 const MAX_LIST_BODY: usize = 128 << 20;
 
-/// The admin API's bearer token, kept only as its SHA-256, so comparing is constant-time
-/// whatever the presented token's length.
-#[derive(Clone)]
-pub struct AdminToken([u8; 32]);
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(..)")
-    }
-}
+/// The admin API's bearer token (see [`p4p_itracker::bearer`]).
+#[derive(Clone, Debug)]
+pub struct AdminToken(BearerToken);
 
 impl AdminToken {
     /// Reads the token file (surrounding whitespace, such as a final newline, is ignored). An
@@ -53,22 +45,15 @@ impl AdminToken {
                 format!("ops.admin_token_file: cannot read {}: {e}", path.display()),
             )
         })?;
-        let secret = text.trim();
-        if secret.is_empty() {
-            return Err(std::io::Error::new(
+        BearerToken::new(&text).map(AdminToken).ok_or_else(|| {
+            std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!(
                     "ops.admin_token_file: {} is empty (or only whitespace): write a token, or unset the option",
                     path.display()
                 ),
-            ));
-        }
-        Ok(AdminToken(Sha256::digest(secret.as_bytes()).into()))
-    }
-
-    fn matches(&self, presented: &str) -> bool {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        bool::from(self.0.ct_eq(&digest))
+            )
+        })
     }
 }
 
@@ -82,30 +67,24 @@ fn refusal(req: &HttpRequest, token: Option<&AdminToken>) -> Option<HttpResponse
                 .body("admin API off: start the tracker with --admin-token-file\n"),
         );
     };
-    // Authentication schemes are case-insensitive (RFC 9110 section 11.1): `bearer x` too.
-    let presented = req
+    let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim_start().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    match presented {
-        Some(p) if token.matches(p) => None,
-        _ => {
-            tracing::warn!(
-                client = ?who,
-                path = req.path(),
-                "admin call refused: missing or invalid bearer token"
-            );
-            Some(
-                HttpResponse::Unauthorized()
-                    .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-                    .content_type(ContentType::plaintext())
-                    .body("missing or invalid bearer token\n"),
-            )
-        }
+        .and_then(|v| v.to_str().ok());
+    if token.0.authorizes(authorization) {
+        return None;
     }
+    tracing::warn!(
+        client = ?who,
+        path = req.path(),
+        "admin call refused: missing or invalid bearer token"
+    );
+    Some(
+        HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+            .content_type(ContentType::plaintext())
+            .body("missing or invalid bearer token\n"),
+    )
 }
 
 type Token = web::Data<Option<AdminToken>>;

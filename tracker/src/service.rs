@@ -157,6 +157,9 @@ impl Tracker {
 
     /// Starts loading what announces of `reqs` (info hash, announcing peer) will read.
     pub fn prefetch(&self, reqs: &[(InfoHash, SocketAddr)]) {
+        if let Some(access) = &self.access {
+            access.prefetch(reqs);
+        }
         self.store.prefetch(reqs);
     }
 

@@ -19,6 +19,8 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use p4p_itracker::{PidId, Snapshot};
 use rand::Rng;
 
+/// Cache-line prefetching, shared with other tables the announce path reads (the access list).
+pub(crate) use memory::prefetch_span;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 

@@ -78,6 +78,7 @@ mod entry;
 mod family;
 mod index;
 mod prefetch;
+pub(crate) use prefetch::prefetch_span;
 mod record;
 mod shard;
 mod view;

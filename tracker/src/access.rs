@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch as signal;
 
 use crate::service::Tracker;
+use crate::swap::SwapCache;
 use crate::types::InfoHash;
 
 /// The client-facing text for a torrent the access list refuses.
@@ -241,7 +242,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 pub struct AccessControl {
     mode: AccessMode,
     file: PathBuf,
-    list: ArcSwap<AccessList>,
+    list: Arc<ArcSwap<AccessList>>,
     /// The file as last loaded (or seen failing), for the watcher.
     seen: Mutex<Option<Stamp>>,
 }
@@ -252,7 +253,7 @@ impl AccessControl {
         Self {
             mode,
             file,
-            list: ArcSwap::from_pointee(AccessList::default()),
+            list: Arc::new(ArcSwap::from_pointee(AccessList::default())),
             seen: Mutex::new(None),
         }
     }
@@ -260,7 +261,17 @@ impl AccessControl {
     /// Whether the tracker serves `hash`.
     #[inline]
     pub fn allows(&self, hash: &InfoHash) -> bool {
-        let listed = self.list.load().contains(hash);
+        self.decide(self.list.load().contains(hash))
+    }
+
+    /// [`AccessControl::allows`] through a worker's cache of the list (no guard per announce).
+    #[inline]
+    pub fn allows_cached(&self, hash: &InfoHash, cache: &mut SwapCache<AccessList>) -> bool {
+        self.decide(cache.load(&self.list).contains(hash))
+    }
+
+    #[inline]
+    fn decide(&self, listed: bool) -> bool {
         match self.mode {
             AccessMode::Allow => listed,
             AccessMode::Deny => !listed,

@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod selection;
 pub mod server;
 pub mod service;
+pub mod swap;
 pub mod swarm;
 pub mod topology;
 pub mod types;

@@ -31,6 +31,8 @@ pub struct Workspace {
     /// per batch, HTTP per request).
     pub tally: Tally,
     snapshot: SnapshotCache,
+    /// The access list in use, cached like the snapshot.
+    access: crate::swap::SwapCache<crate::access::AccessList>,
 }
 
 impl Default for Workspace {
@@ -42,6 +44,7 @@ impl Default for Workspace {
             scrape: Vec::new(),
             tally: Tally::default(),
             snapshot: SnapshotCache::default(),
+            access: Default::default(),
         }
     }
 }
@@ -138,8 +141,10 @@ impl Tracker {
         ws: &mut Workspace,
     ) -> Result<SwarmStats, StoreError> {
         ws.sink.clear();
-        if !self.allows(&a.info_hash) {
-            return Err(StoreError::NotAllowed);
+        if let Some(access) = &self.access {
+            if !access.allows_cached(&a.info_hash, &mut ws.access) {
+                return Err(StoreError::NotAllowed);
+            }
         }
         let ctx = AnnounceContext {
             // A cached `Arc`, not a guard: it may be held across a Redis round trip.

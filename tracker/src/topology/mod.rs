@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, Cache};
+use arc_swap::ArcSwap;
 use p4p_itracker::Snapshot;
 
 /// The current snapshot and where it stands.
@@ -45,14 +45,7 @@ impl TopologyHandle {
     /// The current snapshot through `cache`, which this handle (re)fills when it is empty or
     /// belongs to another handle. Sees a swapped-in snapshot on the next call.
     pub fn cached<'c>(&self, cache: &'c mut SnapshotCache) -> &'c Arc<Snapshot> {
-        let ours = |c: &Cache<_, _>| std::ptr::eq(c.arc_swap(), &*self.current);
-        if !cache.0.as_ref().is_some_and(ours) {
-            cache.0 = None;
-        }
-        cache
-            .0
-            .get_or_insert_with(|| Cache::new(Arc::clone(&self.current)))
-            .load()
+        cache.load(&self.current)
     }
 
     /// Swaps in a new snapshot.
@@ -80,14 +73,7 @@ impl TopologyHandle {
 
 /// A worker's cached reference to a [`TopologyHandle`]'s snapshot (see
 /// [`TopologyHandle::cached`]).
-#[derive(Default)]
-pub struct SnapshotCache(Option<Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>>);
-
-impl std::fmt::Debug for SnapshotCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SnapshotCache")
-    }
-}
+pub type SnapshotCache = crate::swap::SwapCache<Snapshot>;
 
 /// Where a peer sits, for bucketing: the snapshot index of its PID and the bucket id its peers
 /// share. The bucket id is the PID's stable id, except for addresses outside every internal

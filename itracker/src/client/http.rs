@@ -13,7 +13,7 @@ use crate::alto::media;
 pub(super) enum Got {
     /// A 200: the response (body unread) and the URL it finally came from.
     Fresh(Response<Body>, String),
-    /// A 304 to our `If-None-Match`.
+    /// A 304 to our `If-None-Match` (never returned for a request without one).
     NotModified,
 }
 
@@ -37,7 +37,8 @@ impl AltoClient {
                     check_media_type(&current, &res, accept)?;
                     return Ok(Got::Fresh(res, current));
                 }
-                304 => return Ok(Got::NotModified),
+                // Only an answer to our If-None-Match; an unasked 304 is an error below.
+                304 if etag.is_some() => return Ok(Got::NotModified),
                 301 | 302 | 303 | 307 | 308 => {
                     let location = header(&res, "location").ok_or(ClientError::Status {
                         url: current.clone(),

@@ -462,11 +462,7 @@ impl AltoClient {
             .filter(|c| c.url == url)
             .and_then(|c| c.etag.clone());
         match self.get(url, media::NETWORK_MAP, etag.as_deref())? {
-            Got::NotModified if etag.is_some() => Ok(false),
-            Got::NotModified => Err(ClientError::Status {
-                url: url.to_string(),
-                status: 304,
-            }),
+            Got::NotModified => Ok(false),
             Got::Fresh(mut res, final_url) => {
                 let new_etag = http::etag(&res);
                 let message: NetworkMapMessage = read_json(
@@ -514,11 +510,7 @@ impl AltoClient {
             .filter(|c| c.url == url && c.generation == generation)
             .and_then(|c| c.etag.clone());
         match self.get(url, media::COST_MAP, etag.as_deref())? {
-            Got::NotModified if etag.is_some() => Ok(false),
-            Got::NotModified => Err(ClientError::Status {
-                url: url.to_string(),
-                status: 304,
-            }),
+            Got::NotModified => Ok(false),
             Got::Fresh(mut res, final_url) => {
                 let new_etag = http::etag(&res);
                 let index = match (&nm.raw, &nm.built) {

@@ -632,6 +632,38 @@ mod tests {
         }
     }
 
+    /// Issue 15: nearness needs a stated boundary; a cost the map leaves out is known to be
+    /// unknown and priced at the row's dearest known cost.
+    #[test]
+    fn boundaries_are_stated_and_unknown_costs_are_far() {
+        let mut b = SnapshotBuilder::new("v", 10.0);
+        let isp = b.add_isp("isp");
+        let mut pid = |name: &str, prefix: &str| {
+            b.add_pid(PidSpec {
+                name: name.into(),
+                isp,
+                internal: true,
+                prefixes: vec![net(prefix)],
+            })
+        };
+        let (x, y, z) = (
+            pid("bnd-x", "10.1.0.0/16"),
+            pid("bnd-y", "10.2.0.0/16"),
+            pid("bnd-z", "10.3.0.0/16"),
+        );
+        b.set_cost(x, y, 40.0);
+        b.set_boundary(z, None);
+        let s = b.build().expect("valid");
+        let (x, y, z) = (x as u16, y as u16, z as u16);
+        assert!(s.near(x, y), "internal PIDs of one ISP: near by default");
+        assert!(!s.near(x, z), "a PID without boundary is near nothing");
+        assert!(!s.near(z, z));
+        assert!(s.cost_known(x, y) && !s.cost_known(x, z));
+        assert_eq!(s.cost(x, z), 10.0);
+        assert_eq!(s.far_cost(x), 40.0, "the dearest known cost of the row");
+        assert_eq!(s.far_cost(y), 10.0, "at least the default cost");
+    }
+
     #[test]
     fn generations_differ() {
         assert_ne!(

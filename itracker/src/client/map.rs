@@ -527,3 +527,26 @@ pub(crate) fn check_not_empty(network_map: &NetworkMapMessage) -> Result<(), Cli
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::published_asn;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn an_asn_property_is_read_in_its_usual_spellings() {
+        assert_eq!(published_asn(&props(&[("asn", "AS64500")])), Some(64500));
+        assert_eq!(published_asn(&props(&[("ASN", "64501")])), Some(64501));
+        assert_eq!(published_asn(&props(&[("priv:asn", "as7")])), Some(7));
+        assert_eq!(published_asn(&props(&[("priv:p4p-isp", "AS1")])), None);
+        assert_eq!(published_asn(&props(&[("asn", "not a number")])), None);
+    }
+}

@@ -1,0 +1,172 @@
+//! Several tracker nodes at memory speed: each answers from its own memory store, and the
+//! nodes share what they learn through Redis (see `tracker/docs/cluster.md`).
+//!
+//! - [`replica`]: the replicated store. The announce path records a delta in a per-thread
+//!   buffer ([`outbox`]); a background publisher sends the buffered deltas as one batch
+//!   ([`delta`]) to the cluster's Redis stream every `batch_interval_ms`, and a reader applies
+//!   the other nodes' batches to the memory store. Nothing on the announce path talks to Redis.
+//! - [`keys`]: one connection-id secret per cluster and epoch, kept in Redis, so a UDP connect
+//!   answered by one node is valid on every node.
+//!
+//! Keys, all under one hash tag (so a Redis Cluster keeps them on one node):
+//! `p4p:{<name>}:deltas` (the stream) and `p4p:{<name>}:cid:<epoch>` (connection-id secrets).
+
+pub mod delta;
+pub mod keys;
+pub mod outbox;
+pub mod replica;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use replica::ReplicatedStore;
+
+use crate::clock::Clock;
+use crate::config::{ConfigError, StoreConfig};
+use crate::server::udp::Issuers;
+use crate::service::Tracker;
+
+/// How long connecting to Redis, or one command, may take before the task retries.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `[cluster]`: joining several nodes (see the module docs). Without `url`, nothing changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Redis URL the nodes share (`redis://host:port/`). Unset: a standalone node.
+    pub url: Option<String>,
+    /// Scopes every key of the cluster, so several clusters can share one Redis.
+    pub name: String,
+    /// Most milliseconds between two published batches (and two reads of the others').
+    pub batch_interval_ms: u64,
+    /// Seconds one connection-id secret is used; a multiple of the 120 s id window.
+    pub key_rotation_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            name: "p4p".to_string(),
+            batch_interval_ms: 100,
+            key_rotation_secs: 3600,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks the section; a cluster needs the memory store (the Redis store shares swarms
+    /// already, synchronously).
+    pub fn validate(&self, store: &StoreConfig) -> Result<(), ConfigError> {
+        let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
+        let Some(url) = &self.url else {
+            return Ok(());
+        };
+        if !["redis://", "rediss://", "redis+unix://"]
+            .iter()
+            .any(|p| url.starts_with(p))
+        {
+            return invalid(
+                "cluster.url",
+                format!("{url:?} is not a Redis URL (redis://, rediss://, redis+unix://)"),
+            );
+        }
+        if store.url != "memory" {
+            return invalid(
+                "cluster.url",
+                "needs store.url = \"memory\" (each node keeps its swarms in memory)".into(),
+            );
+        }
+        if self.name.is_empty() || self.name.contains(['{', '}']) {
+            return invalid("cluster.name", "must be non-empty, without braces".into());
+        }
+        if !(1..=1000).contains(&self.batch_interval_ms) {
+            return invalid("cluster.batch_interval_ms", "must be within 1..=1000".into());
+        }
+        let window = crate::protocol::connection_id::WINDOW_SECS;
+        if self.key_rotation_secs < 2 * window || self.key_rotation_secs % window != 0 {
+            return invalid(
+                "cluster.key_rotation_secs",
+                format!("must be a multiple of {window} s, at least {}", 2 * window),
+            );
+        }
+        Ok(())
+    }
+
+    /// Key `suffix` of this cluster.
+    pub fn key(&self, suffix: &str) -> String {
+        format!("p4p:{{{}}}:{suffix}", self.name)
+    }
+}
+
+/// Seconds to add to `clock` to get Unix time (the nodes' shared time base).
+pub fn unix_offset(clock: &Clock) -> u64 {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    unix.saturating_sub(clock.now())
+}
+
+/// Opens a connection to the cluster's Redis (bounded by [`REDIS_TIMEOUT`]).
+pub(crate) async fn connect(
+    client: &::redis::Client,
+) -> ::redis::RedisResult<::redis::aio::MultiplexedConnection> {
+    let config = ::redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(REDIS_TIMEOUT)
+        .set_response_timeout(REDIS_TIMEOUT);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// What [`start`] started.
+pub struct Started {
+    /// The connection-id issuer the UDP workers use.
+    pub issuers: Issuers,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the cluster's tasks for `tracker` when `[cluster]` names a Redis: the key ring (its
+/// first round is awaited, so UDP starts with the cluster's secret when Redis answers) and, on
+/// a replicated store, the publisher and the reader. Standalone: a random secret, no task.
+pub async fn start(
+    tracker: &Arc<Tracker>,
+    shutdown: &watch::Receiver<bool>,
+) -> std::io::Result<Started> {
+    let config = &tracker.config.cluster;
+    let Some(url) = &config.url else {
+        let issuer = crate::protocol::connection_id::ConnectionIdIssuer::try_random()
+            .map_err(std::io::Error::other)?;
+        return Ok(Started {
+            issuers: Arc::new(arc_swap::ArcSwap::from_pointee(issuer)),
+            tasks: Vec::new(),
+        });
+    };
+    let client = ::redis::Client::open(url.as_str()).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("cluster.url: {e}"),
+        )
+    })?;
+    let mut ring = keys::KeyRing::new(client.clone(), config, tracker.clock.clone());
+    ring.refresh().await;
+    let issuers = ring.issuers();
+    let mut tasks = vec![tokio::spawn(ring.run(shutdown.clone()))];
+    if let crate::swarm::Store::Replicated(_) = tracker.store() {
+        tasks.push(tokio::spawn(replica::publish(
+            tracker.clone(),
+            client.clone(),
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(replica::follow(
+            tracker.clone(),
+            client,
+            shutdown.clone(),
+        )));
+    }
+    Ok(Started { issuers, tasks })
+}

@@ -14,6 +14,8 @@ use p4p_tracker::server::Running;
 use p4p_tracker::service::Tracker;
 use serde_bencode::value::Value;
 
+pub mod own_redis;
+
 /// A config for tests: HTTP on 127.0.0.1:0, UDP off, quick intervals.
 pub fn test_config() -> Config {
     let mut c = Config::default();

@@ -22,7 +22,6 @@ use p4p_tracker::service::Tracker;
 use p4p_tracker::types::{Event, InfoHash};
 
 const HASH: [u8; 20] = *b"cluster-test-hash-01";
-const NEEDS: &str = "needs redis-server installed (scripts/test installs it)";
 
 /// A node of cluster `name` on the Redis at `url`: HTTP and UDP on loopback.
 async fn node(url: &str, name: &str, clock: Clock) -> Running {
@@ -35,8 +34,8 @@ async fn node(url: &str, name: &str, clock: Clock) -> Running {
 
 async fn start_node(config: Config, clock: Clock) -> Running {
     config.validate().expect("a valid cluster config");
-    let tracker = Tracker::from_config(config, clock, Snapshot::single_pid(), true)
-        .expect("the store opens");
+    let tracker =
+        Tracker::from_config(config, clock, Snapshot::single_pid(), true).expect("the store opens");
     p4p_tracker::server::start(Arc::new(tracker))
         .await
         .expect("the node starts")
@@ -61,11 +60,9 @@ async fn announce(running: &Running, from: &str, port: u16, left: u64) -> Vec<So
 
 /// (seeders, leechers) of `HASH` in this node's memory.
 fn counts(running: &Running) -> (u32, u32) {
-    let mut out = Vec::new();
-    let store = running.tracker.store();
-    let m = store.memory().expect("a memory store");
-    out.push(m.scrape(&InfoHash(HASH)));
-    (out[0].complete, out[0].incomplete)
+    let m = running.tracker.store().memory().expect("a memory store");
+    let s = m.scrape(&InfoHash(HASH));
+    (s.complete, s.incomplete)
 }
 
 /// Waits (at most `secs`) until `running`'s counts are `want`; how long it took.
@@ -102,7 +99,6 @@ async fn until_ready(running: &Running) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server installed (scripts/test installs it)"]
 async fn a_udp_connect_on_one_node_is_valid_on_another() {
-    let _ = NEEDS;
     let redis = OwnRedis::start("cid", &[]);
     let a = node(&redis.url(), "cid", Clock::new()).await;
     let b = node(&redis.url(), "cid", Clock::new()).await;
@@ -110,7 +106,9 @@ async fn a_udp_connect_on_one_node_is_valid_on_another() {
     let id = to_a.connect();
     let mut to_b = Client::new("127.0.0.1", b.udp_addrs[0]);
     let r = to_b.announce_request(id, HASH, 6881, 10, Event::Started, 10);
-    let answered = to_b.send_announce(&r).expect("node B accepts node A's connection id");
+    let answered = to_b
+        .send_announce(&r)
+        .expect("node B accepts node A's connection id");
     assert_eq!(answered.leechers, 1);
     // A node of another cluster (another secret) refuses it: the check is real.
     let c = node(&redis.url(), "other-cluster", Clock::new()).await;
@@ -142,13 +140,21 @@ async fn an_announce_on_one_node_is_answered_and_scraped_on_the_others() {
     assert!(peers.contains(&want), "B hands out A's seeder: {peers:?}");
     // B's announce travels back to A, and a stop on B removes the peer on A.
     until_counts(&a, (1, 2), 5).await;
-    let (status, _) = http(&b, "127.0.0.3", announce_path(&HASH, 7003, 10, "&event=stopped")).await;
+    let (status, _) = http(
+        &b,
+        "127.0.0.3",
+        announce_path(&HASH, 7003, 10, "&event=stopped"),
+    )
+    .await;
     assert_eq!(status, 200);
     until_counts(&a, (1, 1), 5).await;
     // The metrics totals cover the cluster.
     let (_, metrics) = http(&b, "127.0.0.1", "/metrics".into()).await;
     let text = String::from_utf8_lossy(&metrics);
-    assert!(text.contains("p4p_tracker_peers{kind=\"seeders\"} 1"), "{text}");
+    assert!(
+        text.contains("p4p_tracker_peers{kind=\"seeders\"} 1"),
+        "{text}"
+    );
     a.stop().await;
     b.stop().await;
 }
@@ -190,7 +196,10 @@ async fn with_redis_down_nodes_answer_and_replication_back_fills_when_it_returns
     // Both keep answering from memory, local announces counted.
     announce(&a, "127.0.0.3", 7003, 10).await;
     let peers = announce(&b, "127.0.0.4", 7004, 10).await;
-    assert_eq!(peers, ["127.0.0.2:7002".parse::<SocketAddrV4>().expect("addr")]);
+    assert_eq!(
+        peers,
+        ["127.0.0.2:7002".parse::<SocketAddrV4>().expect("addr")]
+    );
     assert_eq!(counts(&a), (0, 2));
     assert_eq!(counts(&b), (0, 2));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -243,7 +252,12 @@ async fn a_batch_appended_twice_changes_nothing() {
     // A marker batch after the copies: once B has it, B has read the copies too.
     announce(&a, "127.0.0.5", 7005, 10).await;
     until_counts(&b, (1, 2), 5).await;
-    let stats = b.tracker.store().memory().expect("memory").scrape(&InfoHash(HASH));
+    let stats = b
+        .tracker
+        .store()
+        .memory()
+        .expect("memory")
+        .scrape(&InfoHash(HASH));
     assert_eq!(stats.downloaded, 0);
     assert_eq!(b.tracker.totals().leechers, 2);
     assert_eq!(b.tracker.totals().seeders, 1);
@@ -251,35 +265,168 @@ async fn a_batch_appended_twice_changes_nothing() {
     b.stop().await;
 }
 
-/// Visibility latency: 1,000 announces on node A, each timed until node B holds it (p99
-/// printed; the 1 s target is checked by the benchmark report, not by a timed assertion).
+/// Visibility: 1,000 UDP announces on node A, 2 ms apart (each to a torrent of its own), each
+/// timed from A's answer until node B's store counts it. The p50 and p99 are printed (the 1 s
+/// target is a measurement, reported in `tracker/docs/cluster.md`, not a timed assertion); the
+/// test fails only if an announce never reaches B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server installed (scripts/test installs it)"]
 async fn announces_on_one_node_reach_the_other() {
+    const N: usize = 1000;
     let redis = OwnRedis::start("visible", &[]);
     let a = node(&redis.url(), "vis", Clock::new()).await;
     let b = node(&redis.url(), "vis", Clock::new()).await;
     until_ready(&b).await;
-    let mut to_a = Client::new("127.0.0.1", a.udp_addrs[0]);
-    let mut lags = Vec::new();
-    for i in 0..200u16 {
-        let hash = {
-            let mut h = HASH;
-            h[..2].copy_from_slice(&i.to_be_bytes());
-            h
-        };
-        to_a.announce(hash, 9000 + i, 10, Event::Started).expect("answered");
-        let start = Instant::now();
-        let m = b.tracker.store().memory().expect("memory");
-        while m.scrape(&InfoHash(hash)).incomplete == 0 {
-            assert!(start.elapsed() < Duration::from_secs(5), "announce {i} never reached B");
-            tokio::time::sleep(Duration::from_millis(1)).await;
+    let hash = |i: usize| {
+        let mut h = HASH;
+        h[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        h
+    };
+    let answered: Arc<std::sync::Mutex<Vec<Option<Instant>>>> =
+        Arc::new(std::sync::Mutex::new(vec![None; N]));
+    let server = a.udp_addrs[0];
+    let sender = {
+        let answered = answered.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut to_a = Client::new("127.0.0.1", server);
+            let id = to_a.connect();
+            for i in 0..N {
+                let r = to_a.announce_request(id, hash(i), 9000, 10, Event::Started, 0);
+                to_a.send_announce(&r).expect("answered");
+                answered.lock().expect("lock")[i] = Some(Instant::now());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let m = b.tracker.store().memory().expect("memory");
+    let mut lags: Vec<Option<Duration>> = vec![None; N];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lags.iter().any(Option::is_none) {
+        assert!(Instant::now() < deadline, "some announces never reached B");
+        let sent = answered.lock().expect("lock").clone();
+        for (i, at) in sent.iter().enumerate() {
+            if let (None, Some(at)) = (lags[i], at) {
+                if m.scrape(&InfoHash(hash(i))).incomplete == 1 {
+                    lags[i] = Some(at.elapsed());
+                }
+            }
         }
-        lags.push(start.elapsed());
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    sender.await.expect("sender");
+    let mut lags: Vec<Duration> = lags.into_iter().flatten().collect();
     lags.sort();
-    eprintln!("visibility A->B over {} announces: p50 {:?}, p99 {:?}", lags.len(), lags[lags.len() / 2], lags[lags.len() * 99 / 100]);
-    let _: SocketAddr = a.udp_addrs[0];
+    eprintln!(
+        "visibility A->B over {N} announces: p50 {:?}, p99 {:?}, max {:?}",
+        lags[N / 2],
+        lags[N * 99 / 100],
+        lags[N - 1]
+    );
     a.stop().await;
     b.stop().await;
+}
+
+/// A node in a process of its own (the built binary), so that it can be paused; killed when
+/// dropped.
+struct NodeProcess(std::process::Child);
+
+impl NodeProcess {
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.0.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig}");
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback UDP port (bound, read, released).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server and a built p4p-tracker (scripts/test provides both)"]
+async fn a_paused_node_catches_up_when_resumed() {
+    let redis = OwnRedis::start("pause", &[]);
+    let a = node(&redis.url(), "pause", Clock::new()).await;
+    let udp = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let ops = SocketAddr::from(([127, 0, 0, 1], p4p_tests::own_redis::free_port()));
+    let p = NodeProcess(
+        std::process::Command::new(built_binary("p4p-tracker", "P4P_TRACKER_BIN"))
+            .args(["--no-http", "--udp-workers", "1", "--cluster-name", "pause"])
+            .args([
+                "--udp-bind",
+                &udp.to_string(),
+                "--ops-bind",
+                &ops.to_string(),
+            ])
+            .args(["--cluster", &redis.url()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the tracker binary starts"),
+    );
+    let health = || async move {
+        tokio::task::spawn_blocking(move || {
+            if std::net::TcpStream::connect(ops).is_err() {
+                return 0;
+            }
+            http_get_status("127.0.0.1".parse().expect("ip"), ops, "/health", "").0
+        })
+        .await
+        .expect("thread")
+    };
+    let start = Instant::now();
+    while health().await != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the process node is never ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    p.signal("-STOP");
+    for i in 0..3u16 {
+        announce(&a, &format!("127.0.0.{}", i + 2), 7000 + i, 10).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.signal("-CONT");
+    // The resumed node hands out what it missed ...
+    let leechers = tokio::task::spawn_blocking(move || {
+        let mut client = Client::new("127.0.0.1", udp);
+        let start = Instant::now();
+        loop {
+            let stats = client.scrape(&[InfoHash(HASH)]).expect("scrape answered");
+            if stats[0].leechers == 3 || start.elapsed() > Duration::from_secs(10) {
+                return stats[0].leechers;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .expect("client thread");
+    assert_eq!(leechers, 3, "the resumed node caught up");
+    // ... and what it learns reaches the others.
+    tokio::task::spawn_blocking(move || {
+        Client::new("127.0.0.9", udp)
+            .announce(HASH, 7009, 10, Event::Started)
+            .expect("answered")
+    })
+    .await
+    .expect("client thread");
+    until_counts(&a, (0, 4), 5).await;
+    a.stop().await;
 }

@@ -177,7 +177,8 @@ impl Batch {
         let mut batch = Batch::new(node);
         for _ in 0..names {
             let len = r.u8()?;
-            let name = std::str::from_utf8(r.take(usize::from(len))?).map_err(|_| DecodeError::Name)?;
+            let name =
+                std::str::from_utf8(r.take(usize::from(len))?).map_err(|_| DecodeError::Name)?;
             batch.names.push(name.to_string());
         }
         let count = u32::from_le_bytes(r.array()?) as usize;
@@ -260,9 +261,21 @@ mod tests {
     #[test]
     fn a_batch_round_trips_both_families_and_every_flag() {
         let mut b = Batch::new(42);
-        assert!(b.push(&Local::of(&announce("10.0.0.1:6881", 0, Event::Completed)), 1000, "pid-a"));
-        assert!(b.push(&Local::of(&announce("[2001:db8::1]:51413", 5, Event::Stopped)), 1001, "pid-b"));
-        assert!(b.push(&Local::of(&announce("10.0.0.2:1", 5, Event::None)), 1002, "pid-a"));
+        assert!(b.push(
+            &Local::of(&announce("10.0.0.1:6881", 0, Event::Completed)),
+            1000,
+            "pid-a"
+        ));
+        assert!(b.push(
+            &Local::of(&announce("[2001:db8::1]:51413", 5, Event::Stopped)),
+            1001,
+            "pid-b"
+        ));
+        assert!(b.push(
+            &Local::of(&announce("10.0.0.2:1", 5, Event::None)),
+            1002,
+            "pid-a"
+        ));
         assert_eq!(b.names, ["pid-a", "pid-b"]);
         let bytes = b.encode();
         assert_eq!(bytes.len(), 1 + 8 + 2 + 6 + 6 + 4 + 33 * 2 + 45);
@@ -276,7 +289,11 @@ mod tests {
     #[test]
     fn bad_bytes_are_refused_not_misread() {
         let mut b = Batch::new(1);
-        b.push(&Local::of(&announce("10.0.0.1:6881", 0, Event::None)), 9, "p");
+        b.push(
+            &Local::of(&announce("10.0.0.1:6881", 0, Event::None)),
+            9,
+            "p",
+        );
         let bytes = b.encode();
         for cut in 0..bytes.len() {
             assert!(Batch::decode(&bytes[..cut]).is_err(), "cut at {cut}");

@@ -59,9 +59,9 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// Checks the section; a cluster needs the memory store (the Redis store shares swarms
-    /// already, synchronously).
-    pub fn validate(&self, store: &StoreConfig) -> Result<(), ConfigError> {
+    /// Checks the section. With the memory store a cluster replicates it; with the Redis
+    /// store (which shares swarms already, synchronously) it shares connection-id secrets only.
+    pub fn validate(&self, _store: &StoreConfig) -> Result<(), ConfigError> {
         let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
         let Some(url) = &self.url else {
             return Ok(());
@@ -75,17 +75,14 @@ impl ClusterConfig {
                 format!("{url:?} is not a Redis URL (redis://, rediss://, redis+unix://)"),
             );
         }
-        if store.url != "memory" {
-            return invalid(
-                "cluster.url",
-                "needs store.url = \"memory\" (each node keeps its swarms in memory)".into(),
-            );
-        }
         if self.name.is_empty() || self.name.contains(['{', '}']) {
             return invalid("cluster.name", "must be non-empty, without braces".into());
         }
         if !(1..=1000).contains(&self.batch_interval_ms) {
-            return invalid("cluster.batch_interval_ms", "must be within 1..=1000".into());
+            return invalid(
+                "cluster.batch_interval_ms",
+                "must be within 1..=1000".into(),
+            );
         }
         let window = crate::protocol::connection_id::WINDOW_SECS;
         if self.key_rotation_secs < 2 * window || self.key_rotation_secs % window != 0 {
@@ -169,4 +166,37 @@ pub async fn start(
         )));
     }
     Ok(Started { issuers, tasks })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(r: Result<(), ConfigError>) -> &'static str {
+        match r {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_cluster_section_is_checked_and_scopes_its_keys() {
+        let store = StoreConfig::default();
+        let mut c = ClusterConfig::default();
+        c.validate(&store)
+            .expect("without a URL there is nothing to check");
+        c.url = Some("http://127.0.0.1:6379/".into());
+        assert_eq!(field(c.validate(&store)), "cluster.url");
+        c.url = Some("redis://127.0.0.1:6379/".into());
+        c.validate(&store).expect("a Redis URL");
+        c.key_rotation_secs = 100;
+        assert_eq!(field(c.validate(&store)), "cluster.key_rotation_secs");
+        c.key_rotation_secs = 240;
+        c.batch_interval_ms = 0;
+        assert_eq!(field(c.validate(&store)), "cluster.batch_interval_ms");
+        c.batch_interval_ms = 100;
+        c.name = "a}b".into();
+        assert_eq!(field(c.validate(&store)), "cluster.name");
+        assert_eq!(ClusterConfig::default().key("deltas"), "p4p:{p4p}:deltas");
+    }
 }

@@ -147,7 +147,13 @@ impl ReplicatedStore {
 }
 
 /// Builds batches from drained deltas: expiry `unix + timeout`, PID names from `snap`.
-pub fn batches(node: u64, locals: &[Local], snap: &Snapshot, unix: u64, timeout: u32) -> Vec<Batch> {
+pub fn batches(
+    node: u64,
+    locals: &[Local],
+    snap: &Snapshot,
+    unix: u64,
+    timeout: u32,
+) -> Vec<Batch> {
     let mut out = Vec::new();
     let mut batch = Batch::new(node);
     let mut names: HashMap<PidId, String> = HashMap::new();
@@ -279,11 +285,19 @@ pub async fn publish(
 }
 
 /// Counts a failed Redis call and logs it (at most every 10 s).
-fn failed(store: &ReplicatedStore, last_log: &mut u64, unix: u64, task: &str, e: &::redis::RedisError) {
+fn failed(
+    store: &ReplicatedStore,
+    last_log: &mut u64,
+    unix: u64,
+    task: &str,
+    e: &::redis::RedisError,
+) {
     store.counters.failures.fetch_add(1, Ordering::Relaxed);
     if unix >= *last_log + 10 {
         *last_log = unix;
-        tracing::warn!("cluster {task}: Redis: {e}; retrying (this node keeps answering from memory)");
+        tracing::warn!(
+            "cluster {task}: Redis: {e}; retrying (this node keeps answering from memory)"
+        );
     }
 }
 

@@ -114,8 +114,7 @@ impl ConnectionIdIssuer {
     /// The id for a client at `src` at time `now_secs`.
     pub fn issue(&self, src: SocketAddr, now_secs: u64) -> ConnectionId {
         let window = now_secs.wrapping_add(self.offset) / WINDOW_SECS;
-        self.id_for_window(window, src)
-            .unwrap_or(ConnectionId(0))
+        self.id_for_window(window, src).unwrap_or(ConnectionId(0))
     }
 
     /// Whether `id` was issued to `src` in the current window or the one before.

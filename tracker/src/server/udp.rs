@@ -18,13 +18,13 @@ use tokio::sync::watch;
 use super::guarded;
 use crate::metrics::{Outcome, Protocol};
 use crate::protocol::connection_id::ConnectionIdIssuer;
-use crate::swap::SwapCache;
 use crate::protocol::udp::{
     parse_request, push_peer_v4, push_peer_v6, push_scrape_stats, write_announce_header,
     write_scrape_header, AddressFamily, AnnounceRequest, ConnectResponse, ErrorResponse, Request,
     RequestKind, RequestParseError, ScrapeRequest, TransactionId,
 };
 use crate::service::{Tracker, Workspace};
+use crate::swap::SwapCache;
 use crate::types::Families;
 use crate::types::{normalize_addr, Announce, InfoHash};
 
@@ -327,7 +327,11 @@ impl Worker {
                     RequestKind::Connect | RequestKind::Unknown => self.ws.tally.malformed(),
                 }
                 // Only a client that proved its address may get more bytes than it sent.
-                let limit = if self.issuer.load(&self.issuers).validate(connection_id, src, now) {
+                let limit = if self
+                    .issuer
+                    .load(&self.issuers)
+                    .validate(connection_id, src, now)
+                {
                     usize::MAX
                 } else {
                     len

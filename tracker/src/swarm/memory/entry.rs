@@ -200,10 +200,10 @@ impl Entry {
     pub(super) fn expires(&self, pos: PeerPos) -> u16 {
         match &self.peers {
             Peers::Small(s) => s.peers[pos.idx].expires,
-            Peers::Large(l) if pos.v6 => l
-                .v6
-                .as_ref()
-                .map_or(0, |f| f.rec(pos.seg, pos.idx).expires()),
+            Peers::Large(l) if pos.v6 => {
+                l.v6.as_ref()
+                    .map_or(0, |f| f.rec(pos.seg, pos.idx).expires())
+            }
             Peers::Large(l) => l.v4.rec(pos.seg, pos.idx).expires(),
         }
     }

@@ -68,8 +68,7 @@ impl MemoryStore {
         if expires_in == 0 {
             return false;
         }
-        let Ok(at) = self.swarm_at(here, &mut shard, &r.info_hash, snap.generation() as u32)
-        else {
+        let Ok(at) = self.swarm_at(here, &mut shard, &r.info_hash, snap.generation() as u32) else {
             return false;
         };
         let swarm = &mut shard[at];
@@ -185,7 +184,8 @@ mod tests {
         assert!(!s.apply_remote(&change(2, false, 0), &snap));
         assert_eq!(stats(&s).incomplete, 0);
         // Remote peers expire like local ones.
-        s.clock().advance(u64::from(SwarmConfig::default().peer_timeout) + 1);
+        s.clock()
+            .advance(u64::from(SwarmConfig::default().peer_timeout) + 1);
         s.sweep(&snap);
         assert_eq!(stats(&s).complete, 0);
     }

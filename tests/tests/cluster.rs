@@ -23,6 +23,9 @@ use p4p_tracker::types::{Event, InfoHash};
 
 const HASH: [u8; 20] = *b"cluster-test-hash-01";
 
+/// A stream entry as `XRANGE` returns it: id and (field, value) pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 /// A node of cluster `name` on the Redis at `url`: HTTP and UDP on loopback.
 async fn node(url: &str, name: &str, clock: Clock) -> Running {
     let mut config = test_config();
@@ -228,7 +231,7 @@ async fn a_batch_appended_twice_changes_nothing() {
         .await
         .expect("connect");
     let key = "p4p:{dup}:deltas";
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
         .arg(key)
         .arg("-")
         .arg("+")

@@ -10,15 +10,14 @@
 //! Every test here needs Redis, so each is `#[ignore = "needs ..."]`: a plain `cargo test` reports
 //! them as ignored. `scripts/test` runs them (`--include-ignored`); a missing Redis then fails.
 
-use std::net::{IpAddr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use p4p_itracker::snapshot::PidSpec;
 use p4p_itracker::{Snapshot, SnapshotBuilder};
-use p4p_tests::own_redis::{free_port, ping, OwnRedis};
+use p4p_tests::own_redis::OwnRedis;
 use p4p_tests::udp::Client;
 use p4p_tests::*;
 use p4p_tracker::clock::Clock;

@@ -144,9 +144,9 @@ impl Batch {
         out.extend_from_slice(&(self.deltas.len() as u32).to_le_bytes());
         for d in &self.deltas {
             out.extend_from_slice(&d.info_hash.0);
-            let mut flags = u8::from(d.seeder) * SEEDER
-                | u8::from(d.completed) * COMPLETED
-                | u8::from(d.stopped) * STOPPED;
+            let mut flags = (u8::from(d.seeder) * SEEDER)
+                | (u8::from(d.completed) * COMPLETED)
+                | (u8::from(d.stopped) * STOPPED);
             match d.peer {
                 SocketAddr::V4(a) => {
                     out.push(flags);

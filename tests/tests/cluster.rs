@@ -158,6 +158,15 @@ async fn an_announce_on_one_node_is_answered_and_scraped_on_the_others() {
         text.contains("p4p_tracker_peers{kind=\"seeders\"} 1"),
         "{text}"
     );
+    assert!(text.contains("p4p_tracker_cluster_ready 1"), "{text}");
+    assert!(
+        text.contains("p4p_tracker_cluster_deltas_total{kind=\"applied\"}"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("p4p_tracker_cluster_deltas_total{kind=\"applied\"} 0"),
+        "{text}"
+    );
     a.stop().await;
     b.stop().await;
 }

@@ -45,7 +45,7 @@ const MAX_BATCH: usize = 8192;
 /// Most bytes of batches kept while Redis is unreachable; past it the oldest are dropped.
 pub const MAX_PENDING_BYTES: usize = 256 << 20;
 /// Stream entries read per call.
-const READ_COUNT: usize = 64;
+const READ_COUNT: usize = 8;
 
 /// Replication counters, for the metrics.
 #[derive(Debug, Default)]
@@ -110,6 +110,19 @@ impl ReplicatedStore {
         let answer = self.memory.announce(a, ctx)?;
         self.outbox.push(Local::of(a));
         Ok(answer)
+    }
+
+    /// Brings the replication counters into `metrics`.
+    pub fn render_counts(&self, metrics: &crate::metrics::Metrics) {
+        let c = &self.counters;
+        metrics.cluster_counts(
+            [
+                ("published", c.published.load(Ordering::Relaxed)),
+                ("applied", c.applied.load(Ordering::Relaxed)),
+                ("dropped", c.dropped.load(Ordering::Relaxed)),
+            ],
+            self.ready(),
+        );
     }
 
     /// Takes the deltas recorded since the last call.

@@ -28,11 +28,15 @@ type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
 /// A node of cluster `name` on the Redis at `url`: HTTP and UDP on loopback.
 async fn node(url: &str, name: &str, clock: Clock) -> Running {
+    start_node(cluster_config(url, name), clock).await
+}
+
+fn cluster_config(url: &str, name: &str) -> Config {
     let mut config = test_config();
     config.udp.bind = vec!["127.0.0.1:0".parse().expect("addr")];
     config.cluster.url = Some(url.to_string());
     config.cluster.name = name.to_string();
-    start_node(config, clock).await
+    config
 }
 
 async fn start_node(config: Config, clock: Clock) -> Running {
@@ -124,6 +128,29 @@ async fn a_udp_connect_on_one_node_is_valid_on_another() {
     for n in [a, b, c] {
         n.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server installed (scripts/test installs it)"]
+async fn nodes_on_the_synchronous_redis_store_share_connection_ids_through_the_cluster() {
+    let redis = OwnRedis::start("cid-sync", &[]);
+    let sync_node = |name: &str| {
+        let mut config = cluster_config(&redis.url(), name);
+        config.store.url = redis.url();
+        config.store.key_prefix = "sync:".into();
+        start_node(config, Clock::new())
+    };
+    let a = sync_node("sync").await;
+    let b = sync_node("sync").await;
+    assert!(b.tracker.store().memory().is_none(), "the Redis store, not replicated");
+    let mut to_a = Client::new("127.0.0.1", a.udp_addrs[0]);
+    let id = to_a.connect();
+    let mut to_b = Client::new("127.0.0.1", b.udp_addrs[0]);
+    let r = to_b.announce_request(id, HASH, 6881, 10, Event::Started, 10);
+    let answered = to_b.send_announce(&r).expect("node B accepts node A's connection id");
+    assert_eq!(answered.leechers, 1);
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,39 @@ impl OwnRedis {
         r
     }
 
+    /// A three-node Redis Cluster (no replicas) of servers of this test's own, and its
+    /// `redis+cluster://` URL.
+    pub fn start_cluster(tag: &str) -> (Vec<OwnRedis>, String) {
+        let cluster_args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        ];
+        let nodes: Vec<OwnRedis> = (0..3)
+            .map(|i| OwnRedis::start(&format!("{tag}{i}"), &cluster_args))
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(created, "redis-cli --cluster create");
+        for n in &nodes {
+            wait_cluster_ok(n.port);
+        }
+        (nodes, format!("redis+cluster://{}/", addrs.join(",")))
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
@@ -119,4 +152,23 @@ pub fn ping(port: u16) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     let mut buf = [0u8; 7];
     s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// Waits (10 s at most) until a cluster node reports `cluster_state:ok`.
+fn wait_cluster_ok(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "cluster", "info"])
+            .output()
+            .expect("redis-cli");
+        if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster on {port} not ok in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

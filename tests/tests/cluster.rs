@@ -142,12 +142,17 @@ async fn nodes_on_the_synchronous_redis_store_share_connection_ids_through_the_c
     };
     let a = sync_node("sync").await;
     let b = sync_node("sync").await;
-    assert!(b.tracker.store().memory().is_none(), "the Redis store, not replicated");
+    assert!(
+        b.tracker.store().memory().is_none(),
+        "the Redis store, not replicated"
+    );
     let mut to_a = Client::new("127.0.0.1", a.udp_addrs[0]);
     let id = to_a.connect();
     let mut to_b = Client::new("127.0.0.1", b.udp_addrs[0]);
     let r = to_b.announce_request(id, HASH, 6881, 10, Event::Started, 10);
-    let answered = to_b.send_announce(&r).expect("node B accepts node A's connection id");
+    let answered = to_b
+        .send_announce(&r)
+        .expect("node B accepts node A's connection id");
     assert_eq!(answered.leechers, 1);
     a.stop().await;
     b.stop().await;
@@ -194,6 +199,30 @@ async fn an_announce_on_one_node_is_answered_and_scraped_on_the_others() {
         !text.contains("p4p_tracker_cluster_deltas_total{kind=\"applied\"} 0"),
         "{text}"
     );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server installed (scripts/test installs it)"]
+async fn nodes_on_a_three_node_redis_cluster_replicate_and_share_connection_ids() {
+    let (_servers, url) = OwnRedis::start_cluster("rc");
+    let a = node(&url, "rc", Clock::new()).await;
+    let b = node(&url, "rc", Clock::new()).await;
+    until_ready(&a).await;
+    until_ready(&b).await;
+    announce(&a, "127.0.0.2", 7002, 0).await;
+    until_counts(&b, (1, 0), 5).await;
+    announce(&b, "127.0.0.3", 7003, 10).await;
+    until_counts(&a, (1, 1), 5).await;
+    let mut to_a = Client::new("127.0.0.1", a.udp_addrs[0]);
+    let id = to_a.connect();
+    let mut to_b = Client::new("127.0.0.1", b.udp_addrs[0]);
+    let r = to_b.announce_request(id, HASH, 6881, 10, Event::Started, 10);
+    let answered = to_b
+        .send_announce(&r)
+        .expect("node B accepts node A's connection id");
+    assert_eq!((answered.seeders, answered.leechers), (1, 2));
     a.stop().await;
     b.stop().await;
 }
@@ -399,7 +428,7 @@ fn free_udp_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server and a built p4p-tracker (scripts/test provides both)"]
-async fn a_paused_node_catches_up_when_resumed() {
+async fn a_paused_node_catches_up_when_resumed_and_a_killed_nodes_peers_stay() {
     let redis = OwnRedis::start("pause", &[]);
     let a = node(&redis.url(), "pause", Clock::new()).await;
     let udp = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
@@ -467,5 +496,10 @@ async fn a_paused_node_catches_up_when_resumed() {
     .await
     .expect("client thread");
     until_counts(&a, (0, 4), 5).await;
+    // Killed outright: what it told the others stays until it expires.
+    drop(p);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.tracker.sweep().await;
+    assert_eq!(counts(&a), (0, 4));
     a.stop().await;
 }

@@ -499,35 +499,7 @@ async fn a_redis_that_stops_answering_times_out_and_is_used_again_when_it_answer
 #[ignore = "needs redis-server installed (scripts/test installs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_shares_swarms_across_slots() {
-    let cluster_args = [
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-        "--cluster-node-timeout",
-        "2000",
-    ];
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        nodes.push(OwnRedis::start(&format!("cluster{i}"), &cluster_args));
-    }
-    let addrs: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect();
-    let created = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(created, "redis-cli --cluster create");
-    for n in &nodes {
-        wait_cluster_ok(n.port);
-    }
-    let url = format!("redis+cluster://{}/", addrs.join(","));
+    let (nodes, url) = OwnRedis::start_cluster("cluster");
     let a = node(&url, "p4p:", Clock::new(), |_| {}).await;
     let b = node(&url, "p4p:", Clock::new(), |_| {}).await;
     for i in 0..12u8 {
@@ -551,23 +523,4 @@ async fn a_three_node_cluster_shares_swarms_across_slots() {
     assert!(used >= 2, "12 swarms spread over the nodes");
     a.stop().await;
     b.stop().await;
-}
-
-/// Waits (10 s at most) until a cluster node reports `cluster_state:ok`.
-fn wait_cluster_ok(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "cluster", "info"])
-            .output()
-            .expect("redis-cli");
-        if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cluster on {port} not ok in 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }

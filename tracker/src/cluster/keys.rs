@@ -25,10 +25,11 @@ use arc_swap::ArcSwap;
 use rand::TryRngCore;
 use tokio::sync::watch;
 
-use super::{connect, unix_offset, ClusterConfig};
+use super::{connect, query, unix_offset, ClusterConfig};
 use crate::clock::Clock;
 use crate::protocol::connection_id::{ConnectionIdIssuer, WINDOW_SECS};
 use crate::server::udp::Issuers;
+use crate::swarm::redis::{Backend, Conn};
 
 /// How often the ring re-reads its secrets and the time base.
 const REFRESH: Duration = Duration::from_secs(10);
@@ -42,8 +43,8 @@ struct Secret {
 
 /// The secrets this node holds and the issuer built from them.
 pub struct KeyRing {
-    client: ::redis::Client,
-    conn: Option<::redis::aio::MultiplexedConnection>,
+    client: Backend,
+    conn: Option<Conn>,
     /// Key prefix: `p4p:{<name>}:cid:`.
     prefix: String,
     /// Windows per epoch.
@@ -56,7 +57,7 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// A ring for `config`'s cluster; it holds a throwaway secret until [`KeyRing::refresh`].
-    pub fn new(client: ::redis::Client, config: &ClusterConfig, clock: Clock) -> Self {
+    pub(crate) fn new(client: Backend, config: &ClusterConfig, clock: Clock) -> Self {
         let rotation = (config.key_rotation_secs / WINDOW_SECS).max(2);
         let issuer = ConnectionIdIssuer::rotating(rotation, 0, &[]);
         Self {
@@ -152,15 +153,10 @@ impl KeyRing {
         let key = format!("{}{epoch}", self.prefix);
         let ttl = self.rotation * WINDOW_SECS * 4;
         let got: ::redis::RedisResult<Vec<u8>> = async {
-            ::redis::cmd("SET")
-                .arg(&key)
-                .arg(&offer[..])
-                .arg("NX")
-                .arg("EX")
-                .arg(ttl)
-                .query_async::<::redis::Value>(conn)
-                .await?;
-            ::redis::cmd("GET").arg(&key).query_async(conn).await
+            let mut set = ::redis::cmd("SET");
+            set.arg(&key).arg(&offer[..]).arg("NX").arg("EX").arg(ttl);
+            query::<::redis::Value>(conn, &set).await?;
+            query(conn, ::redis::cmd("GET").arg(&key)).await
         }
         .await;
         match got {

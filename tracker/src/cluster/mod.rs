@@ -25,10 +25,13 @@ use tokio::task::JoinHandle;
 
 pub use replica::ReplicatedStore;
 
+use ::redis::RedisResult;
+
 use crate::clock::Clock;
 use crate::config::{ConfigError, StoreConfig};
 use crate::server::udp::Issuers;
 use crate::service::Tracker;
+use crate::swarm::redis::{open_backend, Backend, Conn};
 
 /// How long connecting to Redis, or one command, may take before the task retries.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,7 +40,8 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// Redis URL the nodes share (`redis://host:port/`). Unset: a standalone node.
+    /// Redis URL the nodes share (`redis://host:port/`, or a Redis Cluster's seed nodes as
+    /// `redis+cluster://h1:p1,h2:p2/`). Unset: a standalone node.
     pub url: Option<String>,
     /// Scopes every key of the cluster, so several clusters can share one Redis.
     pub name: String,
@@ -66,13 +70,16 @@ impl ClusterConfig {
         let Some(url) = &self.url else {
             return Ok(());
         };
-        if !["redis://", "rediss://", "redis+unix://"]
+        if !crate::config::STORE_SCHEMES
             .iter()
             .any(|p| url.starts_with(p))
         {
             return invalid(
                 "cluster.url",
-                format!("{url:?} is not a Redis URL (redis://, rediss://, redis+unix://)"),
+                format!(
+                    "{url:?} is not a Redis URL ({})",
+                    crate::config::STORE_SCHEMES.join(", ")
+                ),
             );
         }
         if self.name.is_empty() || self.name.contains(['{', '}']) {
@@ -108,16 +115,39 @@ pub fn unix_offset(clock: &Clock) -> u64 {
     unix.saturating_sub(clock.now())
 }
 
-/// Opens a connection to the cluster's Redis (bounded by [`REDIS_TIMEOUT`]).
-pub(crate) async fn connect(
-    client: &::redis::Client,
-) -> ::redis::RedisResult<::redis::aio::MultiplexedConnection> {
-    let config = ::redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(REDIS_TIMEOUT)
-        .set_response_timeout(REDIS_TIMEOUT);
-    client
-        .get_multiplexed_async_connection_with_config(&config)
+/// Opens a connection to the cluster's Redis or Redis Cluster (bounded by [`REDIS_TIMEOUT`]).
+pub(crate) async fn connect(backend: &Backend) -> RedisResult<Conn> {
+    let job = async {
+        match backend {
+            Backend::Single(client) => {
+                let config = ::redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(REDIS_TIMEOUT)
+                    .set_response_timeout(REDIS_TIMEOUT)
+                    .set_number_of_retries(0);
+                ::redis::aio::ConnectionManager::new_with_config(client.clone(), config)
+                    .await
+                    .map(Conn::Single)
+            }
+            Backend::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+        }
+    };
+    tokio::time::timeout(REDIS_TIMEOUT, job)
         .await
+        .unwrap_or_else(|_| Err(timed_out()))
+}
+
+/// Runs `cmd` on `conn`, bounded by [`REDIS_TIMEOUT`] (a frozen Redis never stalls a task).
+pub(crate) async fn query<T: ::redis::FromRedisValue>(
+    conn: &mut Conn,
+    cmd: &::redis::Cmd,
+) -> RedisResult<T> {
+    tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async(conn))
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
+}
+
+fn timed_out() -> ::redis::RedisError {
+    ::redis::RedisError::from((::redis::ErrorKind::IoError, "timed out"))
 }
 
 /// What [`start`] started.
@@ -143,7 +173,7 @@ pub async fn start(
             tasks: Vec::new(),
         });
     };
-    let client = ::redis::Client::open(url.as_str()).map_err(|e| {
+    let client = open_backend(url).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("cluster.url: {e}"),

@@ -33,10 +33,11 @@ use tokio::sync::watch;
 
 use super::delta::{Batch, Local};
 use super::outbox::Outbox;
-use super::{connect, unix_offset};
+use super::{connect, query, unix_offset};
 use crate::selection::SelectionStats;
 use crate::service::Tracker;
 use crate::swarm::memory::RemotePeer;
+use crate::swarm::redis::Backend;
 use crate::swarm::{AnnounceContext, MemoryStore, Store, StoreError};
 use crate::types::{Announce, SwarmStats};
 
@@ -201,9 +202,9 @@ fn replicated(tracker: &Tracker) -> Option<&ReplicatedStore> {
 }
 
 /// Publishes this node's deltas every `batch_interval_ms` until shutdown (see the module docs).
-pub async fn publish(
+pub(crate) async fn publish(
     tracker: Arc<Tracker>,
-    client: ::redis::Client,
+    client: Backend,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Some(store) = replicated(&tracker) else {
@@ -263,8 +264,8 @@ pub async fn publish(
                 },
             };
             let min_id = unix.saturating_sub(u64::from(timeout)) * 1000;
-            let added: ::redis::RedisResult<Value> = ::redis::cmd("XADD")
-                .arg(&key)
+            let mut xadd = ::redis::cmd("XADD");
+            xadd.arg(&key)
                 .arg("MINID")
                 .arg("~")
                 .arg(min_id)
@@ -272,9 +273,8 @@ pub async fn publish(
                 .arg("n")
                 .arg(store.node)
                 .arg("d")
-                .arg(&p.bytes[..])
-                .query_async(c)
-                .await;
+                .arg(&p.bytes[..]);
+            let added: ::redis::RedisResult<Value> = query(c, &xadd).await;
             match added {
                 Ok(_) => {
                     store
@@ -373,9 +373,9 @@ fn read_entries(v: &Value, out: &mut Vec<Entry>) {
 }
 
 /// Reads and applies the other nodes' batches until shutdown (see the module docs).
-pub async fn follow(
+pub(crate) async fn follow(
     tracker: Arc<Tracker>,
-    client: ::redis::Client,
+    client: Backend,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Some(store) = replicated(&tracker) else {
@@ -410,14 +410,9 @@ pub async fn follow(
             },
         };
         if !store.ready() && target.is_none() {
-            let tail: ::redis::RedisResult<Value> = ::redis::cmd("XREVRANGE")
-                .arg(&key)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(c)
-                .await;
+            let mut xrevrange = ::redis::cmd("XREVRANGE");
+            xrevrange.arg(&key).arg("+").arg("-").arg("COUNT").arg(1);
+            let tail: ::redis::RedisResult<Value> = query(c, &xrevrange).await;
             match tail {
                 Ok(v) => {
                     let mut tail = Vec::new();
@@ -447,7 +442,7 @@ pub async fn follow(
             .arg("STREAMS")
             .arg(&key)
             .arg(&last);
-        let read = xread.query_async::<Value>(c);
+        let read = query::<Value>(c, &xread);
         let reply = tokio::select! {
             r = read => r,
             _ = shutdown.changed() => return,

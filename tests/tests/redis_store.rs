@@ -11,7 +11,6 @@
 //! them as ignored. `scripts/test` runs them (`--include-ignored`); a missing Redis then fails.
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

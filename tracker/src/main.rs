@@ -79,8 +79,9 @@ struct Cli {
     /// File holding the admin API's bearer token (needs --ops-bind).
     #[arg(long, env = "P4P_TRACKER_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
-    /// Redis URL joining this node to a cluster of trackers that replicate their swarms
-    /// (replaces cluster.url; needs the memory store).
+    /// Redis URL joining this node to a cluster of trackers (replaces cluster.url): with the
+    /// memory store the nodes replicate their swarms; with the Redis store they share the UDP
+    /// connection-id secret only.
     #[arg(long, env = "P4P_TRACKER_CLUSTER")]
     cluster: Option<String>,
     /// Cluster name scoping the cluster's Redis keys (replaces cluster.name).

@@ -19,9 +19,7 @@ use serde_json::Value;
 use super::http::read_json;
 use super::{cost_map_entry, host_of, network_map_entry, AltoClient, ClientError, IspMap};
 use crate::alto::sse::{self, AddUpdateReq, ControlMessage, EventError, UpdateStreamParams};
-use crate::alto::{
-    media, CostMapMessage, DirectoryMessage, NetworkMapMessage, PropMapMessage,
-};
+use crate::alto::{media, CostMapMessage, DirectoryMessage, NetworkMapMessage, PropMapMessage};
 
 /// Substream ids this client uses.
 const NM: &str = "nm";
@@ -309,7 +307,10 @@ impl UpdateStream {
             .map_err(|e| StreamError::garbage(name, e.to_string()))?;
         if kind == media::MERGE_PATCH {
             let Some(target) = slot else {
-                return Err(StreamError::garbage(name, "a patch before any full message"));
+                return Err(StreamError::garbage(
+                    name,
+                    "a patch before any full message",
+                ));
             };
             if !data.is_object() {
                 return Err(StreamError::garbage(name, "a patch that is not an object"));
@@ -364,13 +365,20 @@ impl UpdateStream {
         };
         let invalid = |m: String| StreamError::Map(ClientError::InvalidMap(m));
         let too_big = |n: usize| n > self.max_pids;
-        if nm.get("network-map").and_then(Value::as_object).map(|m| m.len()).is_some_and(too_big)
-            || cm.get("cost-map").and_then(Value::as_object).is_some_and(|rows| {
-                too_big(rows.len())
-                    || rows
-                        .values()
-                        .any(|r| r.as_object().is_some_and(|r| too_big(r.len())))
-            })
+        if nm
+            .get("network-map")
+            .and_then(Value::as_object)
+            .map(|m| m.len())
+            .is_some_and(too_big)
+            || cm
+                .get("cost-map")
+                .and_then(Value::as_object)
+                .is_some_and(|rows| {
+                    too_big(rows.len())
+                        || rows
+                            .values()
+                            .any(|r| r.as_object().is_some_and(|r| too_big(r.len())))
+                })
         {
             return Err(invalid(format!("more than {} PIDs", self.max_pids)));
         }

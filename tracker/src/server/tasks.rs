@@ -143,7 +143,10 @@ fn follow_stream(
         let mut delivered = false;
         let result: Result<(), StreamError> = match client.open_stream() {
             Ok(None) => {
-                tracing::debug!(url = client.ird_url(), "no update stream offered; polling only");
+                tracing::debug!(
+                    url = client.ird_url(),
+                    "no update stream offered; polling only"
+                );
                 std::thread::sleep(MAX);
                 continue;
             }

@@ -15,6 +15,17 @@ use p4p_tracker::service::Tracker;
 
 const TOKEN: &str = "push-admin-token";
 
+/// Stops the iTracker from a plain thread (its stop blocks on a runtime), also on a panic.
+struct Stopper(Option<p4p_itracker::server::Background>);
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            let _ = std::thread::spawn(move || b.stop()).join();
+        }
+    }
+}
+
 fn itracker() -> p4p_itracker::server::Background {
     let dir = std::env::temp_dir().join(format!("p4p-push-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -72,7 +83,8 @@ async fn wait_cost(running: &Running, ok: impl Fn(f32) -> bool) -> f32 {
 
 fn link_load(itracker: std::net::SocketAddr, utilisation: f64) {
     use std::io::{Read, Write};
-    let body = format!(r#"{{"links": [{{"from": "a1", "to": "a2", "utilisation": {utilisation}}}]}}"#);
+    let body =
+        format!(r#"{{"links": [{{"from": "a1", "to": "a2", "utilisation": {utilisation}}}]}}"#);
     let mut s = std::net::TcpStream::connect(itracker).expect("connect iTracker");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -98,10 +110,14 @@ async fn a_link_load_reaches_the_tracker_over_the_update_stream_without_polling(
     let it = itracker();
     let addr = it.addr();
     let running = tracker(it.url().to_string()).await;
+    let _it = Stopper(Some(it));
     let before = wait_cost(&running, |_| true).await;
     // Wait until the stream is up (the first poll alone could have loaded the map).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&running.tracker.render_metrics(), "p4p_tracker_topology_stream_connected") < 1.0
+    while metric(
+        &running.tracker.render_metrics(),
+        "p4p_tracker_topology_stream_connected",
+    ) < 1.0
     {
         assert!(Instant::now() < deadline, "the stream never connected");
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -114,7 +130,6 @@ async fn a_link_load_reaches_the_tracker_over_the_update_stream_without_polling(
     let text = running.tracker.render_metrics();
     assert!(metric(&text, "p4p_tracker_topology_stream_updates_total") >= 1.0);
     running.stop().await;
-    let _ = std::thread::spawn(move || it.stop()).join();
 }
 
 /// Latency from `POST /admin/link-load` to the tracker holding the new cost, over 100
@@ -125,17 +140,22 @@ async fn push_latency_over_100_link_loads() {
     let it = itracker();
     let addr = it.addr();
     let running = tracker(it.url().to_string()).await;
+    let _it = Stopper(Some(it));
     wait_cost(&running, |_| true).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&running.tracker.render_metrics(), "p4p_tracker_topology_stream_connected") < 1.0
+    while metric(
+        &running.tracker.render_metrics(),
+        "p4p_tracker_topology_stream_connected",
+    ) < 1.0
     {
         assert!(Instant::now() < deadline, "the stream never connected");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut samples = Vec::new();
     for i in 0..100 {
-        // Alternate between two prices, so each update changes the cost.
-        let (u, target) = if i % 2 == 0 { (0.3, 0.0) } else { (0.8, -1.0) };
+        // Prices move by 10 * (utilisation - 0.8) per update: alternate a fall to 0 and a
+        // rise, so each update changes the cost.
+        let (u, target) = if i % 2 == 0 { (0.3, 0.0) } else { (0.99, -1.0) };
         let before = cost_a1_a2(&running).expect("map");
         let t0 = Instant::now();
         tokio::task::spawn_blocking(move || link_load(addr, u))
@@ -158,5 +178,4 @@ async fn push_latency_over_100_link_loads() {
     );
     assert!(p(0.99) < Duration::from_secs(10));
     running.stop().await;
-    let _ = std::thread::spawn(move || it.stop()).join();
 }

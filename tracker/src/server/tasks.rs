@@ -78,10 +78,10 @@ pub async fn refresh_topology(
     let mut next_poll = tokio::time::Instant::now();
     loop {
         let t = tracker.clone();
-        let job: Box<dyn FnOnce(&mut Vec<Source>) + Send> = tokio::select! {
+        let job = tokio::select! {
             _ = tokio::time::sleep_until(next_poll) => {
                 next_poll += period;
-                Box::new(move |s| round(&t, s))
+                Job::Poll
             }
             Some(first) = pushed.recv() => {
                 // Take every map already waiting: one swap for a burst of changes.
@@ -89,12 +89,15 @@ pub async fn refresh_topology(
                 while let Ok(more) = pushed.try_recv() {
                     maps.push(more);
                 }
-                Box::new(move |s| pushed_maps(&t, s, maps))
+                Job::Pushed(maps)
             }
             _ = shutdown.changed() => return,
         };
         sources = match tokio::task::spawn_blocking(move || {
-            job(&mut sources);
+            match job {
+                Job::Poll => round(&t, &mut sources),
+                Job::Pushed(maps) => pushed_maps(&t, &mut sources, maps),
+            }
             sources
         })
         .await
@@ -106,6 +109,14 @@ pub async fn refresh_topology(
             }
         };
     }
+}
+
+/// What the refresher does next, on the blocking pool.
+enum Job {
+    /// A polling round over every source.
+    Poll,
+    /// Maps pushed by update streams (source index, map).
+    Pushed(Vec<(usize, IspMap)>),
 }
 
 /// Maps pushed by update streams: each replaces its source's last map, then one swap.

@@ -275,3 +275,52 @@ fn garbage_or_a_breaking_patch_ends_the_stream_and_a_reconnect_resynchronises() 
     assert_eq!(again.snapshot(100.0).len(), first.snapshot(100.0).len());
     assert!(matches!(s.next_map(), Err(StreamError::Ended)));
 }
+
+#[test]
+fn streams_beyond_the_limit_are_refused_with_an_alto_error() {
+    use std::net::TcpStream;
+    let t = start("loopback.toml", |_| {});
+    let addr = t.server.addr();
+    let body = r#"{"add": {"cm": {"resource-id": "routingcost-num"}}}"#;
+    let open = || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            s,
+            "POST /updates/stream HTTP/1.1\r\nHost: t\r\nContent-Type: {PARAMS}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send");
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).expect("status line");
+        (s, String::from_utf8_lossy(&head).to_string())
+    };
+    let mut held = Vec::new();
+    for _ in 0..p4p_itracker::server::MAX_STREAMS {
+        let (s, status) = open();
+        assert_eq!(status, "HTTP/1.1 200", "within the limit");
+        held.push(s);
+    }
+    let (mut s, status) = open();
+    assert_eq!(status, "HTTP/1.1 503");
+    let mut rest = String::new();
+    let _ = s.read_to_string(&mut rest);
+    assert!(rest.contains("application/alto-error+json"), "{rest}");
+    // A stream closed frees its place.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, status) = open();
+        if status == "HTTP/1.1 200" {
+            held.push(s);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place was never freed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

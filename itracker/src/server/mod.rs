@@ -26,6 +26,7 @@ pub use self::http::{ApiError, Token};
 pub use self::metrics::Metrics;
 pub use self::routes::directory_message;
 pub use self::state::{Rendered, Served};
+pub use self::stream::{MAX_STREAMS, MAX_SUBSTREAMS};
 use crate::config::Config;
 use crate::model::{LinkLoad, Topology, TopologyError};
 use crate::snapshot::SnapshotError;

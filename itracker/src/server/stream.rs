@@ -41,6 +41,10 @@ pub const MAX_STREAMS: usize = 256;
 /// Chunks buffered per stream before it counts as too slow and is closed (a full message is
 /// three chunks; its body is shared, not copied).
 const BUFFER_CHUNKS: usize = 64;
+/// Bytes queued per stream (not yet taken by the connection) beyond which a further message
+/// closes it. Queued chunks pin the versions they come from; this bounds what a slow reader
+/// can pin to about this much plus one message (a lone full message always fits).
+const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// Interval of the keep-alive comments (they also detect a client gone away).
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -327,14 +331,19 @@ async fn open_stream(
     };
     let (ctl_tx, ctl_rx) = mpsc::channel(4);
     hub.controls().insert(control_id.clone(), ctl_tx);
-    let (out, body_rx) = mpsc::channel::<Bytes>(BUFFER_CHUNKS);
+    let (tx, body_rx) = mpsc::channel::<Bytes>(BUFFER_CHUNKS);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let out = Out {
+        tx,
+        queued: queued.clone(),
+    };
     let updates = hub.tx.subscribe();
     let control_uri = format!("{CONTROL_PREFIX}{control_id}");
     actix_web::rt::spawn(run(guard, updates, ctl_rx, out, p, control_uri));
-    let body = futures_util::stream::unfold(body_rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
+    let body = futures_util::stream::unfold((body_rx, queued), |(mut rx, queued)| async move {
+        let chunk = rx.recv().await?;
+        queued.fetch_sub(chunk.len(), Ordering::Relaxed);
+        Some((Ok::<_, std::convert::Infallible>(chunk), (rx, queued)))
     });
     Ok(HttpResponse::Ok()
         .content_type(media::EVENT_STREAM)
@@ -342,13 +351,26 @@ async fn open_stream(
         .streaming(body))
 }
 
-/// Sends chunks without waiting: `false` when the buffer is full (a reader too slow) or the
-/// client is gone; the stream then ends.
-fn emit(out: &mpsc::Sender<Bytes>, chunks: impl IntoIterator<Item = Bytes>) -> bool {
-    chunks.into_iter().all(|c| out.try_send(c).is_ok())
+/// A stream's outgoing side: the chunk channel to the response body and the bytes in it.
+struct Out {
+    tx: mpsc::Sender<Bytes>,
+    queued: Arc<AtomicUsize>,
 }
 
-fn emit_control(out: &mpsc::Sender<Bytes>, msg: &ControlMessage) -> bool {
+/// Sends one message's chunks without waiting: `false` when the reader is too slow (the
+/// channel is full, or more than [`MAX_QUEUED_BYTES`] would be queued) or gone; the stream
+/// then ends.
+fn emit<const N: usize>(out: &Out, chunks: [Bytes; N]) -> bool {
+    let size: usize = chunks.iter().map(Bytes::len).sum();
+    let queued = out.queued.load(Ordering::Relaxed);
+    if queued > 0 && queued + size > MAX_QUEUED_BYTES {
+        return false;
+    }
+    out.queued.fetch_add(size, Ordering::Relaxed);
+    chunks.into_iter().all(|c| out.tx.try_send(c).is_ok())
+}
+
+fn emit_control(out: &Out, msg: &ControlMessage) -> bool {
     let data = serde_json::to_vec(msg).unwrap_or_default();
     emit(
         out,
@@ -357,13 +379,7 @@ fn emit_control(out: &mpsc::Sender<Bytes>, msg: &ControlMessage) -> bool {
 }
 
 /// Sends `id`'s message for `update` (patch when allowed and it leads from what was sent).
-fn emit_sub(
-    out: &mpsc::Sender<Bytes>,
-    id: &str,
-    sub: &mut Sub,
-    update: &Update,
-    follows: bool,
-) -> bool {
+fn emit_sub(out: &Out, id: &str, sub: &mut Sub, update: &Update, follows: bool) -> bool {
     let now = rendered(&update.served, sub.resource);
     if sub.sent.as_deref() == Some(now.etag.as_str()) {
         return true;
@@ -443,7 +459,7 @@ async fn run(
     _guard: OpenGuard,
     mut updates: watch::Receiver<Arc<Update>>,
     mut controls: mpsc::Receiver<Control>,
-    out: mpsc::Sender<Bytes>,
+    out: Out,
     first: UpdateStreamParams,
     control_uri: String,
 ) {
@@ -512,7 +528,7 @@ async fn run(
                     return;
                 }
             }
-            _ = out.closed() => return,
+            _ = out.tx.closed() => return,
         }
     }
 }

@@ -179,3 +179,87 @@ async fn push_latency_over_100_link_loads() {
     assert!(p(0.99) < Duration::from_secs(10));
     running.stop().await;
 }
+
+/// A loopback TCP proxy whose connections the test can cut (the iTracker stays up).
+struct Proxy {
+    addr: std::net::SocketAddr,
+    open: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: std::net::SocketAddr) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let open: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let list = open.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().take(1000).flatten() {
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                if let Ok(mut l) = list.lock() {
+                    l.extend(client.try_clone().ok());
+                    l.extend(server.try_clone().ok());
+                }
+                pipe(client, s2);
+                pipe(server, c2);
+            }
+        });
+        Proxy { addr, open }
+    }
+
+    /// Cuts every connection made so far.
+    fn cut(&self) {
+        for s in self.open.lock().expect("list").drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+async fn wait_metric(running: &Running, name: &str, ok: impl Fn(f64) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = metric(&running.tracker.render_metrics(), name);
+        if ok(v) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} stuck at {v}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_stream_is_counted_and_resubscribed_and_pushes_again() {
+    let it = itracker();
+    let addr = it.addr();
+    let proxy = Proxy::start(addr);
+    let running = tracker(format!("http://{}/directory", proxy.addr)).await;
+    let _it = Stopper(Some(it));
+    let before = wait_cost(&running, |_| true).await;
+    let connected = "p4p_tracker_topology_stream_connected";
+    wait_metric(&running, connected, |v| v >= 1.0).await;
+    proxy.cut();
+    wait_metric(
+        &running,
+        "p4p_tracker_topology_stream_failures_total",
+        |v| v >= 1.0,
+    )
+    .await;
+    // Re-subscribed (after a 1 s backoff), through the same proxy.
+    wait_metric(&running, connected, |v| v >= 1.0).await;
+    tokio::task::spawn_blocking(move || link_load(addr, 0.3))
+        .await
+        .expect("link-load");
+    let after = wait_cost(&running, |c| c != before).await;
+    assert_eq!(after, 0.0);
+    running.stop().await;
+}

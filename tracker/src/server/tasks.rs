@@ -206,16 +206,21 @@ fn round(tracker: &Tracker, sources: &mut [Source]) {
         match s.client.fetch() {
             Ok(FetchOutcome::Unchanged) => s.current_at = tracker.clock.now(),
             Ok(FetchOutcome::Updated(map)) => {
-                tracing::info!(
-                    url = s.client.ird_url(),
-                    isp = %map.isp,
-                    vtag = %map.vtag,
-                    pids = map.pids.len(),
-                    "new map from the iTracker"
-                );
+                // After a push, the next poll fetches the same content again (its ETags are
+                // older): confirm it instead of building the same snapshot twice.
+                let known = s.last.as_ref().is_some_and(|last| same_content(last, &map));
+                if !known {
+                    tracing::info!(
+                        url = s.client.ird_url(),
+                        isp = %map.isp,
+                        vtag = %map.vtag,
+                        pids = map.pids.len(),
+                        "new map from the iTracker"
+                    );
+                    changed = true;
+                }
                 s.last = Some(map);
                 s.current_at = tracker.clock.now();
-                changed = true;
             }
             Err(e) => {
                 tracker.metrics.topology_refresh_failures.inc();
@@ -229,6 +234,12 @@ fn round(tracker: &Tracker, sources: &mut [Source]) {
         }
     }
     swap_in(tracker, sources, changed);
+}
+
+/// Whether two maps hold the same PIDs and costs (their ETags may differ: one was pushed,
+/// one polled).
+fn same_content(a: &IspMap, b: &IspMap) -> bool {
+    a.isp == b.isp && a.vtag == b.vtag && a.pids == b.pids && a.costs().eq(b.costs())
 }
 
 /// Combines every source's last map and swaps the snapshot in when one changed; otherwise

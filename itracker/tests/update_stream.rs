@@ -324,3 +324,27 @@ fn streams_beyond_the_limit_are_refused_with_an_alto_error() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn closing_ends_every_stream_and_refuses_new_ones() {
+    let t = start("loopback.toml", |_| {});
+    let request = json!({"add": {"cm": {"resource-id": "routingcost-num"}}});
+    let mut s = open(&t.base, &request);
+    let (e, _) = next(&mut *s);
+    assert_eq!(e.name, CONTROL);
+    let (e, _) = next(&mut *s);
+    assert_eq!(e.name, "application/alto-costmap+json,cm");
+    t.server.state().close_update_streams();
+    assert!(
+        read_event(&mut s, 1 << 20).expect("a clean end").is_none(),
+        "the stream ends"
+    );
+    let r = post(
+        &format!("{}/updates/stream", t.base),
+        PARAMS,
+        &request.to_string(),
+        &[],
+    );
+    assert_eq!(r.status, 503);
+    assert!(r.content_type.starts_with("application/alto-error+json"));
+}

@@ -486,6 +486,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let bound = build(&config, true)?;
     let state = bound.state();
     #[cfg(unix)]
+    tokio::spawn(stream::close_on_signal(state.clone()));
+    #[cfg(unix)]
     tokio::spawn(reload_on_sighup(state));
     #[cfg(not(unix))]
     drop(state);

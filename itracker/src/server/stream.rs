@@ -108,6 +108,9 @@ pub struct Hub {
     open: Arc<AtomicUsize>,
     controls: Mutex<HashMap<String, mpsc::Sender<Control>>>,
     ids: RandomState,
+    /// Turns true when the server stops: every stream ends (a graceful stop would otherwise
+    /// wait for them until its timeout) and new ones are refused.
+    closing: watch::Sender<bool>,
 }
 
 impl Hub {
@@ -123,6 +126,7 @@ impl Hub {
             open: Arc::new(AtomicUsize::new(0)),
             controls: Mutex::new(HashMap::new()),
             ids: RandomState::new(),
+            closing: watch::channel(false).0,
         }
     }
 
@@ -145,6 +149,11 @@ impl Hub {
             served: new,
             patches,
         }));
+    }
+
+    /// Ends every stream and refuses new ones (the server is stopping).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     fn controls(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Control>>> {
@@ -317,6 +326,12 @@ async fn open_stream(
         );
     }
     let hub = &state.updates;
+    if *hub.closing.borrow() {
+        return Ok(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is stopping",
+        ));
+    }
     if hub.open.fetch_add(1, Ordering::Relaxed) >= MAX_STREAMS {
         hub.open.fetch_sub(1, Ordering::Relaxed);
         return Ok(refuse(
@@ -339,7 +354,8 @@ async fn open_stream(
     };
     let updates = hub.tx.subscribe();
     let control_uri = format!("{CONTROL_PREFIX}{control_id}");
-    actix_web::rt::spawn(run(guard, updates, ctl_rx, out, p, control_uri));
+    let closing = hub.closing.subscribe();
+    actix_web::rt::spawn(run(guard, updates, closing, ctl_rx, out, p, control_uri));
     let body = futures_util::stream::unfold((body_rx, queued), |(mut rx, queued)| async move {
         let chunk = rx.recv().await?;
         queued.fetch_sub(chunk.len(), Ordering::Relaxed);
@@ -458,6 +474,7 @@ fn check_control(subs: &BTreeMap<String, Sub>, p: &UpdateStreamParams) -> Result
 async fn run(
     _guard: OpenGuard,
     mut updates: watch::Receiver<Arc<Update>>,
+    mut closing: watch::Receiver<bool>,
     mut controls: mpsc::Receiver<Control>,
     out: Out,
     first: UpdateStreamParams,
@@ -529,6 +546,7 @@ async fn run(
                 }
             }
             _ = out.tx.closed() => return,
+            _ = closing.wait_for(|c| *c) => return,
         }
     }
 }
@@ -560,4 +578,29 @@ async fn control(
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Ok(gone()),
     }
+}
+
+impl AppState {
+    /// Ends every update stream and refuses new ones (before a graceful stop, which would
+    /// otherwise wait for them until its timeout).
+    pub fn close_update_streams(&self) {
+        self.updates.close();
+    }
+}
+
+/// Closes the update streams on SIGTERM or SIGINT, beside the server's own stop on them.
+#[cfg(unix)]
+pub(super) async fn close_on_signal(state: Arc<AppState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    state.close_update_streams();
 }

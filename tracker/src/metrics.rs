@@ -226,6 +226,13 @@ pub struct Metrics {
     pub topology_age_seconds: Gauge,
     /// Failed refreshes from the iTracker (the last good snapshot keeps serving).
     pub topology_refresh_failures: Counter,
+    /// Maps received over ALTO update streams (RFC 8895) and swapped in.
+    pub topology_stream_updates: Counter,
+    /// Update streams that could not be opened or ended in error (each is retried with
+    /// backoff, then resynchronised from full maps; polling goes on meanwhile).
+    pub topology_stream_failures: Counter,
+    /// Update streams open now (one per iTracker at most).
+    pub topology_stream_connected: Gauge,
     /// 1 while no topology was ever loaded and selection is random.
     pub topology_missing: Gauge,
     /// Redis store: calls that failed or timed out (brought up to date at render).
@@ -290,6 +297,9 @@ impl Metrics {
             topology_generation: Gauge::default(),
             topology_age_seconds: Gauge::default(),
             topology_refresh_failures: Counter::default(),
+            topology_stream_updates: Counter::default(),
+            topology_stream_failures: Counter::default(),
+            topology_stream_connected: Gauge::default(),
             topology_missing: Gauge::default(),
             store_failures: Counter::default(),
             store_topups: Counter::default(),
@@ -367,6 +377,21 @@ impl Metrics {
             "topology_refresh_failures",
             "Failed topology refreshes (the last good snapshot keeps serving)",
             m.topology_refresh_failures.clone(),
+        );
+        r.register(
+            "topology_stream_updates",
+            "Maps received over ALTO update streams (RFC 8895) and swapped in",
+            m.topology_stream_updates.clone(),
+        );
+        r.register(
+            "topology_stream_failures",
+            "ALTO update streams that failed to open or ended in error (retried with backoff)",
+            m.topology_stream_failures.clone(),
+        );
+        r.register(
+            "topology_stream_connected",
+            "ALTO update streams open now",
+            m.topology_stream_connected.clone(),
         );
         r.register(
             "topology_missing",

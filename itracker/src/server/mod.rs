@@ -10,6 +10,7 @@ mod http;
 mod metrics;
 mod routes;
 mod state;
+mod stream;
 mod tls;
 
 use std::net::{SocketAddr, TcpListener};
@@ -25,6 +26,7 @@ pub use self::http::{ApiError, Token};
 pub use self::metrics::Metrics;
 pub use self::routes::directory_message;
 pub use self::state::{Rendered, Served};
+pub use self::stream::{MAX_STREAMS, MAX_SUBSTREAMS};
 use crate::config::Config;
 use crate::model::{LinkLoad, Topology, TopologyError};
 use crate::snapshot::SnapshotError;
@@ -114,6 +116,8 @@ pub struct AppState {
     ird: Rendered,
     metrics: Metrics,
     limits: Limits,
+    /// The update streams (RFC 8895): told of every swapped-in version.
+    updates: stream::Hub,
 }
 
 /// Bounds on what one request may ask for (from [`Config`]).
@@ -161,11 +165,12 @@ impl AppState {
             );
         }
         let ird = Rendered::new(&directory_message(asn.is_some()), None);
-        let served = Served::new(topology, asn.clone())?;
+        let served = Arc::new(Served::new(topology, asn.clone())?);
         let metrics = Metrics::default();
         record_gauges(&metrics, &served);
         Ok(AppState {
-            current: ArcSwap::from_pointee(served),
+            current: ArcSwap::from(served.clone()),
+            updates: stream::Hub::new(served),
             writer: Mutex::new(()),
             asn,
             topology_path: config.topology.clone(),
@@ -205,7 +210,9 @@ impl AppState {
             vtag: served.vtag.tag.clone(),
             cost_map_etag: served.cost_num.etag.trim_matches('"').to_string(),
         };
-        self.current.store(Arc::new(served));
+        let served = Arc::new(served);
+        let old = self.current.swap(served.clone());
+        self.updates.publish(&old, served);
         outcome
     }
 
@@ -439,6 +446,7 @@ pub fn build(config: &Config, handle_signals: bool) -> Result<Bound, ServerError
             })
             .configure(routes::configure)
             .configure(admin::configure)
+            .configure(stream::configure)
             .route(
                 "/health",
                 web::get().to(|| async { HttpResponse::Ok().body("ok\n") }),
@@ -477,6 +485,8 @@ async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let bound = build(&config, true)?;
     let state = bound.state();
+    #[cfg(unix)]
+    tokio::spawn(stream::close_on_signal(state.clone()));
     #[cfg(unix)]
     tokio::spawn(reload_on_sighup(state));
     #[cfg(not(unix))]

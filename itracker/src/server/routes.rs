@@ -394,7 +394,7 @@ pub fn directory_message(with_asn: bool) -> crate::alto::DirectoryMessage {
     if with_asn {
         props.push(property::ASN);
     }
-    let resources = BTreeMap::from([
+    let mut resources = BTreeMap::from([
         (
             resource::NETWORK_MAP.to_string(),
             entry("/networkmap", media::NETWORK_MAP, None, None, vec![]),
@@ -472,6 +472,10 @@ pub fn directory_message(with_asn: bool) -> crate::alto::DirectoryMessage {
             ),
         ),
     ]);
+    resources.insert(
+        resource::UPDATE_STREAM.to_string(),
+        super::stream::ird_entry(),
+    );
     let mut numerical = CostType::routingcost(cost::NUMERICAL);
     numerical.description = Some("P4P p-distance (routing cost), numerical".into());
     let mut ordinal = CostType::routingcost(cost::ORDINAL);

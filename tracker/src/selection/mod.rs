@@ -83,9 +83,10 @@ pub trait Buckets {
     /// The peer at a position of the bucket.
     fn peer(&self, bucket: usize, index: usize) -> SocketAddr;
     /// Whether peers at adjacent positions are cheaper to read together than apart (records
-    /// side by side in memory): selection then draws them in runs (see `RUN`). A store that
-    /// hands out random samples instead (Redis) keeps one stratum per peer, whose picks spread
-    /// over buckets as its samples expect.
+    /// side by side in memory): selection then draws a uniform random subset of a group, or
+    /// runs of adjacent peers in a group of [`RUN_MIN_GROUP`] or more. A store that hands out
+    /// random samples instead (Redis) gets one pick per stratum, whose picks spread over
+    /// buckets as its samples expect.
     fn adjacent_reads_pay(&self) -> bool {
         false
     }
@@ -589,6 +590,6 @@ fn locate<B: Buckets>(
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod rule_tests;
+#[cfg(test)]
+mod tests;

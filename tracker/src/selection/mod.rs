@@ -135,6 +135,9 @@ pub struct Scratch {
     picks: Vec<(usize, usize)>,
     /// Positions already drawn from a group (see [`Drawn`]).
     drawn: Drawn,
+    /// Tier and price of each eligible bucket (its group's), by bucket index: the random
+    /// policy counts each returned peer without classifying it again.
+    class: Vec<(u8, f32)>,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -211,8 +214,8 @@ impl Selector {
                     rng,
                     &mut scratch.drawn,
                     &mut |a, b| {
-                        let c = classify(snap, req, buckets.pid(b));
-                        stats.count(c.tier, c.price);
+                        let (tier, price) = scratch.class[b];
+                        stats.count(tier, price);
                         out(a);
                     },
                 );
@@ -285,6 +288,8 @@ impl Selector {
     ) -> usize {
         scratch.groups.clear();
         scratch.members.clear();
+        scratch.class.clear();
+        scratch.class.resize(buckets.count(), (TIER_FAR, 0.0));
         let eligible = |b: usize| {
             req.families.allows(buckets.v6(b))
                 && !(req.seeder && buckets.seeders(b))
@@ -311,6 +316,9 @@ impl Selector {
                 j += 1;
             }
             let c = classify(snap, req, pid);
+            for &b in &scratch.members[i..j] {
+                scratch.class[b] = (c.tier, c.price);
+            }
             scratch.groups.push(Group {
                 tier: c.tier,
                 key: c.key,

@@ -39,6 +39,10 @@ pub enum SnapshotError {
     /// class) is negative, not a number, or too large to store as `f32`.
     #[error("{what} is {cost}, not a finite non-negative number (at most 3.4e38)")]
     BadDefaultCost { what: &'static str, cost: f64 },
+    /// A cost matrix given to [`SnapshotBuilder::set_cost_matrix`] is not `k * k` values for
+    /// `k` PIDs added (a bug in the caller).
+    #[error("a cost matrix of {values} values does not fit the {pids} PIDs of the map")]
+    MatrixShape { values: usize, pids: usize },
     /// More PIDs than a snapshot indexes (u16 range).
     #[error("{0} PIDs: at most 65535 are supported")]
     TooManyPids(usize),
@@ -83,6 +87,9 @@ pub struct SnapshotBuilder {
     isps: Vec<String>,
     pids: Vec<PidSpec>,
     costs: Vec<(usize, usize, f64)>,
+    /// Row-major costs between the first `k` PIDs (`k * k` values), from
+    /// [`SnapshotBuilder::set_cost_matrix`].
+    matrix: Option<(usize, Vec<f32>)>,
     default_cost: f64,
     asn: Option<AsnClasses>,
     /// `(same_as, other_as)` as given to [`SnapshotBuilder::with_asn`], checked at build.
@@ -131,6 +138,7 @@ impl SnapshotBuilder {
             isps: Vec::new(),
             pids: Vec::new(),
             costs: Vec::new(),
+            matrix: None,
             default_cost,
             asn: None,
             asn_costs: (0.0, 0.0),
@@ -166,6 +174,16 @@ impl SnapshotBuilder {
     /// Sets the directional cost between two PIDs added earlier.
     pub fn set_cost(&mut self, from: usize, to: usize, cost: f64) {
         self.costs.push((from, to, cost));
+    }
+
+    /// Sets the costs between the first `k` PIDs added at once, row-major
+    /// (`costs[from * k + to]`, `k * k` values; a length that is not a square sets nothing and
+    /// fails the build). A full cost map's 4 million pairs (2,000 PIDs) as one `f32` matrix
+    /// instead of 4 million [`SnapshotBuilder::set_cost`] triples; explicit `set_cost` calls
+    /// still win. Checked like every cost by [`SnapshotBuilder::build`].
+    pub fn set_cost_matrix(&mut self, costs: Vec<f32>) {
+        let k = (costs.len() as f64).sqrt() as usize;
+        self.matrix = Some((k, costs));
     }
 
     /// Validates and indexes everything. Adds a `default` PID holding `0.0.0.0/0` and `::/0`
@@ -223,6 +241,9 @@ impl SnapshotBuilder {
             });
         }
         let mut costs = vec![self.default_cost as f32; n * n];
+        if let Some((k, matrix)) = self.matrix.take() {
+            self.copy_matrix(k, &matrix, &mut costs)?;
+        }
         for &(from, to, cost) in &self.costs {
             if !usable(cost) {
                 return Err(SnapshotError::BadCost {
@@ -256,6 +277,33 @@ impl SnapshotBuilder {
             by_cost,
             asn: self.asn,
         })
+    }
+
+    /// Copies a [`SnapshotBuilder::set_cost_matrix`] matrix into the `n * n` costs, checked.
+    fn copy_matrix(
+        &self,
+        k: usize,
+        matrix: &[f32],
+        costs: &mut [f32],
+    ) -> Result<(), SnapshotError> {
+        let n = self.pids.len();
+        if k * k != matrix.len() || k > n {
+            return Err(SnapshotError::MatrixShape {
+                values: matrix.len(),
+                pids: n,
+            });
+        }
+        for (from, row) in matrix.chunks_exact(k.max(1)).enumerate() {
+            if let Some(to) = row.iter().position(|&c| !usable(f64::from(c))) {
+                return Err(SnapshotError::BadCost {
+                    from: self.pids[from].name.clone(),
+                    to: self.pids[to].name.clone(),
+                    cost: f64::from(row[to]),
+                });
+            }
+            costs[from * n..from * n + k].copy_from_slice(row);
+        }
+        Ok(())
     }
 
     fn complete_map(&mut self) {

@@ -219,11 +219,7 @@ impl Topology {
                 prefixes: pid.prefixes.clone(),
             });
         }
-        for from in 0..costs.len() {
-            for to in 0..costs.len() {
-                b.set_cost(from, to, costs.get(from, to));
-            }
-        }
+        b.set_cost_matrix(costs.to_f32());
         if let Some(db) = asn {
             b = b.with_asn(db, d.same_asn, d.interdomain);
         }

@@ -197,19 +197,61 @@ fn none_match(req: &HttpRequest, etag: &str) -> bool {
         .any(|t| t == etag || t == "*")
 }
 
-/// A GET response for a rendered message: 304 when `If-None-Match` names its ETag.
+/// A GET response for a rendered message: 304 when `If-None-Match` names its ETag, the gzip
+/// body when the client accepts gzip and it is ready (see [`respond_encoded`]), else the body.
 pub fn respond(req: &HttpRequest, media_type: &'static str, r: &Rendered) -> HttpResponse {
+    let gzip = accepts_gzip(req) && r.gzip_ready();
+    respond_encoded(req, media_type, r, gzip)
+}
+
+/// Like [`respond`], with the encoding decided by the caller (`gzip`: the compressed body,
+/// which the caller made ready in a blocking section). Both encodings carry the same strong
+/// ETag (the content's; a cache keys the encodings apart by `Vary: Accept-Encoding`), so a
+/// client's `If-None-Match` works whichever it last received.
+pub fn respond_encoded(
+    req: &HttpRequest,
+    media_type: &'static str,
+    r: &Rendered,
+    gzip: bool,
+) -> HttpResponse {
     let etag = HeaderValue::from_str(&r.etag).unwrap_or(HeaderValue::from_static("\"\""));
     if none_match(req, &r.etag) {
         return HttpResponse::NotModified()
             .insert_header((header::ETAG, etag))
+            .insert_header((header::VARY, "Accept-Encoding"))
             .finish();
     }
-    HttpResponse::Ok()
-        .content_type(media_type)
+    let mut res = HttpResponse::Ok();
+    res.content_type(media_type)
         .insert_header((header::ETAG, etag))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(r.body.clone())
+        .insert_header((header::VARY, "Accept-Encoding"));
+    match r.gzip().filter(|_| gzip) {
+        Some(body) => res
+            .insert_header((header::CONTENT_ENCODING, "gzip"))
+            .body(body.clone()),
+        None => res.body(r.body.clone()),
+    }
+}
+
+/// Whether `Accept-Encoding` admits gzip (`gzip`, `x-gzip` or `*`, with a non-zero `q`).
+pub fn accepts_gzip(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            q > 0.0
+                && ["gzip", "x-gzip", "*"]
+                    .iter()
+                    .any(|c| coding.eq_ignore_ascii_case(c))
+        })
 }
 
 /// A POST response body.

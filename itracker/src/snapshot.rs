@@ -254,17 +254,7 @@ impl SnapshotBuilder {
             }
             costs[from * n + to] = cost as f32;
         }
-        let by_cost = (0..n)
-            .map(|from| {
-                let mut others: Vec<u16> = (0..n as u16)
-                    .filter(|&to| usize::from(to) != from)
-                    .collect();
-                others.sort_by(|&a, &b| {
-                    costs[from * n + usize::from(a)].total_cmp(&costs[from * n + usize::from(b)])
-                });
-                others
-            })
-            .collect();
+        let by_cost = sorted_by_cost(&costs, n);
         Ok(Snapshot {
             version: self.version,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
@@ -331,6 +321,20 @@ impl SnapshotBuilder {
     }
 }
 
+/// For each PID, every other PID in ascending cost order (ties keep index order).
+fn sorted_by_cost(costs: &[f32], n: usize) -> Vec<Vec<u16>> {
+    (0..n)
+        .map(|from| {
+            let row = &costs[from * n..(from + 1) * n];
+            let mut others: Vec<u16> = (0..n as u16)
+                .filter(|&to| usize::from(to) != from)
+                .collect();
+            others.sort_by(|&a, &b| row[usize::from(a)].total_cmp(&row[usize::from(b)]));
+            others
+        })
+        .collect()
+}
+
 /// An IPv4-mapped IPv6 prefix (`::ffff:a.b.c.d/n`, `n >= 96`) as the IPv4 prefix it denotes
 /// (`a.b.c.d/(n - 96)`); any other prefix unchanged. Lookups of IPv4-mapped addresses go to the
 /// IPv4 table ([`Snapshot::locate`]), so a map must publish and index such prefixes as IPv4 for
@@ -363,6 +367,43 @@ impl Snapshot {
         SnapshotBuilder::new("none", 0.0)
             .build()
             .expect("the one-PID map is valid")
+    }
+
+    /// The same map (PIDs, prefixes, ASN classes) with other costs, `costs[from * n + to]` over
+    /// this snapshot's `n` PIDs: what a change of link prices needs, without indexing hundreds
+    /// of thousands of prefixes again. A new generation, named `version`. Costs are checked as
+    /// [`SnapshotBuilder::build`] checks them.
+    pub fn with_costs(
+        &self,
+        version: impl Into<String>,
+        costs: Vec<f32>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let n = self.pids.len();
+        if costs.len() != n * n {
+            return Err(SnapshotError::MatrixShape {
+                values: costs.len(),
+                pids: n,
+            });
+        }
+        if let Some(i) = costs.iter().position(|&c| !usable(f64::from(c))) {
+            return Err(SnapshotError::BadCost {
+                from: self.pids[i / n].name.to_string(),
+                to: self.pids[i % n].name.to_string(),
+                cost: f64::from(costs[i]),
+            });
+        }
+        Ok(Snapshot {
+            version: version.into(),
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            isps: self.isps.clone(),
+            pids: self.pids.clone(),
+            index_by_id: self.index_by_id.clone(),
+            v4: self.v4.clone(),
+            v6: self.v6.clone(),
+            by_cost: sorted_by_cost(&costs, n),
+            costs,
+            asn: self.asn.clone(),
+        })
     }
 
     /// The version this snapshot was built from (network map vtag, or several joined).
@@ -604,6 +645,26 @@ mod tests {
             let idx = s.locate(ip.parse().expect("ip"));
             assert_eq!(&*s.pid(idx).name, "mapped-a", "{ip}");
         }
+    }
+
+    #[test]
+    fn with_costs_keeps_the_map_and_checks_the_costs() {
+        let s = two_pids();
+        let n = s.len();
+        let t = s.with_costs("v2", vec![3.0; n * n]).expect("valid costs");
+        assert_eq!(t.version(), "v2");
+        assert_ne!(t.generation(), s.generation());
+        let ip = "127.2.3.4".parse().expect("ip");
+        assert_eq!(t.locate(ip), s.locate(ip));
+        assert_eq!(t.cost(0, 1), 3.0);
+        assert!(matches!(
+            s.with_costs("v3", vec![1.0; 3]),
+            Err(SnapshotError::MatrixShape { .. })
+        ));
+        assert!(matches!(
+            s.with_costs("v4", vec![f32::NAN; n * n]),
+            Err(SnapshotError::BadCost { .. })
+        ));
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn run(cli: &Cli, binary: &Path, dir: &Path) -> anyhow::Result<()> {
             isp.toml.len() as f64 / 1e6
         ),
     ));
+    in_process(&isp, &mut rows)?;
     let topo = dir.join("isp.toml");
     std::fs::write(&topo, &isp.toml)?;
     std::fs::write(dir.join("token"), TOKEN)?;
@@ -122,6 +123,56 @@ fn run(cli: &Cli, binary: &Path, dir: &Path) -> anyhow::Result<()> {
     for Row(step, value) in &rows {
         println!("| {step} | {value} |");
     }
+    Ok(())
+}
+
+/// The same work in this process, step by step (this build's library, whatever `--itracker`
+/// names): where start-up and a link-load spend their time.
+fn in_process(isp: &SyntheticIsp, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    use p4p_itracker::model::{p_distances, LinkLoad};
+    use p4p_itracker::server::Served;
+    use p4p_itracker::Topology;
+    let mut step =
+        |name: &str, t: Instant| rows.push(Row(format!("in-process: {name}"), secs(t.elapsed())));
+    let t = Instant::now();
+    let file: p4p_itracker::model::file::TopologyFile = toml::from_str(&isp.toml)?;
+    step("TOML parse (serde)", t);
+    let t = Instant::now();
+    p4p_itracker::model::file::validate(file)?;
+    step("validate", t);
+    let t = Instant::now();
+    let topology = Topology::from_toml_str(&isp.toml)?;
+    step("Topology::from_toml_str (parse, validate, p-distances)", t);
+    let t = Instant::now();
+    let costs = p_distances(topology.pids(), topology.links(), topology.defaults());
+    step("p-distances alone", t);
+    drop(costs);
+    let t = Instant::now();
+    let snapshot = topology.try_snapshot_with_asn(None)?;
+    step("snapshot", t);
+    drop(snapshot);
+    let t = Instant::now();
+    let served = Served::new(topology.clone(), None)?;
+    step("Served::new (snapshot, maps rendered)", t);
+    let loads: Vec<LinkLoad> = isp.internal_links[..1]
+        .iter()
+        .map(|(f, t)| LinkLoad {
+            link: None,
+            from: Some(f.clone()),
+            to: Some(t.clone()),
+            utilisation: 0.93,
+        })
+        .collect();
+    let t = Instant::now();
+    let mut next = served.topology.clone();
+    next.apply_link_loads(&loads)?;
+    step("link-load: clone + prices + p-distances", t);
+    let t = Instant::now();
+    let next = served.with_new_costs(next, None)?;
+    step("link-load: Served::with_new_costs", t);
+    let t = Instant::now();
+    let _ = next.cost_num.gzip();
+    step("gzip of the numerical cost map", t);
     Ok(())
 }
 

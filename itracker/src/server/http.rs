@@ -1,7 +1,10 @@
 //! HTTP plumbing shared by the routes: errors, bearer tokens, content negotiation, ETags.
 
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::error::BlockingError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -229,8 +232,46 @@ pub fn respond_encoded(
     match r.gzip().filter(|_| gzip) {
         Some(body) => res
             .insert_header((header::CONTENT_ENCODING, "gzip"))
-            .body(body.clone()),
-        None => res.body(r.body.clone()),
+            .body(Slices::new(body.clone())),
+        None => res.body(Slices::new(r.body.clone())),
+    }
+}
+
+/// A rendered body handed to the connection in slices of [`SLICE`] bytes (zero-copy views of
+/// the shared bytes). Handed whole, a 90 MB cost map would be copied into the connection's
+/// write buffer before its first byte left: a copy per request, and a first byte after
+/// 100+ ms. The length is known, so the answer keeps its `Content-Length`.
+pub struct Slices {
+    bytes: web::Bytes,
+}
+
+/// Size of one slice of a [`Slices`] body.
+pub const SLICE: usize = 256 * 1024;
+
+impl Slices {
+    /// The body `bytes`, to be sent slice by slice.
+    pub fn new(bytes: web::Bytes) -> Slices {
+        Slices { bytes }
+    }
+}
+
+impl MessageBody for Slices {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.bytes.len() as u64)
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<web::Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        if this.bytes.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = this.bytes.len().min(SLICE);
+        Poll::Ready(Some(Ok(this.bytes.split_to(n))))
     }
 }
 

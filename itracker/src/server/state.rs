@@ -141,7 +141,8 @@ impl Served {
     /// cost maps alike.
     pub fn new(topology: Topology, asn: Option<Arc<AsnDb>>) -> Result<Served, SnapshotError> {
         let network = Arc::new(NetworkPart::new(&topology));
-        Self::with_network(topology, asn, network)
+        let snapshot = topology.try_snapshot_with_asn(asn)?;
+        Ok(Self::with_network(topology, snapshot, network))
     }
 
     /// The next version after a change of link prices only (`topology` has this version's
@@ -155,23 +156,19 @@ impl Served {
         if topology.vtag() != self.network.vtag.tag || topology.pids() != self.topology.pids() {
             return Self::new(topology, asn);
         }
-        Self::with_network(topology, asn, self.network.clone())
+        let snapshot = topology.snapshot_after(&self.snapshot)?;
+        Ok(Self::with_network(topology, snapshot, self.network.clone()))
     }
 
-    fn with_network(
-        topology: Topology,
-        asn: Option<Arc<AsnDb>>,
-        network: Arc<NetworkPart>,
-    ) -> Result<Served, SnapshotError> {
-        let snapshot = topology.try_snapshot_with_asn(asn)?;
+    fn with_network(topology: Topology, snapshot: Snapshot, network: Arc<NetworkPart>) -> Served {
         let body = render_cost_map(&topology, &network.vtag, false);
-        Ok(Served {
+        Served {
             cost_num: Rendered::from_json(body, None),
             cost_ord: OnceLock::new(),
             topology,
             snapshot,
             network,
-        })
+        }
     }
 
     /// PID x PID costs, indexed like `topology.pids()`.

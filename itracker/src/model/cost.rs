@@ -61,34 +61,33 @@ impl Routing {
             order: vec![0; n * n],
             reached: vec![0; n],
         };
-        let mut heap = std::collections::BinaryHeap::new();
-        for s in 0..n {
-            if pids[s].kind == PidKind::External {
-                continue;
-            }
-            let dist = &mut r.dist[s * n..(s + 1) * n];
-            let order = &mut r.order[s * n..(s + 1) * n];
-            let mut reached = 0;
-            dist[s] = 0.0;
-            heap.push(Tentative { dist: 0.0, pid: s });
-            while let Some(Tentative { dist: d, pid: u }) = heap.pop() {
-                // A stale entry: `u` was reached more cheaply since (entries are pushed only
-                // on a strict improvement, so the final one is popped once).
-                if d > dist[u] {
-                    continue;
-                }
-                order[reached] = u as u32;
-                reached += 1;
-                for &(v, w) in &out[u] {
-                    let nd = d + w;
-                    if nd < dist[v] {
-                        dist[v] = nd;
-                        heap.push(Tentative { dist: nd, pid: v });
+        // Sources are independent: split them over the cores (each thread owns whole rows).
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |t| t.get())
+            .min(n / 256 + 1);
+        let rows = n.div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let chunks = r
+                .dist
+                .chunks_mut(rows * n.max(1))
+                .zip(r.order.chunks_mut(rows * n.max(1)))
+                .zip(r.reached.chunks_mut(rows));
+            for (i, ((dist, order), reached)) in chunks.enumerate() {
+                let out = &out;
+                scope.spawn(move || {
+                    let mut heap = std::collections::BinaryHeap::new();
+                    for (k, reached) in reached.iter_mut().enumerate() {
+                        let s = i * rows + k;
+                        if pids[s].kind == PidKind::External {
+                            continue;
+                        }
+                        let dist = &mut dist[k * n..(k + 1) * n];
+                        let order = &mut order[k * n..(k + 1) * n];
+                        *reached = search(out, s, dist, order, &mut heap);
                     }
-                }
+                });
             }
-            r.reached[s] = reached as u32;
-        }
+        });
         r
     }
 
@@ -178,6 +177,37 @@ impl CostMatrix {
 /// to `f32` (1e39 is a finite `f64` but an infinite `f32`).
 pub fn usable_cost(c: f64) -> bool {
     c.is_finite() && c >= 0.0 && (c as f32).is_finite()
+}
+
+/// Dijkstra from `s` over `out` (intradomain links by the PID they leave): fills `dist` and
+/// the visiting order, returns how many PIDs were reached.
+fn search(
+    out: &[Vec<(usize, f64)>],
+    s: usize,
+    dist: &mut [f64],
+    order: &mut [u32],
+    heap: &mut std::collections::BinaryHeap<Tentative>,
+) -> u32 {
+    let mut reached = 0;
+    dist[s] = 0.0;
+    heap.push(Tentative { dist: 0.0, pid: s });
+    while let Some(Tentative { dist: d, pid: u }) = heap.pop() {
+        // A stale entry: `u` was reached more cheaply since (entries are pushed only on a
+        // strict improvement, so the final one is popped once).
+        if d > dist[u] {
+            continue;
+        }
+        order[reached] = u as u32;
+        reached += 1;
+        for &(v, w) in &out[u] {
+            let nd = d + w;
+            if nd < dist[v] {
+                dist[v] = nd;
+                heap.push(Tentative { dist: nd, pid: v });
+            }
+        }
+    }
+    reached as u32
 }
 
 /// A heap entry: a tentative distance to a PID, smallest first.

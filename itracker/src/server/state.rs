@@ -223,7 +223,8 @@ fn render_cost_map(topo: &Topology, vtag: &VersionTag, ordinal: bool) -> Vec<u8>
         dependent_vtags: vec![vtag.clone()],
         cost_type: CostType::routingcost(mode),
     };
-    let mut out = Vec::with_capacity(pids.len() * (key_bytes + pids.len() * 4) + 256);
+    // Per row: every key and a cost of about 8 characters with its comma per destination.
+    let mut out = Vec::with_capacity(pids.len() * (key_bytes + pids.len() * 9) + key_bytes + 256);
     out.extend_from_slice(b"{\"meta\":");
     serde_json::to_writer(&mut out, &meta).expect("the meta always serializes");
     out.extend_from_slice(b",\"cost-map\":{");
@@ -246,6 +247,8 @@ fn render_cost_map(topo: &Topology, vtag: &VersionTag, ordinal: bool) -> Vec<u8>
         out.push(b'}');
     }
     out.extend_from_slice(b"}}");
+    // The body is kept for the version's life: no unused capacity with it.
+    out.shrink_to_fit();
     out
 }
 

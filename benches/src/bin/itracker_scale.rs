@@ -110,7 +110,10 @@ fn run(cli: &Cli, binary: &Path, dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("starting {}", binary.display()))?;
     let mut server = Server { child, addr };
     server.wait_ready(timeout)?;
-    rows.push(Row("start-up to /health".into(), secs(t.elapsed())));
+    rows.push(Row(
+        "start-up to /health".into(),
+        format!("{} ({} CPU)", secs(t.elapsed()), secs(server.cpu())),
+    ));
     rows.push(Row("RSS after start".into(), server.memory()?));
     measure(cli, &server, &isp, &topo, &mut rows)?;
     rows.push(Row("RSS at the end (peak)".into(), server.memory()?));
@@ -132,26 +135,32 @@ fn in_process(isp: &SyntheticIsp, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     use p4p_itracker::model::{p_distances, LinkLoad};
     use p4p_itracker::server::Served;
     use p4p_itracker::Topology;
-    let mut step =
-        |name: &str, t: Instant| rows.push(Row(format!("in-process: {name}"), secs(t.elapsed())));
-    let t = Instant::now();
+    let mut step = |name: &str, (t, cpu): (Instant, Duration)| {
+        let cpu = cpu_time("self").unwrap_or_default().saturating_sub(cpu);
+        rows.push(Row(
+            format!("in-process: {name}"),
+            format!("{} ({} CPU)", secs(t.elapsed()), secs(cpu)),
+        ))
+    };
+    let now = || (Instant::now(), cpu_time("self").unwrap_or_default());
+    let t = now();
     let file: p4p_itracker::model::file::TopologyFile = toml::from_str(&isp.toml)?;
     step("TOML parse (serde)", t);
-    let t = Instant::now();
+    let t = now();
     p4p_itracker::model::file::validate(file)?;
     step("validate", t);
-    let t = Instant::now();
+    let t = now();
     let topology = Topology::from_toml_str(&isp.toml)?;
     step("Topology::from_toml_str (parse, validate, p-distances)", t);
-    let t = Instant::now();
+    let t = now();
     let costs = p_distances(topology.pids(), topology.links(), topology.defaults());
     step("p-distances alone", t);
     drop(costs);
-    let t = Instant::now();
+    let t = now();
     let snapshot = topology.try_snapshot_with_asn(None)?;
     step("snapshot", t);
     drop(snapshot);
-    let t = Instant::now();
+    let t = now();
     let served = Served::new(topology.clone(), None)?;
     step("Served::new (snapshot, maps rendered)", t);
     let loads: Vec<LinkLoad> = isp.internal_links[..1]
@@ -163,14 +172,14 @@ fn in_process(isp: &SyntheticIsp, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             utilisation: 0.93,
         })
         .collect();
-    let t = Instant::now();
+    let t = now();
     let mut next = served.topology.clone();
     next.apply_link_loads(&loads)?;
     step("link-load: clone + prices + p-distances", t);
-    let t = Instant::now();
+    let t = now();
     let next = served.with_new_costs(next, None)?;
     step("link-load: Served::with_new_costs", t);
-    let t = Instant::now();
+    let t = now();
     let _ = next.cost_num.gzip();
     step("gzip of the numerical cost map", t);
     Ok(())
@@ -297,19 +306,31 @@ fn measure(
             })
             .collect();
         let body = format!(r#"{{"links":[{}]}}"#, loads.join(","));
-        let r = repeat(rounds.min(3), || {
-            admin(a, "POST", "/admin/link-load", body.as_bytes())
-        })?;
+        let cpu = server.cpu();
+        let k = rounds.min(3);
+        let r = repeat(k, || admin(a, "POST", "/admin/link-load", body.as_bytes()))?;
         rows.push(Row(
             format!("POST /admin/link-load, {n} link(s)"),
-            format!("{} ({})", ms(r.total), r.status),
+            format!(
+                "{} ({}; server CPU {} per update)",
+                ms(r.total),
+                r.status,
+                ms(server.cpu().saturating_sub(cpu) / k as u32)
+            ),
         ));
     }
     let text = std::fs::read(topo)?;
-    let r = repeat(rounds.min(2), || admin(a, "PUT", "/admin/topology", &text))?;
+    let cpu = server.cpu();
+    let k = rounds.min(2);
+    let r = repeat(k, || admin(a, "PUT", "/admin/topology", &text))?;
     rows.push(Row(
         "PUT /admin/topology (same file)".into(),
-        format!("{} ({})", ms(r.total), r.status),
+        format!(
+            "{} ({}; server CPU {} per update)",
+            ms(r.total),
+            r.status,
+            ms(server.cpu().saturating_sub(cpu) / k as u32)
+        ),
     ));
     Ok(())
 }
@@ -344,6 +365,11 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         bail!("p4p-itracker not ready after {timeout:?}")
+    }
+
+    /// CPU time (user + system) the server process has used so far.
+    fn cpu(&self) -> Duration {
+        cpu_time(&self.child.id().to_string()).unwrap_or_default()
     }
 
     /// `VmRSS` and `VmHWM` of the server process.
@@ -477,6 +503,17 @@ fn exchange(
         .header("content-encoding")
         .unwrap_or_else(|| "identity".into());
     Ok(r)
+}
+
+/// User + system CPU time of process `pid` (`self` for this one) from `/proc/<pid>/stat`, in
+/// clock ticks of 10 ms (the kernel's `USER_HZ` on Linux).
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces, in parentheses).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn secs(d: Duration) -> String {

@@ -11,7 +11,7 @@ use super::http::{
     accepts_gzip, authorize, check_accept, check_content_type, json, respond, respond_encoded,
     ApiError,
 };
-use super::state::{ranks, Rendered, Served};
+use super::state::{addr_group, ranks, Rendered, Served};
 use super::AppState;
 use crate::alto::{
     cost, media, property, resource, Constraint, Cost, CostMapMessage, CostMapMeta, CostTable,
@@ -203,21 +203,11 @@ async fn filtered_network_map(
     // PIDs not in the map are ignored (RFC 7285 section 11.3.1.3), as are PIDs left with no
     // address of the requested types.
     let network_map = served
-        .network
-        .network_map
-        .network_map
+        .topology
+        .pids()
         .iter()
-        .filter(|(name, _)| wanted.is_empty() || wanted.contains(name.as_str()))
-        .map(|(name, group)| {
-            let mut g = group.clone();
-            if !v4 {
-                g.ipv4.clear();
-            }
-            if !v6 {
-                g.ipv6.clear();
-            }
-            (name.clone(), g)
-        })
+        .filter(|p| wanted.is_empty() || wanted.contains(p.name.as_str()))
+        .map(|p| (p.name.clone(), addr_group(p, v4, v6)))
         .filter(|(_, g)| !(g.ipv4.is_empty() && g.ipv6.is_empty()))
         .collect();
     json(

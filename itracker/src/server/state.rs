@@ -14,7 +14,7 @@ use crate::alto::{
     cost, property, resource, AddrGroup, Cost, CostMapMeta, CostType, DependentMeta,
     NetworkMapMessage, NetworkMapMeta, PropMapMessage, VersionTag,
 };
-use crate::model::{CostMatrix, PidKind, Topology};
+use crate::model::{CostMatrix, Pid, PidKind, Topology};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::source::asn::AsnDb;
 
@@ -88,9 +88,8 @@ pub struct NetworkPart {
     pub pid_index: HashMap<String, usize>,
     /// The network map's version tag.
     pub vtag: VersionTag,
-    /// The full network map, as a message (for filtering) and rendered.
-    pub network_map: NetworkMapMessage,
-    /// Rendered full network map; its ETag is the vtag.
+    /// Rendered full network map; its ETag is the vtag. (Filtered maps are made from the
+    /// topology's PIDs: a message kept beside it would hold every prefix again as a string.)
     pub network_map_body: Rendered,
     /// Rendered PID property map (internal/external marking).
     pub propmap: Rendered,
@@ -108,13 +107,12 @@ impl NetworkPart {
             resource_id: resource::NETWORK_MAP.to_string(),
             tag: topology.vtag().to_string(),
         };
-        let network_map = network_map_message(topology, &vtag);
-        let network_map_body = Rendered::new(&network_map, Some(&vtag.tag));
+        let network_map_body =
+            Rendered::new(&network_map_message(topology, &vtag), Some(&vtag.tag));
         let propmap = Rendered::new(&pid_properties(topology, &vtag), None);
         NetworkPart {
             pid_index,
             vtag,
-            network_map,
             network_map_body,
             propmap,
         }
@@ -253,21 +251,28 @@ fn render_cost_map(topo: &Topology, vtag: &VersionTag, ordinal: bool) -> Vec<u8>
 }
 
 fn network_map_message(topo: &Topology, vtag: &VersionTag) -> NetworkMapMessage {
-    let mut map = BTreeMap::new();
-    for pid in topo.pids() {
-        let mut group = AddrGroup::default();
-        for p in &pid.prefixes {
-            match p {
-                ipnetwork::IpNetwork::V4(_) => group.ipv4.push(p.to_string()),
-                ipnetwork::IpNetwork::V6(_) => group.ipv6.push(p.to_string()),
-            }
-        }
-        map.insert(pid.name.clone(), group);
-    }
+    let map = topo
+        .pids()
+        .iter()
+        .map(|pid| (pid.name.clone(), addr_group(pid, true, true)))
+        .collect();
     NetworkMapMessage {
         meta: NetworkMapMeta { vtag: vtag.clone() },
         network_map: map,
     }
+}
+
+/// A PID's prefixes as published, IPv4 and IPv6 as asked.
+pub(crate) fn addr_group(pid: &Pid, v4: bool, v6: bool) -> AddrGroup {
+    let mut group = AddrGroup::default();
+    for p in &pid.prefixes {
+        match p {
+            ipnetwork::IpNetwork::V4(_) if v4 => group.ipv4.push(p.to_string()),
+            ipnetwork::IpNetwork::V6(_) if v6 => group.ipv6.push(p.to_string()),
+            _ => {}
+        }
+    }
+    group
 }
 
 /// Dense ranks, 1-based.

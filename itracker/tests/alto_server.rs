@@ -452,10 +452,15 @@ fn a_small_cost_map_filter_does_not_pay_for_the_full_table() {
 fn full_maps_are_gzipped_for_clients_that_accept_it_with_the_same_etag() {
     use std::io::Read;
     let mut text = String::from("isp = \"gz\"\n");
-    for i in 0..60u32 {
+    // 100 PIDs of three prefixes: every full map is past the 4 KiB below which gzip is skipped.
+    for i in 0..100u32 {
+        let net = |k: u32| std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8) + (k << 6));
         text.push_str(&format!(
-            "[[pid]]\nname = \"gz{i}\"\nkind = \"internal\"\nprefixes = [\"{}/24\"]\n",
-            std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8))
+            "[[pid]]\nname = \"gz{i}\"\nkind = \"internal\"\n\
+             prefixes = [\"{}/26\", \"{}/26\", \"{}/26\"]\n",
+            net(0),
+            net(1),
+            net(2)
         ));
     }
     let dir = scratch("gzip");

@@ -368,8 +368,10 @@ mod tests {
                     price: (next(2) == 0).then(|| next(100_000) as f64 / 1e4),
                 });
             }
-            let mut d = CostDefaults::default();
-            d.interdomain_includes_intradomain = round % 2 == 0;
+            let d = CostDefaults {
+                interdomain_includes_intradomain: round % 2 == 0,
+                ..CostDefaults::default()
+            };
             let fast = p_distances(&pids, &links, &d);
             let slow = reference(&pids, &links, &d);
             assert_eq!(fast, slow, "round {round}: {n} PIDs, {} links", links.len());

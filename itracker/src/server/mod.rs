@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 pub use self::http::{ApiError, Token};
 pub use self::metrics::Metrics;
 pub use self::routes::directory_message;
-pub use self::state::{Rendered, Served};
+pub use self::state::{NetworkPart, Rendered, Served};
 pub use self::stream::{MAX_STREAMS, MAX_SUBSTREAMS};
 use crate::config::Config;
 use crate::model::{LinkLoad, Topology, TopologyError};
@@ -207,7 +207,7 @@ impl AppState {
     fn swap(&self, served: Served) -> UpdateOutcome {
         record_gauges(&self.metrics, &served);
         let outcome = UpdateOutcome {
-            vtag: served.vtag.tag.clone(),
+            vtag: served.network.vtag.tag.clone(),
             cost_map_etag: served.cost_num.etag.trim_matches('"').to_string(),
         };
         let served = Arc::new(served);
@@ -237,9 +237,10 @@ impl AppState {
     /// Applies link utilisation measurements (one price update per link named).
     pub fn apply_link_loads(&self, loads: &[LinkLoad]) -> Result<UpdateOutcome, ApiError> {
         let _guard = self.lock();
-        let mut topology = self.current().topology.clone();
+        let current = self.current();
+        let mut topology = current.topology.clone();
         topology.apply_link_loads(loads)?;
-        let outcome = self.swap(Served::new(topology, self.asn.clone())?);
+        let outcome = self.swap(current.with_new_costs(topology, self.asn.clone())?);
         tracing::info!(links = loads.len(), etag = %outcome.cost_map_etag, "link loads applied");
         Ok(outcome)
     }
@@ -264,7 +265,7 @@ impl AppState {
     fn outcome_now(&self) -> UpdateOutcome {
         let s = self.current();
         UpdateOutcome {
-            vtag: s.vtag.tag.clone(),
+            vtag: s.network.vtag.tag.clone(),
             cost_map_etag: s.cost_num.etag.trim_matches('"').to_string(),
         }
     }

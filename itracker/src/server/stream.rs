@@ -58,10 +58,10 @@ const RESOURCES: [(&str, &str); 4] = [
 
 fn rendered<'a>(served: &'a Served, id: &str) -> &'a Rendered {
     match id {
-        resource::NETWORK_MAP => &served.network_map_body,
+        resource::NETWORK_MAP => &served.network.network_map_body,
         resource::COST_MAP_NUM => &served.cost_num,
-        resource::COST_MAP_ORD => &served.cost_ord,
-        _ => &served.propmap,
+        resource::COST_MAP_ORD => served.cost_ord(),
+        _ => &served.network.propmap,
     }
 }
 
@@ -206,7 +206,7 @@ fn json_patch_of(before: &[u8], after: &[u8]) -> Option<Value> {
 /// map is built): only when the network map is the same (same vtag, so same PIDs in the same
 /// order); otherwise the full message goes out.
 fn cost_patch(old: &Served, new: &Served, ordinal: bool) -> Option<Value> {
-    if old.vtag != new.vtag {
+    if old.network.vtag != new.network.vtag {
         return None;
     }
     let pids = new.topology.pids();

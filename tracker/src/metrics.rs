@@ -102,6 +102,11 @@ struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    quota: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LocalityLabels {
     locality: &'static str,
 }
@@ -252,6 +257,8 @@ pub struct Metrics {
     pub access_list_entries: Gauge,
     /// Full scrapes rendered (each served from cache until `http.full_scrape_interval` passes).
     pub full_scrape_renders: Counter,
+    /// Announces refused by a per-source quota: [new torrents per minute, peers per swarm].
+    quota_refusals: [Counter; 2],
 }
 
 impl Default for Metrics {
@@ -268,6 +275,7 @@ impl Metrics {
         let panics = Family::<ProtocolLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let access_reloads = Family::<ReloadLabels, Counter>::default();
+        let quotas = Family::<QuotaLabels, Counter>::default();
         let mut m = Metrics {
             registry: Registry::with_prefix("p4p_tracker"),
             announces: RequestCounters::resolve(&announces),
@@ -304,6 +312,8 @@ impl Metrics {
             }),
             access_list_entries: Gauge::default(),
             full_scrape_renders: Counter::default(),
+            quota_refusals: ["new_torrents_per_source", "peers_per_source"]
+                .map(|quota| quotas.get_or_create(&QuotaLabels { quota }).clone()),
         };
 
         let r = &mut m.registry;
@@ -421,7 +431,22 @@ impl Metrics {
             "Full scrapes rendered (served from cache in between)",
             m.full_scrape_renders.clone(),
         );
+        r.register(
+            "quota_refusals",
+            "Announces refused by a per-source quota (new_torrents_per_source: the source's new torrents this minute; peers_per_source: its peers in the swarm)",
+            quotas,
+        );
         m
+    }
+
+    /// Counts an announce a per-source quota refused (other refusals are not counted here).
+    pub fn quota_refusal(&self, e: &crate::swarm::StoreError) {
+        let i = match e {
+            crate::swarm::StoreError::SourceBudgetSpent => 0,
+            crate::swarm::StoreError::SourceFull => 1,
+            _ => return,
+        };
+        self.quota_refusals[i].inc();
     }
 
     /// Counts an access-list reload that was applied (`true`) or refused.

@@ -155,7 +155,9 @@ impl Tracker {
             scratch: &mut ws.scratch,
             sink: &mut ws.sink,
         };
-        let (stats, selection) = self.store.announce(a, ctx).await?;
+        let (stats, selection) = self.store.announce(a, ctx).await.inspect_err(|e| {
+            self.metrics.quota_refusal(e);
+        })?;
         ws.tally.selection(&selection);
         Ok(stats)
     }

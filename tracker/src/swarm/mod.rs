@@ -11,6 +11,7 @@
 //! the same [`Selector`](crate::selection::Selector).
 
 pub mod memory;
+pub mod quota;
 pub mod redis;
 
 use std::collections::HashMap;
@@ -178,6 +179,11 @@ pub enum StoreError {
     Unavailable,
     /// The access list does not allow the torrent (see [`crate::access`]).
     NotAllowed,
+    /// The announcing source spent its budget of new torrents for this minute (see
+    /// [`quota`]).
+    SourceBudgetSpent,
+    /// The swarm holds `max_peers_per_source` peers of the announcing source already.
+    SourceFull,
 }
 
 impl StoreError {
@@ -188,6 +194,10 @@ impl StoreError {
             StoreError::SwarmFull => "swarm is full",
             StoreError::Unavailable => "temporarily unavailable",
             StoreError::NotAllowed => crate::access::NOT_ALLOWED,
+            StoreError::SourceBudgetSpent => {
+                "too many new torrents from your address; try again in a minute"
+            }
+            StoreError::SourceFull => "too many peers from your address in this swarm",
         }
     }
 }

@@ -95,6 +95,7 @@ use self::entry::{Entry, PeerPos};
 use self::record::{reserve_one, shrink, BucketKey};
 use self::shard::{read, search, write, Shard};
 use self::view::{View, RUNS};
+use super::quota::SourceBudget;
 use super::{AnnounceContext, StoreError, StoreTotals, SweepReport};
 use crate::clock::Clock;
 use crate::config::SwarmConfig;
@@ -122,6 +123,8 @@ pub struct MemoryStore {
     leechers: AtomicI64,
     /// Most records of a family kept sorted ([`SORTED_MAX`] unless a test chose another).
     sorted_max: usize,
+    /// New torrents per source per minute (see [`crate::swarm::quota`]).
+    budget: SourceBudget,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -151,10 +154,11 @@ impl MemoryStore {
             hasher: foldhash::quality::RandomState::default(),
             torrents: AtomicUsize::new(0),
             clock,
-            limits,
             seeders: AtomicI64::new(0),
             leechers: AtomicI64::new(0),
             sorted_max,
+            budget: SourceBudget::new(limits.new_torrents_per_source),
+            limits,
         }
     }
 
@@ -191,7 +195,7 @@ impl MemoryStore {
             let stats = self.stop(&mut shard, a);
             return Ok((stats, SelectionStats::default()));
         }
-        let at = self.swarm_at(here, &mut shard, &a.info_hash, snap.generation() as u32)?;
+        let at = self.swarm_at(here, &mut shard, a, snap.generation() as u32)?;
         let swarm = &mut shard[at];
         let pos = self.record(swarm, a, pid, snap)?;
         let stats = swarm.stats();
@@ -220,21 +224,26 @@ impl MemoryStore {
         Ok((stats, selection))
     }
 
-    /// Index of the torrent's entry, created when new (and the torrent cap allows);
-    /// `entries` are `shard`'s, write-locked.
+    /// Index of the entry of `a`'s torrent, created when new (and the torrent cap and the
+    /// source's budget allow); `entries` are `shard`'s, write-locked.
     fn swarm_at(
         &self,
         shard: &Shard,
         entries: &mut Vec<Entry>,
-        hash: &InfoHash,
+        a: &Announce,
         generation: u32,
     ) -> Result<usize, StoreError> {
+        let hash = &a.info_hash;
         match search(entries, hash) {
             Ok(at) => Ok(at),
             Err(at) => {
                 if self.torrents.fetch_add(1, Ordering::Relaxed) >= self.limits.max_torrents {
                     self.torrents.fetch_sub(1, Ordering::Relaxed);
                     return Err(StoreError::TooManyTorrents);
+                }
+                if !self.budget.take(a.peer.ip(), self.clock.now()) {
+                    self.torrents.fetch_sub(1, Ordering::Relaxed);
+                    return Err(StoreError::SourceBudgetSpent);
                 }
                 reserve_one(entries, 2);
                 entries.insert(at, Entry::new(hash.0, generation));
@@ -272,6 +281,10 @@ impl MemoryStore {
             None => {
                 if swarm.len() >= self.limits.max_peers_per_swarm {
                     return Err(StoreError::SwarmFull);
+                }
+                let cap = self.limits.max_peers_per_source;
+                if cap > 0 && swarm.host_peers(a.peer) >= cap {
+                    return Err(StoreError::SourceFull);
                 }
                 if a.event == Event::Completed {
                     swarm.downloaded = swarm.downloaded.saturating_add(1);
@@ -358,6 +371,7 @@ impl MemoryStore {
     /// so announces to other shards go on meanwhile.
     pub fn sweep(&self, snap: &Snapshot) -> SweepReport {
         let now = self.now16();
+        self.budget.sweep(self.clock.now());
         let mut report = SweepReport::default();
         for shard in self.shards.iter() {
             let mut entries = write(shard);

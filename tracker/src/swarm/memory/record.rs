@@ -62,6 +62,10 @@ pub(super) trait Record: Copy {
     type Addr: Eq + Copy + Hash;
     /// Sort order of a family: (bucket, ip, port).
     type Order: Ord + Copy;
+    /// The source a peer counts under for `max_peers_per_source`: its IPv4 address or its
+    /// IPv6 /64 (see [`crate::swarm::quota`]).
+    type Host: Eq + Copy + Hash;
+    fn host(addr: Self::Addr) -> Self::Host;
     fn new(addr: Self::Addr, expires: u16, bucket: BucketKey) -> Self;
     fn addr(&self) -> Self::Addr;
     fn order_of(bucket: BucketKey, addr: Self::Addr) -> Self::Order;
@@ -85,6 +89,10 @@ impl Peer4 {
 impl Record for Peer4 {
     type Addr = u64;
     type Order = u64;
+    type Host = u32;
+    fn host(addr: u64) -> u32 {
+        (addr >> 16) as u32
+    }
     fn new(addr: u64, expires: u16, bucket: BucketKey) -> Self {
         Peer4 {
             ip: ((addr >> 16) as u32).to_be_bytes(),
@@ -125,6 +133,10 @@ impl Peer6 {
 impl Record for Peer6 {
     type Addr = (u128, u16);
     type Order = (BucketKey, u128, u16);
+    type Host = u64;
+    fn host((ip, _): (u128, u16)) -> u64 {
+        (ip >> 64) as u64
+    }
     fn new((ip, port): (u128, u16), expires: u16, bucket: BucketKey) -> Self {
         Peer6 {
             ip: ip.to_be_bytes(),

@@ -259,6 +259,11 @@ pub struct Metrics {
     pub full_scrape_renders: Counter,
     /// Announces refused by a per-source quota: [new torrents per minute, peers per swarm].
     quota_refusals: [Counter; 2],
+    /// PID names interned now, and the highest id (see `p4p_itracker::pid`).
+    pid_ids_in_use: Gauge,
+    pid_id_highest: Gauge,
+    /// PID ids handed out past what bucket keys hold (brought up to date at render).
+    pid_ids_overflowed: Counter,
 }
 
 impl Default for Metrics {
@@ -314,6 +319,9 @@ impl Metrics {
             full_scrape_renders: Counter::default(),
             quota_refusals: ["new_torrents_per_source", "peers_per_source"]
                 .map(|quota| quotas.get_or_create(&QuotaLabels { quota }).clone()),
+            pid_ids_in_use: Gauge::default(),
+            pid_id_highest: Gauge::default(),
+            pid_ids_overflowed: Counter::default(),
         };
 
         let r = &mut m.registry;
@@ -436,6 +444,21 @@ impl Metrics {
             "Announces refused by a per-source quota (new_torrents_per_source: the source's new torrents this minute; peers_per_source: its peers in the swarm)",
             quotas,
         );
+        r.register(
+            "pid_ids_in_use",
+            "PID names interned now (ids of names out of use for 10 minutes are reused)",
+            m.pid_ids_in_use.clone(),
+        );
+        r.register(
+            "pid_id_highest",
+            "Highest PID id in use (from 16384 up, PIDs share one bucket and lose locality)",
+            m.pid_id_highest.clone(),
+        );
+        r.register(
+            "pid_ids_overflowed",
+            "PID ids handed out past 16383 (more PID names in use at once than buckets hold)",
+            m.pid_ids_overflowed.clone(),
+        );
         m
     }
 
@@ -510,6 +533,14 @@ impl Metrics {
     /// Renders the text exposition, with store totals read now.
     pub fn render(&self, totals: StoreTotals) -> String {
         self.torrents.set(totals.torrents as i64);
+        let pids = p4p_itracker::pid::stats();
+        self.pid_ids_in_use.set(pids.in_use as i64);
+        self.pid_id_highest.set(pids.highest as i64);
+        {
+            let _one_at_a_time = self.backend_sync.lock().unwrap_or_else(|e| e.into_inner());
+            let c = &self.pid_ids_overflowed;
+            c.inc_by(pids.overflowed.saturating_sub(c.get()));
+        }
         self.peers
             .get_or_create(&PeerLabels { kind: "seeders" })
             .set(totals.seeders as i64);

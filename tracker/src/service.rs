@@ -198,6 +198,9 @@ impl Tracker {
         let snapshot = self.topology.load_full();
         let report = self.store.sweep(&snapshot).await;
         self.metrics.sweep(report.peers_removed);
+        // After the store re-resolved its peers under `snapshot`: ids of PID names out of use
+        // since long before are given back (see `p4p_itracker::pid`).
+        p4p_itracker::pid::reclaim(snapshot.pids().iter().map(|p| p.id));
         report
     }
 

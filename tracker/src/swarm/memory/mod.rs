@@ -30,11 +30,17 @@
 //!   capacity, drops empty buckets, turns hashed families that shrank back into sorted ones and
 //!   large swarms that shrank back into small ones.
 //!
-//! A bucket key is `pid << 1 | seeder` in 16 bits, so PID ids must fit in 15 bits. Ids from
-//! 32767 up (a process that has interned that many distinct PID names) share one overflow code
-//! that [`Buckets::pid`](crate::selection::Buckets::pid) reports as an id no snapshot holds:
-//! such peers are still stored, counted and returned, and selection treats them like peers of
-//! an unknown, far PID.
+//! A bucket key is `code << 1 | seeder` in 16 bits: the code is the PID id (below 16,384: the
+//! interner reuses the ids of names out of use, see [`p4p_itracker::pid`]) or an AS location's
+//! id (16,383 of them, from 16,384 up). More PID names in use at once than that share one
+//! overflow code that [`Buckets::pid`](crate::selection::Buckets::pid) reports as an id no
+//! snapshot holds: such peers are still stored, counted and returned, selection treats them
+//! like peers of an unknown, far PID, and the interner counts them (`pid_ids_overflowed_total`).
+//!
+//! Per-source quotas (see [`crate::swarm::quota`]): a new torrent takes one from its source's
+//! budget; a new peer is refused when its swarm holds `max_peers_per_source` of its source
+//! already, counted on the lookup's miss path (exactly in a small or sorted swarm, from the
+//! source cells of the address index in a hashed one).
 //!
 //! Locks: one shard lock per announce, held only for the update and the selection (no `.await`
 //! anywhere here). The sweep visits one shard at a time.

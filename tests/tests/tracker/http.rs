@@ -466,7 +466,10 @@ async fn an_over_long_request_line_or_head_gets_a_failure_reason() {
     let addr = s.addr;
     let (long_line, long_head, long_header) = tokio::task::spawn_blocking(move || {
         let path = announce_path(&HASH, 6881, 1, &format!("&key={}", "k".repeat(64 * 1024)));
-        let line = raw_exchange(addr, format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let line = raw_exchange(
+            addr,
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        );
         let mut head = "GET /announce HTTP/1.1\r\nHost: t\r\n".to_string();
         for i in 0..3000 {
             head.push_str(&format!("X-Filler-{i}: {}\r\n", "v".repeat(40)));
@@ -475,8 +478,11 @@ async fn an_over_long_request_line_or_head_gets_a_failure_reason() {
         let head = raw_exchange(addr, head.as_bytes());
         let header = raw_exchange(
             addr,
-            format!("GET /announce HTTP/1.1\r\nCookie: {}\r\n\r\n", "c".repeat(20_000))
-                .as_bytes(),
+            format!(
+                "GET /announce HTTP/1.1\r\nCookie: {}\r\n\r\n",
+                "c".repeat(20_000)
+            )
+            .as_bytes(),
         );
         (line, head, header)
     })

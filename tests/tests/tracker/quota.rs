@@ -16,7 +16,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// An HTTP announce from `from` for peer port `port`: its failure reason (`None`: answered).
-async fn http_announce(server: SocketAddr, from: &str, hash: [u8; 20], port: u16) -> Option<String> {
+async fn http_announce(
+    server: SocketAddr,
+    from: &str,
+    hash: [u8; 20],
+    port: u16,
+) -> Option<String> {
     let from: IpAddr = from.parse().expect("ip");
     let body =
         blocking(move || http_get_from(from, server, &announce_path(&hash, port, 10, ""))).await;
@@ -39,7 +44,9 @@ async fn one_address_cannot_fill_a_swarm_through_many_ports() {
         assert_eq!(http_announce(http, "127.0.0.2", HASH, port).await, None);
     }
     assert_eq!(
-        http_announce(http, "127.0.0.2", HASH, 7005).await.as_deref(),
+        http_announce(http, "127.0.0.2", HASH, 7005)
+            .await
+            .as_deref(),
         Some("too many peers from your address in this swarm")
     );
     // A known peer of the source still announces, another address still joins.
@@ -83,7 +90,9 @@ async fn one_address_gets_a_budget_of_new_torrents() {
         assert_eq!(http_announce(http, "127.0.0.2", hash(t), 6881).await, None);
     }
     assert_eq!(
-        http_announce(http, "127.0.0.2", hash(4), 6881).await.as_deref(),
+        http_announce(http, "127.0.0.2", hash(4), 6881)
+            .await
+            .as_deref(),
         Some("too many new torrents from your address; try again in a minute")
     );
     assert_eq!(

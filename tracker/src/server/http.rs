@@ -55,11 +55,16 @@ pub fn build(tracker: Arc<Tracker>, listeners: Vec<TcpListener>) -> std::io::Res
         let addr = l.local_addr()?;
         let app = app.clone();
         server = server.listen(format!("p4p-http-{addr}"), l, move || {
-            let guarded = actix_service::fn_service(move |io: actix_rt::net::TcpStream| async move {
-                let peer = io.peer_addr().ok();
-                let io = super::line_guard::LineGuard::new(io, limit);
-                Ok::<_, actix_http::error::DispatchError>((io, actix_http::Protocol::Http1, peer))
-            });
+            let guarded =
+                actix_service::fn_service(move |io: actix_rt::net::TcpStream| async move {
+                    let peer = io.peer_addr().ok();
+                    let io = super::line_guard::LineGuard::new(io, limit);
+                    Ok::<_, actix_http::error::DispatchError>((
+                        io,
+                        actix_http::Protocol::Http1,
+                        peer,
+                    ))
+                });
             let service = actix_http::HttpService::build()
                 .client_request_timeout(std::time::Duration::from_secs(5))
                 .client_disconnect_timeout(std::time::Duration::from_secs(1))

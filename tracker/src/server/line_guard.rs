@@ -127,9 +127,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for LineGuard<T> {
                     let before = buf.filled().len();
                     let read = Pin::new(&mut this.inner).poll_read(cx, buf);
                     if let Poll::Ready(Ok(())) = &read {
-                        let (start, end) = (before, buf.filled().len());
-                        let fresh = buf.filled()[start..end].to_vec();
-                        if let Some(reason) = this.scan(&fresh) {
+                        if let Some(reason) = this.scan(&buf.filled()[before..]) {
                             // Nothing of this read reaches actix: it sees the stream end once
                             // the answer is out.
                             buf.set_filled(before);
@@ -224,7 +222,10 @@ mod tests {
         );
         let mut g = guard(100);
         let header = format!("GET / HTTP/1.1\r\nX: {}\r\n", "v".repeat(200));
-        assert_eq!(g.scan(header.as_bytes()), Some("request header line too long"));
+        assert_eq!(
+            g.scan(header.as_bytes()),
+            Some("request header line too long")
+        );
         let mut g = guard(100);
         let mut head = b"GET / HTTP/1.1\r\n".to_vec();
         while head.len() <= MAX_HEAD {

@@ -36,6 +36,9 @@ pub fn source_of(ip: IpAddr) -> u128 {
     }
 }
 
+/// Source -> (window, torrents added in it).
+type Table = HashMap<u128, (u64, u32)>;
+
 /// How many new torrents each source added in the current minute. A fixed window: a source may
 /// add up to twice its budget across a window boundary, never more. The table holds only
 /// sources that added a torrent since the last [`SourceBudget::sweep`], so it is bounded by the
@@ -43,8 +46,7 @@ pub fn source_of(ip: IpAddr) -> u128 {
 #[derive(Debug)]
 pub struct SourceBudget {
     per_minute: u32,
-    /// Source -> (window, torrents added in it).
-    shards: Box<[Mutex<HashMap<u128, (u64, u32)>>]>,
+    shards: Box<[Mutex<Table>]>,
     /// Keyed per process, so no client can aim its sources at one lock.
     hasher: foldhash::quality::RandomState,
 }
@@ -124,7 +126,10 @@ mod tests {
             source_of(ip("2001:db8:1:3::1"))
         );
         // Every IPv4 address is its own source, though all mapped ones share one /64.
-        assert_ne!(source_of(ip("::ffff:10.0.0.1")), source_of(ip("::ffff:10.0.0.2")));
+        assert_ne!(
+            source_of(ip("::ffff:10.0.0.1")),
+            source_of(ip("::ffff:10.0.0.2"))
+        );
     }
 
     #[test]
@@ -134,12 +139,18 @@ mod tests {
         for _ in 0..3 {
             assert!(budget.take(ip("192.0.2.1"), t));
         }
-        assert!(!budget.take(ip("192.0.2.1"), t + 59), "spent for this minute");
+        assert!(
+            !budget.take(ip("192.0.2.1"), t + 59),
+            "spent for this minute"
+        );
         assert!(
             !budget.take(ip("::ffff:192.0.2.1"), t + 10),
             "the mapped form is the same source"
         );
-        assert!(budget.take(ip("192.0.2.2"), t), "another source is not charged");
+        assert!(
+            budget.take(ip("192.0.2.2"), t),
+            "another source is not charged"
+        );
         for _ in 0..3 {
             assert!(budget.take(ip("2001:db8::1"), t));
         }

@@ -196,10 +196,9 @@ impl Entry {
             }
             (Peers::Small(_), SocketAddr::V6(_)) => 0,
             (Peers::Large(l), SocketAddr::V4(a)) => l.v4.host_peers(Peer4::addr_of(a)),
-            (Peers::Large(l), SocketAddr::V6(a)) => l
-                .v6
-                .as_ref()
-                .map_or(0, |f| f.host_peers(Peer6::addr_of(a))),
+            (Peers::Large(l), SocketAddr::V6(a)) => {
+                l.v6.as_ref().map_or(0, |f| f.host_peers(Peer6::addr_of(a)))
+            }
         }
     }
 

@@ -121,7 +121,8 @@ impl<P: Record> Hashed<P> {
         let loc = self.push(rec);
         let buckets = &self.buckets;
         let hashes = hashes::<P>(rec.addr());
-        self.index.insert(hashes, loc, |l| Self::hashes_at(buckets, l));
+        self.index
+            .insert(hashes, loc, |l| Self::hashes_at(buckets, l));
         (loc.bucket as usize, loc.idx as usize)
     }
 

@@ -67,9 +67,13 @@ impl Index {
         }
     }
 
-    /// Slots in the table.
+    /// Slots in the table: the power of two below the allocation's `cap + cap / 8` words (a
+    /// shift, not a division, on the probe path).
     pub(super) fn cap(&self) -> usize {
-        self.slots.len() / 9 * 8
+        match self.slots.len() {
+            0 => 0,
+            n => 1 << (usize::BITS - 1 - n.leading_zeros()),
+        }
     }
 
     /// The slots (without the source cells).
@@ -290,10 +294,7 @@ mod tests {
                 (live, deleted),
                 (index.len as usize, index.deleted as usize)
             );
-            assert!(
-                (live + deleted) * 4 <= index.cap() * 3,
-                "at most 3/4 full"
-            );
+            assert!((live + deleted) * 4 <= index.cap() * 3, "at most 3/4 full");
             // Five sources, each in its own cell: the counts are exact.
             for host in 0..5u32 {
                 let n = model.iter().filter(|&&i| i % 5 == host).count();

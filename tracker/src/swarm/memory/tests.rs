@@ -935,7 +935,10 @@ fn one_source_cannot_fill_a_swarm_through_many_ports() {
                 }
             }
         }
-        assert!(admitted.len() <= 5, "{admitted:?} (sorted_max {sorted_max})");
+        assert!(
+            admitted.len() <= 5,
+            "{admitted:?} (sorted_max {sorted_max})"
+        );
         if exact {
             assert_eq!(admitted.len(), 5);
         } else {
@@ -977,7 +980,10 @@ fn the_peer_cap_counts_an_ipv6_slash_64_as_one_source() {
             .expect("within the cap");
     }
     assert_eq!(
-        env.announce(&store, ann("[2001:db8:0:1:ffff::9]:6881", 5, Event::Started)),
+        env.announce(
+            &store,
+            ann("[2001:db8:0:1:ffff::9]:6881", 5, Event::Started)
+        ),
         Err(StoreError::SourceFull)
     );
     env.announce(&store, ann("[2001:db8:0:2::1]:6881", 5, Event::Started))
@@ -1029,7 +1035,11 @@ fn one_source_gets_a_budget_of_new_torrents_per_minute() {
         env.announce(&store, torrent(4, "127.0.0.2:2")),
         Err(StoreError::SourceBudgetSpent)
     );
-    assert_eq!(store.totals().torrents, 3, "a refused torrent is not created");
+    assert_eq!(
+        store.totals().torrents,
+        3,
+        "a refused torrent is not created"
+    );
     // Joining a torrent that exists costs nothing; other sources have their own budget.
     env.announce(&store, torrent(1, "127.0.0.2:3"))
         .expect("known torrent");

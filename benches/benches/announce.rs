@@ -19,6 +19,8 @@ fn filled_store(peers: u32, selector: &Selector, snap: &p4p_itracker::Snapshot) 
     let store = MemoryStore::new(
         SwarmConfig {
             max_peers_per_swarm: 2_000_000,
+            // `peer_addr` puts 256 ports on one address.
+            max_peers_per_source: 0,
             ..SwarmConfig::default()
         },
         Clock::new(),

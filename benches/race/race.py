@@ -149,6 +149,17 @@ class Tracker:
         self.log.close()
 
 
+def quotas_off(binary):
+    """Config lines turning per-source quotas off, for a binary that has them: the load
+    generators announce from a few loopback addresses (aquatic's from one), which the default
+    quotas would refuse. Older binaries (an A/B baseline) would refuse the unknown fields."""
+    printed = subprocess.run([str(binary), "--print-config"], capture_output=True, text=True,
+                             timeout=60).stdout
+    if "max_peers_per_source" not in printed:
+        return ""
+    return "[swarm]\nnew_torrents_per_source = 0\nmax_peers_per_source = 0\n"
+
+
 def start_p4p(cfg, tmp, log, udp_port, http_port, policy, topology, binary=None):
     argv = [
         str(binary or cfg.p4p_tracker),
@@ -160,7 +171,7 @@ def start_p4p(cfg, tmp, log, udp_port, http_port, policy, topology, binary=None)
         "--max-numwant", "30",
     ]
     conf = tmp / "p4p.toml"
-    conf.write_text(f"[http]\nworkers = {cfg.p4p_http_workers}\n")
+    conf.write_text(f"[http]\nworkers = {cfg.p4p_http_workers}\n" + quotas_off(binary or cfg.p4p_tracker))
     argv += ["--config", str(conf)]
     env_log = {"RUST_LOG": "warn"}
     os.environ.update(env_log)

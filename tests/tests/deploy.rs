@@ -944,3 +944,91 @@ fn sighup_reloads_the_topology_file_and_the_tracker_keeps_serving() {
     assert_eq!(version(&mut tracker).as_deref(), Some(second.as_str()));
     tracker.assert_alive();
 }
+
+/// SIGHUP also re-reads the access list (what `systemctl reload` does after an operator edited
+/// it): on the real binary, an unchanged file is reloaded on the signal alone (the file watcher
+/// only acts on a change), an edited one changes what is served, and a broken one is refused
+/// while the list in use keeps serving.
+#[test]
+#[ignore = "needs a p4p-tracker build (P4P_TRACKER_BIN, set by scripts/test)"]
+fn sighup_reloads_the_access_list_and_a_bad_file_keeps_the_old_one() {
+    let bin = binary("p4p-tracker", "P4P_TRACKER_BIN");
+    let dir = TempDir::new("sighup-access");
+    let list = dir.0.join("allow.txt");
+    let (a, b) = ("aa".repeat(20), "bb".repeat(20));
+    std::fs::write(&list, format!("# allowed torrents\n{a}\n")).expect("list");
+    let http_addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+    let mut tracker = Proc::start(
+        "p4p-tracker",
+        Command::new(&bin)
+            .arg("--http-bind")
+            .arg(http_addr.to_string())
+            .arg("--udp-bind")
+            .arg(format!("127.0.0.1:{}", free_udp_port()))
+            .arg("--access-list")
+            .arg(&list)
+            .arg("--access-list-mode")
+            .arg("allow"),
+        &dir.0,
+    );
+    let metric = |tracker: &mut Proc, line: &str| -> Option<()> {
+        tracker.assert_alive();
+        let (status, metrics) = http(http_addr, "GET", "/metrics", "", b"").ok()?;
+        (status == 200 && metrics.lines().any(|l| l == line)).then_some(())
+    };
+    let announce = |hash: &str| -> String {
+        let escaped: String = hash
+            .as_bytes()
+            .chunks(2)
+            .map(|p| format!("%{}", std::str::from_utf8(p).expect("hex")))
+            .collect();
+        let path = format!(
+            "/announce?info_hash={escaped}&peer_id=-XX0001-000000000000&port=6881&left=1&compact=1"
+        );
+        http(http_addr, "GET", &path, "", b"").expect("announce").1
+    };
+    wait_for("the list is loaded", Duration::from_secs(20), || {
+        metric(&mut tracker, "p4p_tracker_access_list_entries 1")
+    });
+    assert!(!announce(&a).contains("failure reason"), "listed");
+    assert!(announce(&b).contains("torrent not allowed"), "unlisted");
+    let hup = |tracker: &Proc| {
+        let sent = Command::new("kill")
+            .arg("-HUP")
+            .arg(tracker.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    };
+    // The signal alone reloads (the file did not change: the watcher has nothing to do).
+    hup(&tracker);
+    wait_for("a reload on SIGHUP", Duration::from_secs(20), || {
+        metric(
+            &mut tracker,
+            "p4p_tracker_access_list_reloads_total{outcome=\"applied\"} 1",
+        )
+    });
+    // An edited list is served after the signal (or the watcher, whichever comes first).
+    std::fs::write(&list, format!("{a}\n{b}\n")).expect("list");
+    hup(&tracker);
+    wait_for("two entries", Duration::from_secs(20), || {
+        metric(&mut tracker, "p4p_tracker_access_list_entries 2")
+    });
+    assert!(!announce(&b).contains("failure reason"), "listed now");
+    // A broken list is refused: the old one keeps serving, the tracker keeps running.
+    std::fs::write(&list, format!("{a}\nnot a hash\n")).expect("list");
+    hup(&tracker);
+    wait_for("the refusal is counted", Duration::from_secs(20), || {
+        let (_, metrics) = http(http_addr, "GET", "/metrics", "", b"").ok()?;
+        metrics
+            .lines()
+            .any(|l| {
+                l.starts_with("p4p_tracker_access_list_reloads_total{outcome=\"refused\"}")
+                    && !l.ends_with(" 0")
+            })
+            .then_some(())
+    });
+    metric(&mut tracker, "p4p_tracker_access_list_entries 2").expect("the old list serves");
+    assert!(!announce(&b).contains("failure reason"), "still listed");
+    tracker.assert_alive();
+}

@@ -130,6 +130,14 @@ pub struct SwarmConfig {
     pub max_torrents: usize,
     /// Most peers in one swarm; new peers past it are refused.
     pub max_peers_per_swarm: usize,
+    /// Most torrents one source (an IPv4 address, an IPv6 /64) may add per minute; announces
+    /// that would add more are refused ("too many new torrents from your address"). Bounds
+    /// what one host can hold of `max_torrents`: this x `peer_timeout` / 60. 0: no budget.
+    pub new_torrents_per_source: u32,
+    /// Most peers of one source (an IPv4 address, an IPv6 /64) in one swarm, whatever their
+    /// ports; new peers past it are refused ("too many peers from your address in this
+    /// swarm"). At most 250; 0: no cap. Memory store only (see `tracker/docs/redis.md`).
+    pub max_peers_per_source: u32,
 }
 
 /// Where the network map comes from.
@@ -273,6 +281,8 @@ impl Default for SwarmConfig {
             sweep_interval: 60,
             max_torrents: 2_000_000,
             max_peers_per_swarm: 200_000,
+            new_torrents_per_source: 1000,
+            max_peers_per_source: 32,
         }
     }
 }
@@ -397,6 +407,15 @@ impl Config {
         }
         if w.max_peers_per_swarm == 0 {
             return invalid("swarm.max_peers_per_swarm", "must be positive".into());
+        }
+        if w.max_peers_per_source > crate::swarm::quota::MAX_PEERS_PER_SOURCE {
+            return invalid(
+                "swarm.max_peers_per_source",
+                format!(
+                    "must be at most {} (0: no cap)",
+                    crate::swarm::quota::MAX_PEERS_PER_SOURCE
+                ),
+            );
         }
         if self.udp.workers > MAX_UDP_WORKERS {
             return invalid(
@@ -532,6 +551,10 @@ mod tests {
         assert_eq!(
             refused_field(|c| c.swarm.max_torrents = 0),
             "swarm.max_torrents"
+        );
+        assert_eq!(
+            refused_field(|c| c.swarm.max_peers_per_source = 251),
+            "swarm.max_peers_per_source"
         );
         assert_eq!(
             refused_field(|c| c.selection.remote_share = 1.5),

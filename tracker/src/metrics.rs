@@ -102,6 +102,11 @@ struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    quota: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LocalityLabels {
     locality: &'static str,
 }
@@ -264,6 +269,13 @@ pub struct Metrics {
     pub access_list_entries: Gauge,
     /// Full scrapes rendered (each served from cache until `http.full_scrape_interval` passes).
     pub full_scrape_renders: Counter,
+    /// Announces refused by a per-source quota: [new torrents per minute, peers per swarm].
+    quota_refusals: [Counter; 2],
+    /// PID names interned now, and the highest id (see `p4p_itracker::pid`).
+    pid_ids_in_use: Gauge,
+    pid_id_highest: Gauge,
+    /// PID ids handed out past what bucket keys hold (brought up to date at render).
+    pid_ids_overflowed: Counter,
 }
 
 impl Default for Metrics {
@@ -280,6 +292,7 @@ impl Metrics {
         let panics = Family::<ProtocolLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let access_reloads = Family::<ReloadLabels, Counter>::default();
+        let quotas = Family::<QuotaLabels, Counter>::default();
         let mut m = Metrics {
             registry: Registry::with_prefix("p4p_tracker"),
             announces: RequestCounters::resolve(&announces),
@@ -321,6 +334,11 @@ impl Metrics {
             }),
             access_list_entries: Gauge::default(),
             full_scrape_renders: Counter::default(),
+            quota_refusals: ["new_torrents_per_source", "peers_per_source"]
+                .map(|quota| quotas.get_or_create(&QuotaLabels { quota }).clone()),
+            pid_ids_in_use: Gauge::default(),
+            pid_id_highest: Gauge::default(),
+            pid_ids_overflowed: Counter::default(),
         };
 
         let r = &mut m.registry;
@@ -463,7 +481,37 @@ impl Metrics {
             "Full scrapes rendered (served from cache in between)",
             m.full_scrape_renders.clone(),
         );
+        r.register(
+            "quota_refusals",
+            "Announces refused by a per-source quota (new_torrents_per_source: the source's new torrents this minute; peers_per_source: its peers in the swarm)",
+            quotas,
+        );
+        r.register(
+            "pid_ids_in_use",
+            "PID names interned now (ids of names out of use for 10 minutes are reused)",
+            m.pid_ids_in_use.clone(),
+        );
+        r.register(
+            "pid_id_highest",
+            "Highest PID id in use (from 16384 up, PIDs share one bucket and lose locality)",
+            m.pid_id_highest.clone(),
+        );
+        r.register(
+            "pid_ids_overflowed",
+            "PID ids handed out past 16383 (more PID names in use at once than buckets hold)",
+            m.pid_ids_overflowed.clone(),
+        );
         m
+    }
+
+    /// Counts an announce a per-source quota refused (other refusals are not counted here).
+    pub fn quota_refusal(&self, e: &crate::swarm::StoreError) {
+        let i = match e {
+            crate::swarm::StoreError::SourceBudgetSpent => 0,
+            crate::swarm::StoreError::SourceFull => 1,
+            _ => return,
+        };
+        self.quota_refusals[i].inc();
     }
 
     /// Counts an access-list reload that was applied (`true`) or refused.
@@ -537,6 +585,14 @@ impl Metrics {
     /// Renders the text exposition, with store totals read now.
     pub fn render(&self, totals: StoreTotals) -> String {
         self.torrents.set(totals.torrents as i64);
+        let pids = p4p_itracker::pid::stats();
+        self.pid_ids_in_use.set(pids.in_use as i64);
+        self.pid_id_highest.set(pids.highest as i64);
+        {
+            let _one_at_a_time = self.backend_sync.lock().unwrap_or_else(|e| e.into_inner());
+            let c = &self.pid_ids_overflowed;
+            c.inc_by(pids.overflowed.saturating_sub(c.get()));
+        }
         self.peers
             .get_or_create(&PeerLabels { kind: "seeders" })
             .set(totals.seeders as i64);

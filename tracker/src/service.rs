@@ -155,7 +155,9 @@ impl Tracker {
             scratch: &mut ws.scratch,
             sink: &mut ws.sink,
         };
-        let (stats, selection) = self.store.announce(a, ctx).await?;
+        let (stats, selection) = self.store.announce(a, ctx).await.inspect_err(|e| {
+            self.metrics.quota_refusal(e);
+        })?;
         ws.tally.selection(&selection);
         Ok(stats)
     }
@@ -196,6 +198,9 @@ impl Tracker {
         let snapshot = self.topology.load_full();
         let report = self.store.sweep(&snapshot).await;
         self.metrics.sweep(report.peers_removed);
+        // After the store re-resolved its peers under `snapshot`: ids of PID names out of use
+        // since long before are given back (see `p4p_itracker::pid`).
+        p4p_itracker::pid::reclaim(snapshot.pids().iter().map(|p| p.id));
         report
     }
 

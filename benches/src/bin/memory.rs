@@ -22,7 +22,13 @@ fn main() {
     let torrents: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let snap = loopback_snapshot();
     let selector = Selector::new(SelectionConfig::default());
-    let store = MemoryStore::new(SwarmConfig::default(), Clock::new());
+    // One address adds many torrents and holds many ports here: no per-source quotas.
+    let limits = SwarmConfig {
+        new_torrents_per_source: 0,
+        max_peers_per_source: 0,
+        ..SwarmConfig::default()
+    };
+    let store = MemoryStore::new(limits, Clock::new());
     let mut rng = SmallRng::seed_from_u64(1);
     let mut scratch = Scratch::default();
     let mut sink = PeerSink::default();

@@ -141,6 +141,8 @@ fn tracker(args: &Args, url: &str, prefix: &str) -> Result<Arc<Tracker>, String>
     config.store.url = url.to_string();
     config.store.key_prefix = prefix.to_string();
     config.store.timeout_ms = 5000;
+    // The load comes from a few addresses: no per-source budget of new torrents.
+    config.swarm.new_torrents_per_source = 0;
     config.announce.max_numwant = args.numwant.max(1);
     Tracker::from_config(config, Clock::new(), loopback_snapshot(), true)
         .map(Arc::new)

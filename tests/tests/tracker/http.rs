@@ -444,3 +444,61 @@ async fn health_is_503_with_the_reason_while_the_redis_store_is_unreachable() {
     );
     running.stop().await;
 }
+
+/// Sends `head` on a fresh connection, returns everything the server sent until it closed.
+fn raw_exchange(server: SocketAddr, head: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(server).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    // The server may answer and close before it has read everything: a failed write is fine.
+    let _ = s.write_all(head);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A 64 KiB query (past what actix itself accepts: it answered an empty 400) and a head of
+/// many headers (an empty 431) get a bencoded failure reason, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_over_long_request_line_or_head_gets_a_failure_reason() {
+    let s = Server::start().await;
+    let addr = s.addr;
+    let (long_line, long_head, long_header) = tokio::task::spawn_blocking(move || {
+        let path = announce_path(&HASH, 6881, 1, &format!("&key={}", "k".repeat(64 * 1024)));
+        let line = raw_exchange(
+            addr,
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        );
+        let mut head = "GET /announce HTTP/1.1\r\nHost: t\r\n".to_string();
+        for i in 0..3000 {
+            head.push_str(&format!("X-Filler-{i}: {}\r\n", "v".repeat(40)));
+        }
+        head.push_str("\r\n");
+        let head = raw_exchange(addr, head.as_bytes());
+        let header = raw_exchange(
+            addr,
+            format!(
+                "GET /announce HTTP/1.1\r\nCookie: {}\r\n\r\n",
+                "c".repeat(20_000)
+            )
+            .as_bytes(),
+        );
+        (line, head, header)
+    })
+    .await
+    .expect("client thread");
+    for (answer, reason) in [
+        (&long_line, "request line too long (query string too long)"),
+        (&long_head, "request head too long"),
+        (&long_header, "request header line too long"),
+    ] {
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:.200}");
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let d = decode_dict(body.as_bytes());
+        assert_eq!(failure(&d).as_deref(), Some(reason), "{answer:.300}");
+    }
+    // The server is unharmed.
+    s.announce("127.0.0.2", 6001, 10, "").await;
+    s.running.stop().await;
+}

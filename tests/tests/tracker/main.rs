@@ -4,4 +4,5 @@ mod access;
 mod http;
 mod p4p;
 mod push;
+mod quota;
 mod udp;

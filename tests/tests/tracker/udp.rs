@@ -407,7 +407,10 @@ async fn ipv6_announces_get_18_byte_peers() {
 /// answer per request, each with its own transaction id, and every announce must be recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_of_datagrams_get_one_answer_each() {
-    let (running, server) = start(udp_config("127.77.11.1")).await;
+    let mut config = udp_config("127.77.11.1");
+    // One client, 301 ports in one swarm: past the default per-source cap.
+    config.swarm.max_peers_per_source = 0;
+    let (running, server) = start(config).await;
     let (answered, last) = blocking(move || {
         let mut client = Client::new("127.0.0.30", server);
         let id = client.connect();

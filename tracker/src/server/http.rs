@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::http::header::{ContentType, HeaderMap};
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse};
 
 use super::guarded;
 use super::scrape_all::{names_info_hash, FullScrape};
@@ -23,6 +23,7 @@ pub(super) type State = web::Data<Arc<Tracker>>;
 
 /// Builds the HTTP server on already-bound listeners (port 0 works; tests read the port back).
 pub fn build(tracker: Arc<Tracker>, listeners: Vec<TcpListener>) -> std::io::Result<Server> {
+    let max_query_len = tracker.config.http.max_query_len;
     let workers = match tracker.config.http.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -31,7 +32,7 @@ pub fn build(tracker: Arc<Tracker>, listeners: Vec<TcpListener>) -> std::io::Res
     let ops_routes = tracker.config.ops.bind.is_none();
     let full_scrape = web::Data::new(FullScrape::new(&tracker.config.http));
     let state = web::Data::new(tracker);
-    let mut server = HttpServer::new(move || {
+    let app = move || {
         let app = App::new()
             .app_data(state.clone())
             .app_data(full_scrape.clone())
@@ -42,11 +43,39 @@ pub fn build(tracker: Arc<Tracker>, listeners: Vec<TcpListener>) -> std::io::Res
         } else {
             app
         }
-    })
-    .workers(workers)
-    .disable_signals();
+    };
+    // actix-web's `HttpServer`, but with each connection read through a [`LineGuard`], so an
+    // over-long request line gets a failure reason (see `line_guard`). The settings are
+    // `HttpServer`'s defaults.
+    let limit = super::line_guard::line_limit(max_query_len);
+    let mut server = actix_server::Server::build()
+        .workers(workers)
+        .disable_signals();
     for l in listeners {
-        server = server.listen(l)?;
+        let addr = l.local_addr()?;
+        let app = app.clone();
+        server = server.listen(format!("p4p-http-{addr}"), l, move || {
+            let guarded =
+                actix_service::fn_service(move |io: actix_rt::net::TcpStream| async move {
+                    let peer = io.peer_addr().ok();
+                    let io = super::line_guard::LineGuard::new(io, limit);
+                    Ok::<_, actix_http::error::DispatchError>((
+                        io,
+                        actix_http::Protocol::Http1,
+                        peer,
+                    ))
+                });
+            let service = actix_http::HttpService::build()
+                .client_request_timeout(std::time::Duration::from_secs(5))
+                .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                .local_addr(addr)
+                .finish(actix_service::map_config(
+                    actix_service::IntoServiceFactory::into_factory(app()),
+                    // Host and local address for URL building, which no route uses.
+                    |_| actix_web::dev::AppConfig::default(),
+                ));
+            actix_service::ServiceFactoryExt::and_then(guarded, service)
+        })?;
     }
     Ok(server.run())
 }

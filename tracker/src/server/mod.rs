@@ -5,6 +5,7 @@
 //! [`tasks`] (sweeper, topology refresher), and returns a [`Running`] handle whose [`Running::stop`] shuts everything down gracefully.
 
 pub mod http;
+mod line_guard;
 pub mod ops;
 pub mod scrape_all;
 pub mod tasks;

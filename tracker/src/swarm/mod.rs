@@ -11,6 +11,7 @@
 //! the same [`Selector`](crate::selection::Selector).
 
 pub mod memory;
+pub mod quota;
 pub mod redis;
 
 use std::collections::HashMap;
@@ -201,6 +202,11 @@ pub enum StoreError {
     NotAllowed,
     /// A cluster node has not yet applied what the other nodes published (`/health` only).
     CatchingUp,
+    /// The announcing source spent its budget of new torrents for this minute (see
+    /// [`quota`]).
+    SourceBudgetSpent,
+    /// The swarm holds `max_peers_per_source` peers of the announcing source already.
+    SourceFull,
 }
 
 impl StoreError {
@@ -212,6 +218,10 @@ impl StoreError {
             StoreError::Unavailable => "temporarily unavailable",
             StoreError::NotAllowed => crate::access::NOT_ALLOWED,
             StoreError::CatchingUp => "catching up with the cluster",
+            StoreError::SourceBudgetSpent => {
+                "too many new torrents from your address; try again in a minute"
+            }
+            StoreError::SourceFull => "too many peers from your address in this swarm",
         }
     }
 }

@@ -185,6 +185,23 @@ impl Entry {
         }
     }
 
+    /// How many peers of `peer`'s source (its IPv4 address or IPv6 /64) the swarm holds (see
+    /// [`Family::host_peers`]).
+    pub(super) fn host_peers(&self, peer: SocketAddr) -> u32 {
+        match (&self.peers, peer) {
+            (Peers::Small(s), SocketAddr::V4(a)) => {
+                let host = Peer4::host(Peer4::addr_of(a));
+                let same = s.slice().iter().filter(|p| Peer4::host(p.addr()) == host);
+                same.count() as u32
+            }
+            (Peers::Small(_), SocketAddr::V6(_)) => 0,
+            (Peers::Large(l), SocketAddr::V4(a)) => l.v4.host_peers(Peer4::addr_of(a)),
+            (Peers::Large(l), SocketAddr::V6(a)) => {
+                l.v6.as_ref().map_or(0, |f| f.host_peers(Peer6::addr_of(a)))
+            }
+        }
+    }
+
     pub(super) fn bucket(&self, pos: PeerPos) -> BucketKey {
         match &self.peers {
             Peers::Small(s) => s.peers[pos.idx].bucket,

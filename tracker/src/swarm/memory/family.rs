@@ -26,6 +26,11 @@ pub(super) struct Hashed<P> {
     pub(super) index: Index,
 }
 
+/// The keyed hashes of `addr` and of its source (see [`Index`]).
+fn hashes<P: Record>(addr: P::Addr) -> (u64, u64) {
+    (addr_hash(&addr), addr_hash(&P::host(addr)))
+}
+
 impl<P: Record> Hashed<P> {
     /// Takes records sorted by bucket.
     fn build(recs: &[P]) -> Self {
@@ -44,19 +49,27 @@ impl<P: Record> Hashed<P> {
         hashed
     }
 
-    fn hash_at(buckets: &[Bucket<P>], loc: IndexLoc) -> u64 {
-        addr_hash(&buckets[loc.bucket as usize].recs[loc.idx as usize].addr())
+    /// The address and source hashes of the record at `loc` (see [`Index::insert`]).
+    fn hashes_at(buckets: &[Bucket<P>], loc: IndexLoc) -> (u64, u64) {
+        hashes::<P>(buckets[loc.bucket as usize].recs[loc.idx as usize].addr())
     }
 
-    /// Rebuilds the index from the buckets.
+    /// Rebuilds the index (and its source counts) from the buckets.
     fn reindex(&mut self) {
         let len = self.buckets.iter().map(|b| b.recs.len()).sum();
         self.index = Index::sized(len);
         for (b, bucket) in self.buckets.iter().enumerate() {
             for (i, p) in bucket.recs.iter().enumerate() {
-                self.index.put(addr_hash(&p.addr()), IndexLoc::new(b, i));
+                let (hash, host) = hashes::<P>(p.addr());
+                self.index.put(hash, IndexLoc::new(b, i));
+                self.index.add_host(host);
             }
         }
+    }
+
+    /// Peers of `addr`'s source in the family (may run high, see [`Index`]).
+    fn host_peers(&self, addr: P::Addr) -> u32 {
+        self.index.host_count(addr_hash(&P::host(addr)))
     }
 
     fn len(&self) -> usize {
@@ -107,8 +120,9 @@ impl<P: Record> Hashed<P> {
     fn insert(&mut self, rec: P) -> (usize, usize) {
         let loc = self.push(rec);
         let buckets = &self.buckets;
-        let hash = addr_hash(&rec.addr());
-        self.index.insert(hash, loc, |l| Self::hash_at(buckets, l));
+        let hashes = hashes::<P>(rec.addr());
+        self.index
+            .insert(hashes, loc, |l| Self::hashes_at(buckets, l));
         (loc.bucket as usize, loc.idx as usize)
     }
 
@@ -131,6 +145,7 @@ impl<P: Record> Hashed<P> {
     fn remove(&mut self, b: usize, i: usize) -> P {
         let (rec, slot) = self.take(IndexLoc::new(b, i));
         self.index.remove(slot);
+        self.index.sub_host(hashes::<P>(rec.addr()).1);
         rec
     }
 
@@ -171,7 +186,7 @@ impl<P: Record> Hashed<P> {
             shrink(&mut bucket.recs);
         }
         let len = self.buckets.iter().map(|b| b.recs.len()).sum::<usize>();
-        let (dropped, slots) = (self.buckets.len() != before, self.index.slots.len());
+        let (dropped, slots) = (self.buckets.len() != before, self.index.cap());
         if moved || dropped || self.index.deleted > 0 || slots > 4 * len + 8 {
             self.reindex();
         }
@@ -252,6 +267,18 @@ impl<P: Record> Family<P> {
         match self {
             Family::Sorted(recs) => recs.iter().position(|p| p.addr() == addr).map(|i| (0, i)),
             Family::Hashed(h) => h.find(addr),
+        }
+    }
+
+    /// How many peers of `addr`'s source (its IPv4 address or IPv6 /64) the family holds: exact
+    /// while sorted, possibly high once hashed (see [`Index`]).
+    pub(super) fn host_peers(&self, addr: P::Addr) -> u32 {
+        match self {
+            Family::Sorted(recs) => {
+                let host = P::host(addr);
+                recs.iter().filter(|p| P::host(p.addr()) == host).count() as u32
+            }
+            Family::Hashed(h) => h.host_peers(addr),
         }
     }
 

@@ -34,12 +34,23 @@ impl IndexLoc {
 /// compares tags inside one or two cache lines and reads a record only when a tag matches, so
 /// finding a peer costs the slot's line and the record's. (A general hash table keeps control
 /// bytes and entries apart: one more miss.) At most 3/4 full, counting deleted slots.
+///
+/// The same allocation holds, after the slots, one 8-bit *source cell* per slot: how many
+/// entries' sources (see `Record::Host`) hash to it, for `max_peers_per_source` (an eighth
+/// more memory, no pointer more in the family). A cell may also count other sources that share
+/// it, so a count runs high, never low; no client can aim for a cell (the hash is keyed per
+/// process). A cell that reaches 255 stays there until the next rebuild, which is why the cap
+/// is at most 250.
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    pub(super) slots: Box<[u64]>,
+    /// `cap` slots, then `cap / 8` words of source cells.
+    slots: Box<[u64]>,
     pub(super) len: u32,
     pub(super) deleted: u32,
 }
+
+/// A source cell that has reached this stays until the table is rebuilt.
+const CELL_MAX: u64 = 0xFF;
 
 const EMPTY: u64 = 0;
 const DELETED: u64 = 1;
@@ -50,9 +61,55 @@ impl Index {
     pub(super) fn sized(n: usize) -> Self {
         let cap = (n + n / 3 + 1).next_power_of_two().max(8);
         Index {
-            slots: vec![EMPTY; cap].into_boxed_slice(),
+            slots: vec![EMPTY; cap + cap / 8].into_boxed_slice(),
             len: 0,
             deleted: 0,
+        }
+    }
+
+    /// Slots in the table: the power of two below the allocation's `cap + cap / 8` words (a
+    /// shift, not a division, on the probe path).
+    pub(super) fn cap(&self) -> usize {
+        match self.slots.len() {
+            0 => 0,
+            n => 1 << (usize::BITS - 1 - n.leading_zeros()),
+        }
+    }
+
+    /// The slots (without the source cells).
+    pub(super) fn table(&self) -> &[u64] {
+        &self.slots[..self.cap()]
+    }
+
+    /// (word, bit shift) of the source cell of `host_hash`.
+    fn cell_at(&self, host_hash: u64) -> (usize, u32) {
+        let cell = host_hash as usize & self.mask();
+        (self.cap() + cell / 8, (cell % 8) as u32 * 8)
+    }
+
+    /// Entries whose source hashes like `host_hash` (see the type's docs).
+    pub(super) fn host_count(&self, host_hash: u64) -> u32 {
+        if self.slots.is_empty() {
+            return 0;
+        }
+        let (word, shift) = self.cell_at(host_hash);
+        ((self.slots[word] >> shift) & CELL_MAX) as u32
+    }
+
+    /// Counts one more entry of the source of `host_hash`.
+    pub(super) fn add_host(&mut self, host_hash: u64) {
+        let (word, shift) = self.cell_at(host_hash);
+        if (self.slots[word] >> shift) & CELL_MAX != CELL_MAX {
+            self.slots[word] += 1 << shift;
+        }
+    }
+
+    /// Counts one entry less of the source of `host_hash` (a saturated cell stays).
+    pub(super) fn sub_host(&mut self, host_hash: u64) {
+        let (word, shift) = self.cell_at(host_hash);
+        let cell = (self.slots[word] >> shift) & CELL_MAX;
+        if cell != CELL_MAX && cell > 0 {
+            self.slots[word] -= 1 << shift;
         }
     }
 
@@ -78,7 +135,7 @@ impl Index {
     }
 
     fn mask(&self) -> usize {
-        self.slots.len() - 1
+        self.cap() - 1
     }
 
     /// The slot a probe for `hash` starts at (for prefetching).
@@ -120,10 +177,16 @@ impl Index {
         self.slots[i] = Self::with_loc(self.slots[i], loc);
     }
 
-    /// Adds an entry; `hash_of` gives the hash of an entry already in (to rebuild on growth).
-    pub(super) fn insert(&mut self, hash: u64, loc: IndexLoc, hash_of: impl Fn(IndexLoc) -> u64) {
+    /// Adds an entry and counts its source; `hash_of` gives the address and source hashes of
+    /// an entry already in (to rebuild on growth).
+    pub(super) fn insert(
+        &mut self,
+        (hash, host): (u64, u64),
+        loc: IndexLoc,
+        hash_of: impl Fn(IndexLoc) -> (u64, u64),
+    ) {
         let used = (self.len + self.deleted) as usize + 1;
-        if used * 4 > self.slots.len() * 3 {
+        if used * 4 > self.cap() * 3 {
             // At most half full afterwards, so the next rebuild is a quarter of the table's
             // inserts away: sized for exactly `len + 1`, a table just under 3/4 full with a
             // few deleted slots would rebuild on nearly every insert (a client stopping and
@@ -132,9 +195,10 @@ impl Index {
             self.rebuild(n + n / 2, &hash_of);
         }
         self.put(hash, loc);
+        self.add_host(host);
     }
 
-    /// Adds an entry to a table with room for it.
+    /// Adds an entry to a table with room for it (its source is counted by the caller).
     pub(super) fn put(&mut self, hash: u64, loc: IndexLoc) {
         let mut i = hash as usize & self.mask();
         while self.slots[i] > DELETED {
@@ -165,18 +229,22 @@ impl Index {
         }
     }
 
-    /// Re-inserts every entry into a table sized for `n`, dropping deleted slots.
-    fn rebuild(&mut self, n: usize, hash_of: &impl Fn(IndexLoc) -> u64) {
+    /// Re-inserts every entry into a table sized for `n`, dropping deleted slots and
+    /// recounting sources.
+    fn rebuild(&mut self, n: usize, hash_of: &impl Fn(IndexLoc) -> (u64, u64)) {
         let old = std::mem::replace(self, Index::sized(n));
-        for &slot in old.slots.iter().filter(|&&s| s > DELETED) {
+        for &slot in old.table().iter().filter(|&&s| s > DELETED) {
             let loc = Self::loc(slot);
-            self.put(hash_of(loc), loc);
+            let (hash, host) = hash_of(loc);
+            self.put(hash, loc);
+            self.add_host(host);
         }
     }
 
     /// Every entry's location, to renumber buckets.
     pub(super) fn locs_mut(&mut self, mut f: impl FnMut(&mut IndexLoc)) {
-        for slot in self.slots.iter_mut().filter(|s| **s > DELETED) {
+        let cap = self.cap();
+        for slot in self.slots[..cap].iter_mut().filter(|s| **s > DELETED) {
             let mut loc = Self::loc(*slot);
             f(&mut loc);
             *slot = Self::with_loc(*slot, loc);
@@ -198,6 +266,7 @@ mod tests {
         // Keys are the locations themselves, hashed so that many share a home slot and tag.
         let hash =
             |l: IndexLoc| u64::from(l.idx % 37).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (7 << 48);
+        let hashes = |l: IndexLoc| (hash(l), u64::from(l.idx % 5));
         let mut rng = SmallRng::seed_from_u64(11);
         let mut index = Index::default();
         let mut model: HashSet<u32> = HashSet::new();
@@ -210,24 +279,27 @@ mod tests {
                 Some(i) => {
                     assert_eq!(index.get(i), loc);
                     index.remove(i);
+                    index.sub_host(u64::from(idx % 5));
                     model.remove(&idx);
                 }
                 None => {
-                    index.insert(hash(loc), loc, hash);
+                    index.insert(hashes(loc), loc, hashes);
                     model.insert(idx);
                 }
             }
             assert_eq!(index.len as usize, model.len());
-            let live = index.slots.iter().filter(|&&s| s > DELETED).count();
-            let deleted = index.slots.iter().filter(|&&s| s == DELETED).count();
+            let live = index.table().iter().filter(|&&s| s > DELETED).count();
+            let deleted = index.table().iter().filter(|&&s| s == DELETED).count();
             assert_eq!(
                 (live, deleted),
                 (index.len as usize, index.deleted as usize)
             );
-            assert!(
-                (live + deleted) * 4 <= index.slots.len() * 3,
-                "at most 3/4 full"
-            );
+            assert!((live + deleted) * 4 <= index.cap() * 3, "at most 3/4 full");
+            // Five sources, each in its own cell: the counts are exact.
+            for host in 0..5u32 {
+                let n = model.iter().filter(|&&i| i % 5 == host).count();
+                assert_eq!(index.host_count(u64::from(host)), n as u32, "step {step}");
+            }
         }
         // Renumbering and repointing keep every entry findable under its new location.
         index.locs_mut(|l| l.bucket = 4);
@@ -244,7 +316,7 @@ mod tests {
 
     #[test]
     fn an_index_just_under_its_limit_does_not_rebuild_on_every_insert() {
-        let hash = |l: IndexLoc| u64::from(l.idx).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let hash = |l: IndexLoc| (u64::from(l.idx).wrapping_mul(0x9E37_79B9_7F4A_7C15), 0);
         let mut index = Index::default();
         // Fill a 4096-slot table to one entry below 3/4, then stop and start peers: each stop
         // leaves a deleted slot that the next start pushes over the limit.
@@ -252,7 +324,7 @@ mod tests {
             let loc = IndexLoc { bucket: 0, idx };
             index.insert(hash(loc), loc, hash);
         }
-        assert_eq!(index.slots.len(), 4096);
+        assert_eq!(index.cap(), 4096);
         let mut rebuilds = 0;
         for cycle in 0..1000u32 {
             let (gone, new) = (
@@ -265,7 +337,7 @@ mod tests {
                     idx: 10_000 + cycle,
                 },
             );
-            let i = index.find(hash(gone), |l| l == gone).expect("present");
+            let i = index.find(hash(gone).0, |l| l == gone).expect("present");
             index.remove(i);
             let before = index.slots.as_ptr();
             index.insert(hash(new), new, hash);

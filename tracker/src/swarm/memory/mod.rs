@@ -30,11 +30,17 @@
 //!   capacity, drops empty buckets, turns hashed families that shrank back into sorted ones and
 //!   large swarms that shrank back into small ones.
 //!
-//! A bucket key is `pid << 1 | seeder` in 16 bits, so PID ids must fit in 15 bits. Ids from
-//! 32767 up (a process that has interned that many distinct PID names) share one overflow code
-//! that [`Buckets::pid`](crate::selection::Buckets::pid) reports as an id no snapshot holds:
-//! such peers are still stored, counted and returned, and selection treats them like peers of
-//! an unknown, far PID.
+//! A bucket key is `code << 1 | seeder` in 16 bits: the code is the PID id (below 16,384: the
+//! interner reuses the ids of names out of use, see [`p4p_itracker::pid`]) or an AS location's
+//! id (16,383 of them, from 16,384 up). More PID names in use at once than that share one
+//! overflow code that [`Buckets::pid`](crate::selection::Buckets::pid) reports as an id no
+//! snapshot holds: such peers are still stored, counted and returned, selection treats them
+//! like peers of an unknown, far PID, and the interner counts them (`pid_ids_overflowed_total`).
+//!
+//! Per-source quotas (see [`crate::swarm::quota`]): a new torrent takes one from its source's
+//! budget; a new peer is refused when its swarm holds `max_peers_per_source` of its source
+//! already, counted on the lookup's miss path (exactly in a small or sorted swarm, from the
+//! source cells of the address index in a hashed one).
 //!
 //! Locks: one shard lock per announce, held only for the update and the selection (no `.await`
 //! anywhere here). The sweep visits one shard at a time.
@@ -97,6 +103,7 @@ use self::entry::{Entry, PeerPos};
 use self::record::{reserve_one, shrink, BucketKey};
 use self::shard::{read, search, write, Shard};
 use self::view::{View, RUNS};
+use super::quota::SourceBudget;
 use super::{AnnounceContext, StoreError, StoreTotals, SweepReport};
 use crate::clock::Clock;
 use crate::config::SwarmConfig;
@@ -124,6 +131,8 @@ pub struct MemoryStore {
     leechers: AtomicI64,
     /// Most records of a family kept sorted ([`SORTED_MAX`] unless a test chose another).
     sorted_max: usize,
+    /// New torrents per source per minute (see [`crate::swarm::quota`]).
+    budget: SourceBudget,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -153,10 +162,11 @@ impl MemoryStore {
             hasher: foldhash::quality::RandomState::default(),
             torrents: AtomicUsize::new(0),
             clock,
-            limits,
             seeders: AtomicI64::new(0),
             leechers: AtomicI64::new(0),
             sorted_max,
+            budget: SourceBudget::new(limits.new_torrents_per_source),
+            limits,
         }
     }
 
@@ -193,7 +203,13 @@ impl MemoryStore {
             let stats = self.stop(&mut shard, a);
             return Ok((stats, SelectionStats::default()));
         }
-        let at = self.swarm_at(here, &mut shard, &a.info_hash, snap.generation() as u32)?;
+        let at = self.swarm_at(
+            here,
+            &mut shard,
+            &a.info_hash,
+            Some(a.peer.ip()),
+            snap.generation() as u32,
+        )?;
         let swarm = &mut shard[at];
         let pos = self.record(swarm, a, pid, snap)?;
         let stats = swarm.stats();
@@ -222,13 +238,15 @@ impl MemoryStore {
         Ok((stats, selection))
     }
 
-    /// Index of the torrent's entry, created when new (and the torrent cap allows);
-    /// `entries` are `shard`'s, write-locked.
-    fn swarm_at(
+    /// Index of the entry of a torrent, created when new (and the torrent cap and, for an
+    /// announcing `source`, its budget of new torrents allow; deltas another node replicates
+    /// were admitted there and pass no source); `entries` are `shard`'s, write-locked.
+    pub(super) fn swarm_at(
         &self,
         shard: &Shard,
         entries: &mut Vec<Entry>,
         hash: &InfoHash,
+        source: Option<std::net::IpAddr>,
         generation: u32,
     ) -> Result<usize, StoreError> {
         match search(entries, hash) {
@@ -237,6 +255,10 @@ impl MemoryStore {
                 if self.torrents.fetch_add(1, Ordering::Relaxed) >= self.limits.max_torrents {
                     self.torrents.fetch_sub(1, Ordering::Relaxed);
                     return Err(StoreError::TooManyTorrents);
+                }
+                if source.is_some_and(|ip| !self.budget.take(ip, self.clock.now())) {
+                    self.torrents.fetch_sub(1, Ordering::Relaxed);
+                    return Err(StoreError::SourceBudgetSpent);
                 }
                 reserve_one(entries, 2);
                 entries.insert(at, Entry::new(hash.0, generation));
@@ -274,6 +296,10 @@ impl MemoryStore {
             None => {
                 if swarm.len() >= self.limits.max_peers_per_swarm {
                     return Err(StoreError::SwarmFull);
+                }
+                let cap = self.limits.max_peers_per_source;
+                if cap > 0 && swarm.host_peers(a.peer) >= cap {
+                    return Err(StoreError::SourceFull);
                 }
                 if a.event == Event::Completed {
                     swarm.downloaded = swarm.downloaded.saturating_add(1);
@@ -360,6 +386,7 @@ impl MemoryStore {
     /// so announces to other shards go on meanwhile.
     pub fn sweep(&self, snap: &Snapshot) -> SweepReport {
         let now = self.now16();
+        self.budget.sweep(self.clock.now());
         let mut report = SweepReport::default();
         for shard in self.shards.iter() {
             let mut entries = write(shard);

@@ -5,30 +5,40 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 
 use p4p_itracker::{PidId, Snapshot};
 
-/// The 15-bit PID code shared by every PID id that does not fit (see the module docs).
+/// The 15-bit code shared by every PID id that does not fit (see [`BucketKey`]).
 const PID_OVERFLOW: u16 = 0x7FFF;
 
 /// What [`crate::selection::Buckets::pid`] reports for [`PID_OVERFLOW`]: an id no snapshot
 /// holds.
 pub(super) const PID_UNKNOWN: PidId = PidId(u32::MAX);
 
-/// A bucket key: PID x seeder/leecher, packed as `pid << 1 | seeder` so records sort by PID
-/// first.
+/// First code of the AS locations ([`PidId::of_asn`]); PID ids below it are their own code.
+const AS_BASE: u16 = p4p_itracker::pid::PID_CODES as u16;
+
+/// A bucket key: PID x seeder/leecher, packed as `code << 1 | seeder` so records sort by PID
+/// first. The 15-bit code is a PID id below [`p4p_itracker::pid::PID_CODES`] (ids stay there:
+/// the interner reuses ids of names out of use), or `AS_BASE` plus an AS location's id; any
+/// other id (more PID names in use at once than that) shares [`PID_OVERFLOW`], counted in the
+/// interner's stats.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct BucketKey(u16);
 
 impl BucketKey {
     pub(super) fn new(pid: PidId, seeder: bool) -> Self {
-        let code = u16::try_from(pid.0)
-            .ok()
-            .filter(|&c| c < PID_OVERFLOW)
-            .unwrap_or(PID_OVERFLOW);
+        let code = if pid.is_as_location() {
+            AS_BASE + (pid.0 & !p4p_itracker::pid::AS_TAG) as u16
+        } else if pid.0 < u32::from(AS_BASE) {
+            pid.0 as u16
+        } else {
+            PID_OVERFLOW
+        };
         BucketKey((code << 1) | u16::from(seeder))
     }
 
     pub(super) fn pid(self) -> PidId {
         match self.0 >> 1 {
             PID_OVERFLOW => PID_UNKNOWN,
+            code if code >= AS_BASE => PidId(p4p_itracker::pid::AS_TAG | u32::from(code - AS_BASE)),
             code => PidId(u32::from(code)),
         }
     }
@@ -62,6 +72,10 @@ pub(super) trait Record: Copy {
     type Addr: Eq + Copy + Hash;
     /// Sort order of a family: (bucket, ip, port).
     type Order: Ord + Copy;
+    /// The source a peer counts under for `max_peers_per_source`: its IPv4 address or its
+    /// IPv6 /64 (see [`crate::swarm::quota`]).
+    type Host: Eq + Copy + Hash;
+    fn host(addr: Self::Addr) -> Self::Host;
     fn new(addr: Self::Addr, expires: u16, bucket: BucketKey) -> Self;
     fn addr(&self) -> Self::Addr;
     fn order_of(bucket: BucketKey, addr: Self::Addr) -> Self::Order;
@@ -85,6 +99,10 @@ impl Peer4 {
 impl Record for Peer4 {
     type Addr = u64;
     type Order = u64;
+    type Host = u32;
+    fn host(addr: u64) -> u32 {
+        (addr >> 16) as u32
+    }
     fn new(addr: u64, expires: u16, bucket: BucketKey) -> Self {
         Peer4 {
             ip: ((addr >> 16) as u32).to_be_bytes(),
@@ -125,6 +143,10 @@ impl Peer6 {
 impl Record for Peer6 {
     type Addr = (u128, u16);
     type Order = (BucketKey, u128, u16);
+    type Host = u64;
+    fn host((ip, _): (u128, u16)) -> u64 {
+        (ip >> 64) as u64
+    }
     fn new((ip, port): (u128, u16), expires: u16, bucket: BucketKey) -> Self {
         Peer6 {
             ip: ip.to_be_bytes(),
@@ -218,17 +240,32 @@ mod tests {
     }
 
     #[test]
-    fn bucket_keys_hold_15_bit_pids_and_share_one_code_beyond() {
-        for (id, seeder) in [(0, false), (1, true), (32766, true), (12345, false)] {
+    fn bucket_keys_hold_pid_ids_and_as_locations_and_share_one_code_beyond() {
+        for (id, seeder) in [(0, false), (1, true), (16383, true), (12345, false)] {
             let key = BucketKey::new(PidId(id), seeder);
             assert_eq!((key.pid(), key.seeders()), (PidId(id), seeder));
         }
-        for id in [32767, 32768, 40000, u32::MAX] {
+        for asn in [0, 1, 64500, 4_200_000_000, u32::MAX] {
+            let id = PidId::of_asn(asn);
+            let key = BucketKey::new(id, true);
+            assert_eq!((key.pid(), key.seeders()), (id, true), "AS{asn}");
+            assert_ne!(key.pid(), PID_UNKNOWN);
+        }
+        for id in [16384, 32768, 40000, u32::MAX >> 1] {
             let key = BucketKey::new(PidId(id), true);
             assert_eq!((key.pid(), key.seeders()), (PID_UNKNOWN, true));
         }
+        // The ASN mode's locations used to be interned and overflowed first (past 32,767 ASes
+        // seen): 80,000 ASes now take no PID id and each keeps a bucket code of its own range.
+        let before = p4p_itracker::pid::stats();
+        for asn in 0..80_000u32 {
+            let id = PidId::of_asn(asn);
+            assert_eq!(BucketKey::new(id, false).pid(), id, "AS{asn}");
+        }
+        assert!(p4p_itracker::pid::stats().highest <= before.highest + 64);
         // The overflow code sorts after every real PID, and no snapshot knows its id.
-        assert!(BucketKey::new(PidId(32766), true) < BucketKey::new(PidId(50000), false));
+        assert!(BucketKey::new(PidId(16383), true) < BucketKey::new(PidId(50000), false));
         assert_eq!(Snapshot::single_pid().index_of(PID_UNKNOWN), None);
+        assert_eq!(Snapshot::single_pid().index_of(PidId::of_asn(7)), None);
     }
 }

@@ -68,7 +68,13 @@ impl MemoryStore {
         if expires_in == 0 {
             return false;
         }
-        let Ok(at) = self.swarm_at(here, &mut shard, &r.info_hash, snap.generation() as u32) else {
+        let Ok(at) = self.swarm_at(
+            here,
+            &mut shard,
+            &r.info_hash,
+            None,
+            snap.generation() as u32,
+        ) else {
             return false;
         };
         let swarm = &mut shard[at];

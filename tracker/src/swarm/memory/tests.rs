@@ -877,7 +877,8 @@ fn with_an_asn_database_public_peers_of_the_requesters_as_come_first() {
     }
     let (mut same, mut total) = (0, 0);
     for round in 0..50u16 {
-        let mut a = ann(&format!("12.81.92.7:{}", 7000 + round), 5, Event::None);
+        // One address per round: a source's ports count against `max_peers_per_source`.
+        let mut a = ann(&format!("12.81.93.{}:7000", round + 1), 5, Event::None);
         a.numwant = 4;
         env.announce(&store, a).expect("requester");
         for p in env.peers() {
@@ -891,4 +892,165 @@ fn with_an_asn_database_public_peers_of_the_requesters_as_come_first() {
         share >= 0.9,
         "same-AS share {share} (random would give about 0.5)"
     );
+}
+
+/// A store with these per-source quotas (and `SMALL_SORTED_MAX`, so a few peers reach the
+/// hashed form).
+fn quota_store(new_torrents_per_source: u32, max_peers_per_source: u32) -> MemoryStore {
+    let limits = SwarmConfig {
+        new_torrents_per_source,
+        max_peers_per_source,
+        ..SwarmConfig::default()
+    };
+    MemoryStore::with_sorted_max(limits, Clock::new(), SMALL_SORTED_MAX)
+}
+
+#[test]
+fn one_source_cannot_fill_a_swarm_through_many_ports() {
+    // Sorted (the production `sorted_max`): counted exactly. Hashed (`SMALL_SORTED_MAX`):
+    // counted in cells other sources may share, so a source may be refused early, never late.
+    for (sorted_max, exact) in [(SORTED_MAX, true), (SMALL_SORTED_MAX, false)] {
+        let store = MemoryStore::with_sorted_max(
+            SwarmConfig {
+                max_peers_per_source: 5,
+                ..SwarmConfig::default()
+            },
+            Clock::new(),
+            sorted_max,
+        );
+        let mut env = Env::new(Snapshot::single_pid());
+        for i in 0..40u32 {
+            let peer = format!("127.0.1.{}:6881", i + 10);
+            env.announce(&store, ann(&peer, 5, Event::Started))
+                .expect("one peer per source");
+        }
+        let mut admitted = Vec::new();
+        for port in 1..=10u16 {
+            let peer = format!("127.0.0.2:{port}");
+            match env.announce(&store, ann(&peer, u64::from(port % 2), Event::Started)) {
+                Ok(_) => admitted.push(peer),
+                Err(e) => {
+                    assert_eq!(e, StoreError::SourceFull);
+                    break;
+                }
+            }
+        }
+        assert!(
+            admitted.len() <= 5,
+            "{admitted:?} (sorted_max {sorted_max})"
+        );
+        if exact {
+            assert_eq!(admitted.len(), 5);
+        } else {
+            assert!(!admitted.is_empty());
+        }
+        assert_eq!(
+            StoreError::SourceFull.message(),
+            "too many peers from your address in this swarm"
+        );
+        // Known peers of the source still announce; other sources still join.
+        env.announce(&store, ann(&admitted[0], 0, Event::Completed))
+            .expect("a known peer is never refused");
+        env.announce(&store, ann("127.0.0.3:6", 5, Event::Started))
+            .expect("another source");
+        // A peer that stops frees its place, in every family form.
+        env.announce(&store, ann(&admitted[0], 5, Event::Stopped))
+            .expect("stop");
+        env.announce(&store, ann("127.0.0.2:99", 5, Event::Started))
+            .expect("a place was freed");
+        assert_eq!(
+            env.announce(&store, ann("127.0.0.2:100", 5, Event::Started)),
+            Err(StoreError::SourceFull)
+        );
+        // Expired peers free theirs too (the sweep rebuilds the counts).
+        store.clock().advance(4000);
+        store.sweep(&env.snap);
+        env.announce(&store, ann("127.0.0.2:200", 5, Event::Started))
+            .expect("the source's peers expired");
+    }
+}
+
+#[test]
+fn the_peer_cap_counts_an_ipv6_slash_64_as_one_source() {
+    let store = quota_store(0, 3);
+    let mut env = Env::new(Snapshot::single_pid());
+    for i in 1..=3 {
+        let peer = format!("[2001:db8:0:1::{i}]:6881");
+        env.announce(&store, ann(&peer, 5, Event::Started))
+            .expect("within the cap");
+    }
+    assert_eq!(
+        env.announce(
+            &store,
+            ann("[2001:db8:0:1:ffff::9]:6881", 5, Event::Started)
+        ),
+        Err(StoreError::SourceFull)
+    );
+    env.announce(&store, ann("[2001:db8:0:2::1]:6881", 5, Event::Started))
+        .expect("another /64");
+}
+
+#[test]
+fn no_peer_cap_lets_one_source_hold_many_ports() {
+    let store = quota_store(0, 0);
+    let mut env = Env::new(Snapshot::single_pid());
+    for port in 1..=600 {
+        env.announce(&store, ann(&format!("127.0.0.2:{port}"), 5, Event::Started))
+            .expect("no cap");
+    }
+    assert_eq!(store.scrape(&HASH).incomplete, 600);
+}
+
+#[test]
+fn a_large_swarm_counts_a_source_past_what_fits_one_cell() {
+    // 300 peers of one source: the 8-bit cell saturates and stays, so the source stays
+    // refused at a cap below it until the sweep rebuilds the counts.
+    let store = quota_store(0, 0);
+    let mut env = Env::new(Snapshot::single_pid());
+    for port in 1..=300 {
+        env.announce(&store, ann(&format!("127.0.0.2:{port}"), 5, Event::Started))
+            .expect("no cap");
+    }
+    let shard = read(store.shard(&HASH));
+    let at = search(&shard, &HASH).expect("swarm");
+    let count = shard[at].host_peers("127.0.0.2:9999".parse().expect("addr"));
+    assert!(count >= 250, "saturated count {count}");
+    assert!(shard[at].host_peers("127.0.0.3:1".parse().expect("addr")) < 250);
+}
+
+#[test]
+fn one_source_gets_a_budget_of_new_torrents_per_minute() {
+    let store = quota_store(3, 0);
+    let mut env = Env::new(Snapshot::single_pid());
+    let torrent = |t: u8, peer: &str| {
+        let mut a = ann(peer, 5, Event::Started);
+        a.info_hash = InfoHash([t; 20]);
+        a
+    };
+    for t in 1..=3 {
+        env.announce(&store, torrent(t, "127.0.0.2:1"))
+            .expect("within the budget");
+    }
+    assert_eq!(
+        env.announce(&store, torrent(4, "127.0.0.2:2")),
+        Err(StoreError::SourceBudgetSpent)
+    );
+    assert_eq!(
+        store.totals().torrents,
+        3,
+        "a refused torrent is not created"
+    );
+    // Joining a torrent that exists costs nothing; other sources have their own budget.
+    env.announce(&store, torrent(1, "127.0.0.2:3"))
+        .expect("known torrent");
+    env.announce(&store, torrent(4, "127.0.0.9:1"))
+        .expect("another source");
+    env.announce(&store, torrent(4, "127.0.0.2:2"))
+        .expect("torrent 4 exists now");
+    // A minute later the budget is back.
+    store.clock().advance(60);
+    env.announce(&store, torrent(5, "127.0.0.2:1"))
+        .expect("a new minute");
+    store.sweep(&env.snap);
+    assert_eq!(store.budget.sources(), 1, "past minutes are forgotten");
 }

@@ -152,6 +152,8 @@ pub struct RedisStore {
     epoch: u64,
     scripts: Scripts,
     seen: DashMap<InfoHash, Seen>,
+    /// New torrents per source per minute, over the swarms new to this node.
+    budget: super::quota::SourceBudget,
     seeders: AtomicI64,
     leechers: AtomicI64,
     sweep_cursor: AtomicU64,
@@ -183,6 +185,7 @@ impl RedisStore {
             source,
         })?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| OpenError::NoRuntime)?;
+        let budget = super::quota::SourceBudget::new(limits.new_torrents_per_source);
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -199,6 +202,7 @@ impl RedisStore {
             clock,
             scripts: Scripts::new(),
             seen: DashMap::new(),
+            budget,
             seeders: AtomicI64::new(0),
             leechers: AtomicI64::new(0),
             sweep_cursor: AtomicU64::new(0),
@@ -349,11 +353,13 @@ impl RedisStore {
         ctx: AnnounceContext<'_, R>,
     ) -> Result<(SwarmStats, SelectionStats), StoreError> {
         let stopped = a.event == Event::Stopped;
-        if !stopped
-            && self.seen.len() >= self.limits.max_torrents
-            && !self.seen.contains_key(&a.info_hash)
-        {
-            return Err(StoreError::TooManyTorrents);
+        if !stopped && !self.seen.contains_key(&a.info_hash) {
+            if self.seen.len() >= self.limits.max_torrents {
+                return Err(StoreError::TooManyTorrents);
+            }
+            if !self.budget.take(a.peer.ip(), self.clock.now()) {
+                return Err(StoreError::SourceBudgetSpent);
+            }
         }
         let snap = ctx.snapshot;
         let pid_index = snap.locate(a.peer.ip());
@@ -522,6 +528,7 @@ impl RedisStore {
     pub async fn sweep(&self) -> SweepReport {
         let mut report = SweepReport::default();
         let now = self.clock.now();
+        self.budget.sweep(now);
         let timeout = u64::from(self.limits.peer_timeout);
         let mut idle = Vec::new();
         let mut visit = Vec::new();

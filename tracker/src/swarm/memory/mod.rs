@@ -241,7 +241,7 @@ impl MemoryStore {
     /// Index of the entry of a torrent, created when new (and the torrent cap and, for an
     /// announcing `source`, its budget of new torrents allow; deltas another node replicates
     /// were admitted there and pass no source); `entries` are `shard`'s, write-locked.
-    pub(super) fn swarm_at(
+    fn swarm_at(
         &self,
         shard: &Shard,
         entries: &mut Vec<Entry>,

@@ -147,7 +147,10 @@ fn numerical_map_is_valid_rfc7285_with_nothing_private() {
     );
     // Our client (the tracker's) reads it: three PIDs, no error.
     let mut client = AltoClient::new(format!("{}/directory", server.base));
-    match client.fetch().expect("the client reads the standard server") {
+    match client
+        .fetch()
+        .expect("the client reads the standard server")
+    {
         FetchOutcome::Updated(map) => assert_eq!(map.pids.len(), 3),
         other => panic!("expected a map, got {other:?}"),
     }

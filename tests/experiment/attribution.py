@@ -12,7 +12,9 @@ to a client of the other ISP is attributed to
   left") or not (the uploader had nobody near left to serve);
 - the receiver's join rank in its ISP (the first two leechers of an ISP are "early joiners":
   when they announce, their ISP has few or no peers yet);
-- the second of the run (5 s buckets).
+- the second of the run (5 s buckets);
+- which side opened the connection (libtorrent's `local_connection` flag): the side that opened
+  it got the other in a tracker answer, so this tells whose answer made the crossing.
 The flows cover what libtorrent saw; the kernel's inter-ISP count (headers included) is printed
 next to it. Output: a markdown report on stdout. Standard library only.
 """
@@ -50,9 +52,9 @@ def attribute(run, early=2):
         for i, c in enumerate(ls):
             rank[c["name"]] = i
     out = {"total": 0, "by_state": {}, "by_local_demand": {}, "by_receiver": {}, "by_time": {},
-           "by_state_demand": {}, "pairs": {}, "by_uploader": {}, "intra_isp": 0}
+           "by_state_demand": {}, "pairs": {}, "by_uploader": {}, "by_opener": {}, "by_receiver_pid": {}, "intra_isp": 0}
     for up in clients:
-        for t, ip, b in up.get("flows") or []:
+        for t, ip, b, *rest in up.get("flows") or []:
             rx = by_ip.get(ip)
             if rx is None:
                 continue
@@ -65,9 +67,15 @@ def attribute(run, early=2):
             dk = "local demand left" if demand else "no local leecher downloading"
             early_rx = "early joiner (first 2 of its ISP)" if rank.get(rx["name"], 99) < early else "later joiner"
             bucket = f"{int(t // 5) * 5:02d}-{int(t // 5) * 5 + 5:02d} s"
+            if rest:
+                opener = "the uploader (it got the receiver in an answer)" if rest[0] else \
+                    "the receiver (it got the uploader in an answer)"
+                k = f"{opener}; uploader {st}"
+                out["by_opener"][k] = out["by_opener"].get(k, 0) + b
             for key, k in (("by_state", st), ("by_local_demand", dk), ("by_receiver", early_rx),
                            ("by_time", bucket), ("by_state_demand", f"{st} / {dk}"),
-                           ("pairs", f"{up['name']} -> {rx['name']}"), ("by_uploader", up["name"])):
+                           ("pairs", f"{up['name']} -> {rx['name']}"), ("by_uploader", up["name"]),
+                           ("by_receiver_pid", f"{rx['pid']} ({sum(1 for c in clients if c['pid'] == rx['pid'] and c['role'] == 'seed')} seeds at the start)")):
                 out[key][k] = out[key].get(k, 0) + b
     return out
 
@@ -91,8 +99,11 @@ def main():
           + "; kernel inter-ISP bytes on the wire: " + ", ".join(f"{k / MIB:.1f}" for k in kernel) + ".\n")
     for key, title in (("by_state", "uploader state"), ("by_local_demand", "uploader's ISP at that second"),
                        ("by_state_demand", "uploader state / its ISP"), ("by_receiver", "receiver"),
-                       ("by_time", "second of the run")):
+                       ("by_receiver_pid", "receiver's PID"),
+                       ("by_time", "second of the run"), ("by_opener", "connection opened by")):
         cats = sorted({k for p in per for k in p[key]})
+        if not cats:
+            continue
         print(f"| {title} | median MiB | median share | per run (MiB) |\n|---|---|---|---|")
         for k in cats:
             vals = [p[key].get(k, 0) for p in per]

@@ -120,7 +120,8 @@ def main():
     active = []
     samples = {c["name"]: [] for c in clients}  # (t, total_payload_upload, total_payload_download)
     # With peer_flows: per client, [t, peer address, payload bytes uploaded to it since the last
-    # sample] (libtorrent's per-connection counters; a reconnection restarts them).
+    # sample, 1 if this client opened the connection] (libtorrent's per-connection counters; a
+    # reconnection restarts them).
     flows = {c["name"]: [] for c in clients}
     last_up = {c["name"]: {} for c in clients}
     peer_flows = bool(cfg.get("peer_flows"))
@@ -170,7 +171,10 @@ def main():
                         d = up - seen.get(key, 0) if up >= seen.get(key, 0) else up
                         seen[key] = up
                         if d > 0:
-                            flows[c["name"]].append([round(now - t_start, 1), p.ip[0], d])
+                            # 1: this client opened the connection (the peer came in a tracker
+                            # answer to this client); 0: the peer connected to it.
+                            out = 1 if p.flags & lt.peer_info.local_connection else 0
+                            flows[c["name"]].append([round(now - t_start, 1), p.ip[0], d, out])
             next_sample += 1.0
         for c in active:
             for a in c["session"].pop_alerts():

@@ -3,7 +3,8 @@
 
     python3 tests/experiment/attribution.py results/locality/<folder>/results.json [--policy p4p]
 
-Needs a results.json written with `locality.py --peer-flows`: each client's per-second payload
+Needs a results.json written with `locality.py --peer-flows` (the flows are kept beside it, in
+flows.json.gz): each client's per-second payload
 upload to each peer address (libtorrent's per-connection counters). Every byte a client uploads
 to a client of the other ISP is attributed to
 - the uploader's state at that second: `seed` (an original seed), `leecher` (still
@@ -20,7 +21,9 @@ next to it. Output: a markdown report on stdout. Standard library only.
 """
 
 import argparse
+import gzip
 import json
+import os
 import statistics
 import sys
 
@@ -87,6 +90,13 @@ def main():
     ap.add_argument("--top", type=int, default=8)
     args = ap.parse_args()
     doc = json.load(open(args.results))
+    fpath = os.path.join(os.path.dirname(os.path.abspath(args.results)), "flows.json.gz")
+    if os.path.exists(fpath):  # locality.py keeps the flows beside results.json
+        with gzip.open(fpath, "rt") as f:
+            flows = json.load(f)
+        for r in doc["runs"]:
+            for c in r["clients"]:
+                c.setdefault("flows", flows.get(f"{r['run']}-{r['policy']}", {}).get(c["name"]))
     runs = [r for r in doc["runs"] if r["policy"] == args.policy]
     if not runs or not any(c.get("flows") for r in runs for c in r["clients"]):
         print(f"no peer flows for policy {args.policy} in {args.results} (run locality.py with --peer-flows)")

@@ -22,6 +22,7 @@ Exit status: 0 when all runs completed (and, with --check, when the targets were
 
 import argparse
 import csv
+import gzip
 import hashlib
 import importlib.util
 import json
@@ -661,8 +662,22 @@ def fmt_bytes(b):
     return f"{b / 1048576:.1f} MiB"
 
 
+def split_flows(outdir, runs):
+    """Moves the clients' per-peer flows (--peer-flows) out of the runs into OUT/flows.json.gz
+    ({"<run>-<policy>": {client: flows}}), keeping results.json small; attribution.py reads both."""
+    flows = {}
+    for r in runs:
+        for c in r["clients"]:
+            if c.get("flows") is not None:
+                flows.setdefault(f"{r['run']}-{r['policy']}", {})[c["name"]] = c.pop("flows")
+    if flows:
+        with gzip.open(os.path.join(outdir, "flows.json.gz"), "wt") as f:
+            json.dump(flows, f, separators=(",", ":"))
+
+
 def write_report(outdir, meta, runs, summary, comp, chk, topo):
     os.makedirs(outdir, exist_ok=True)
+    split_flows(outdir, runs)
     doc = {"meta": meta, "summary": summary, "comparison": comp, "checks": chk, "runs": runs}
     with open(os.path.join(outdir, "results.json"), "w") as f:
         json.dump(doc, f, indent=1, default=float)

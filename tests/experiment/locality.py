@@ -452,6 +452,9 @@ def run_once(args, topo, tracker_bin, torrent, content, expected, clients, polic
             tp.kill()
         r = summarize_run(topo, pairs, results, policy, run_idx, wall, args)
         r["tracker_metrics"] = tmetrics
+        # The machine's load when the run ended (1, 5, 15 min): runs on a shared host that was
+        # busy (download times stretched for both policies alike) can be told apart.
+        r["loadavg"] = list(os.getloadavg())
         ret = {k.split('locality="')[1].split('"')[0]: v for k, v in tmetrics.items()
                if k.startswith("p4p_tracker_returned_peers") and 'locality="' in k}
         r["tracker_returned_peers"] = ret
@@ -957,8 +960,12 @@ def main():
                 "topology_source": topo_desc, "tracker_rule": args.tracker_label, "scenario": args.scenario,
                 "scenario_text": SCENARIOS[args.scenario]["text"] if args.scenario else None,
                 "command": cmd.strip(), "tracker": tracker, "topology": topo["file"],
-                "clients": f"{args.leechers_per_isp} leechers + {args.seeds_per_isp} seeds per ISP "
-                           f"({', '.join(f'{i}: {p}' for i, p in topo['client_isps'])}), "
+                "clients": (f"{args.leechers_per_isp} leechers + {args.seeds_per_isp} seeds per ISP "
+                            if not args.seed_isps else
+                            f"{args.leechers_per_isp} leechers per ISP + seeds " + ", ".join(
+                                f"{i}: {sum(1 for c in clients if c['isp'] == i and c['role'] == 'seed')}"
+                                for i, _ in topo["client_isps"]) + " ")
+                           + f"({', '.join(f'{i}: {p}' for i, p in topo['client_isps'])}), "
                            f"{args.size_mib} MiB torrent, numwant {args.numwant}, upload cap "
                            f"{args.upload_cap_kib} KiB/s per client, joins every {args.join_interval} s, TCP only"
                            + (f", transit {args.transit_mbit} Mbit/s each way" if args.mode == "shaped" else ""),

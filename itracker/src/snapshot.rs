@@ -65,6 +65,21 @@ pub struct PidInfo {
     pub isp: u16,
     /// Whether the PID is one of its ISP's own locations (not peering, transit or "the rest").
     pub internal: bool,
+    /// The network boundary the PID lies in, when the map says so (see [`Boundary`]).
+    pub boundary: Option<Boundary>,
+}
+
+/// A network boundary a PID lies in: two PIDs in the same boundary are *near* each other
+/// ([`Snapshot::near`]). Only what a map states explicitly makes a boundary: our iTracker's
+/// internal marking (a topology file's PID kinds, `priv:p4p-internal`) or an AS number
+/// published for the PID (RFC 9240 property map on the `pid` domain). A PID of a plain
+/// RFC 7285 map has none: it is not near anything just because it is not the default PID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Boundary {
+    /// The internal PIDs of one ISP (index in [`Snapshot::isps`]).
+    Isp(u16),
+    /// The PIDs published as belonging to one AS.
+    As(u32),
 }
 
 /// A PID to add to a [`SnapshotBuilder`].
@@ -87,6 +102,8 @@ pub struct SnapshotBuilder {
     asn: Option<AsnClasses>,
     /// `(same_as, other_as)` as given to [`SnapshotBuilder::with_asn`], checked at build.
     asn_costs: (f64, f64),
+    /// Boundaries set with [`SnapshotBuilder::set_boundary`], by PID position.
+    boundaries: Vec<(usize, Option<Boundary>)>,
 }
 
 /// The MaxMind fallback of a snapshot: origin AS lookups and the two AS cost classes.
@@ -119,6 +136,11 @@ pub struct Snapshot {
     costs: Vec<f32>,
     /// For each PID, every other PID in ascending cost order (ties keep insertion order).
     by_cost: Vec<Vec<u16>>,
+    /// Bit `from * n + to` set when the map gave that cost (not the default cost).
+    known: Vec<u64>,
+    /// For each PID, the price of an unknown destination: the largest of its known costs and
+    /// the default cost, so that an unknown PID never looks cheaper than a known one.
+    far: Vec<f32>,
     asn: Option<AsnClasses>,
 }
 
@@ -134,6 +156,7 @@ impl SnapshotBuilder {
             default_cost,
             asn: None,
             asn_costs: (0.0, 0.0),
+            boundaries: Vec::new(),
         }
     }
 
@@ -163,6 +186,13 @@ impl SnapshotBuilder {
         self.pids.len() - 1
     }
 
+    /// Sets the network boundary of a PID added earlier (by default: `Isp(its isp)` when it
+    /// is internal, none otherwise). A client that cannot tell internal PIDs from others (a
+    /// map without marking) sets `None`.
+    pub fn set_boundary(&mut self, pid: usize, boundary: Option<Boundary>) {
+        self.boundaries.push((pid, boundary));
+    }
+
     /// Sets the directional cost between two PIDs added earlier.
     pub fn set_cost(&mut self, from: usize, to: usize, cost: f64) {
         self.costs.push((from, to, cost));
@@ -186,6 +216,16 @@ impl SnapshotBuilder {
         let n = self.pids.len();
         if n >= usize::from(u16::MAX) {
             return Err(SnapshotError::TooManyPids(n));
+        }
+        let mut boundaries: Vec<Option<Boundary>> = self
+            .pids
+            .iter()
+            .map(|p| p.internal.then_some(Boundary::Isp(p.isp)))
+            .collect();
+        for &(pid, boundary) in &self.boundaries {
+            if let Some(slot) = boundaries.get_mut(pid) {
+                *slot = boundary;
+            }
         }
         let mut pids = Vec::with_capacity(n);
         let mut index_by_id: Vec<u16> = Vec::new();
@@ -220,9 +260,11 @@ impl SnapshotBuilder {
                 name: Arc::from(spec.name.as_str()),
                 isp: spec.isp,
                 internal: spec.internal,
+                boundary: boundaries[i],
             });
         }
         let mut costs = vec![self.default_cost as f32; n * n];
+        let mut known = vec![0u64; (n * n).div_ceil(64)];
         for &(from, to, cost) in &self.costs {
             if !usable(cost) {
                 return Err(SnapshotError::BadCost {
@@ -232,7 +274,16 @@ impl SnapshotBuilder {
                 });
             }
             costs[from * n + to] = cost as f32;
+            known[(from * n + to) / 64] |= 1 << ((from * n + to) % 64);
         }
+        let far = (0..n)
+            .map(|from| {
+                (0..n)
+                    .filter(|&to| known[(from * n + to) / 64] & (1 << ((from * n + to) % 64)) != 0)
+                    .map(|to| costs[from * n + to])
+                    .fold(self.default_cost as f32, f32::max)
+            })
+            .collect();
         let by_cost = (0..n)
             .map(|from| {
                 let mut others: Vec<u16> = (0..n as u16)
@@ -254,6 +305,8 @@ impl SnapshotBuilder {
             v6,
             costs,
             by_cost,
+            known,
+            far,
             asn: self.asn,
         })
     }
@@ -383,6 +436,18 @@ impl Snapshot {
         self.costs[usize::from(from) * self.pids.len() + usize::from(to)]
     }
 
+    /// Whether the map gave the cost from one PID to another (else it is the default cost).
+    pub fn cost_known(&self, from: u16, to: u16) -> bool {
+        let bit = usize::from(from) * self.pids.len() + usize::from(to);
+        self.known[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
+    /// What a destination the map gives no cost for is worth from `from`: the largest known
+    /// cost of its row, at least the default cost (unknown is far, never cheap).
+    pub fn far_cost(&self, from: u16) -> f32 {
+        self.far[usize::from(from)]
+    }
+
     /// Every other PID, cheapest first.
     pub fn by_cost(&self, from: u16) -> &[u16] {
         &self.by_cost[usize::from(from)]
@@ -444,6 +509,15 @@ impl Snapshot {
     pub fn same_isp(&self, a: u16, b: u16) -> bool {
         let (a, b) = (self.pid(a), self.pid(b));
         a.internal && b.internal && a.isp == b.isp
+    }
+
+    /// Whether two PIDs lie in the same stated network boundary ([`Boundary`]); never for a
+    /// PID without one.
+    pub fn near(&self, a: u16, b: u16) -> bool {
+        match (self.pid(a).boundary, self.pid(b).boundary) {
+            (Some(x), Some(y)) => x == y,
+            _ => false,
+        }
     }
 }
 
@@ -556,6 +630,38 @@ mod tests {
             let idx = s.locate(ip.parse().expect("ip"));
             assert_eq!(&*s.pid(idx).name, "mapped-a", "{ip}");
         }
+    }
+
+    /// Issue 15: nearness needs a stated boundary; a cost the map leaves out is known to be
+    /// unknown and priced at the row's dearest known cost.
+    #[test]
+    fn boundaries_are_stated_and_unknown_costs_are_far() {
+        let mut b = SnapshotBuilder::new("v", 10.0);
+        let isp = b.add_isp("isp");
+        let mut pid = |name: &str, prefix: &str| {
+            b.add_pid(PidSpec {
+                name: name.into(),
+                isp,
+                internal: true,
+                prefixes: vec![net(prefix)],
+            })
+        };
+        let (x, y, z) = (
+            pid("bnd-x", "10.1.0.0/16"),
+            pid("bnd-y", "10.2.0.0/16"),
+            pid("bnd-z", "10.3.0.0/16"),
+        );
+        b.set_cost(x, y, 40.0);
+        b.set_boundary(z, None);
+        let s = b.build().expect("valid");
+        let (x, y, z) = (x as u16, y as u16, z as u16);
+        assert!(s.near(x, y), "internal PIDs of one ISP: near by default");
+        assert!(!s.near(x, z), "a PID without boundary is near nothing");
+        assert!(!s.near(z, z));
+        assert!(s.cost_known(x, y) && !s.cost_known(x, z));
+        assert_eq!(s.cost(x, z), 10.0);
+        assert_eq!(s.far_cost(x), 40.0, "the dearest known cost of the row");
+        assert_eq!(s.far_cost(y), 10.0, "at least the default cost");
     }
 
     #[test]

@@ -152,7 +152,7 @@ pub struct TopologyConfig {
 pub enum PolicyKind {
     /// Uniform over the swarm (the classic tracker).
     Random,
-    /// Prefer the requester's PID, then cheap PIDs of its ISP, keep a small remote share.
+    /// Prefer the requester's PID, then PIDs in its stated boundary, then the cheapest others.
     P4p,
 }
 
@@ -164,9 +164,11 @@ pub struct SelectionConfig {
     pub policy: PolicyKind,
     /// Target share of an answer from the requester's own PID.
     pub same_pid_share: f64,
-    /// Target cumulative share from the requester's ISP (own PID included).
+    /// Target cumulative share of the own and near PIDs (near: the same stated boundary, see
+    /// the `selection` module); near PIDs get `same_isp_share - same_pid_share` per swarm.
     pub same_isp_share: f64,
-    /// Remote share (peers outside the ISP) when the requester's PID has no local seeder.
+    /// Far share (neither own nor near PIDs), kept per swarm; raised to at least
+    /// `1 - same_isp_share` when the requester's PID has no seeder.
     pub remote_share: f64,
     /// Remote share once the requester's PID holds at least `seeded_pid_threshold` seeders.
     pub remote_share_floor: f64,

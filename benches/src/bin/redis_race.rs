@@ -95,7 +95,21 @@ async fn run(args: Args) -> Result<(), String> {
         ("redis, 2 trackers", &two),
     ] {
         fill(&args, trackers).await?;
+        let redis_before = match name.starts_with("redis") {
+            true => script_stats(&args.redis).ok(),
+            false => None,
+        };
         let f = measure(&args, trackers).await;
+        let redis_cost = match redis_before {
+            Some(before) => match script_stats(&args.redis) {
+                Ok(after) => format!(
+                    " redis_us_per_announce={:.1}",
+                    (after.usec - before.usec) as f64 / f.announces.max(1) as f64
+                ),
+                Err(e) => format!(" redis_us_per_announce=? ({e})"),
+            },
+            None => String::new(),
+        };
         let topups: u64 = trackers
             .iter()
             .map(|t| match t.store() {
@@ -104,7 +118,7 @@ async fn run(args: Args) -> Result<(), String> {
             })
             .sum();
         println!(
-            "{name:<18} announces={} seconds={:.1} per_second={:.0} p50_us={} p99_us={} topups={topups}",
+            "{name:<18} announces={} seconds={:.1} per_second={:.0} p50_us={} p99_us={} topups={topups}{redis_cost}",
             f.announces,
             f.seconds,
             f.per_second(),
@@ -217,4 +231,47 @@ async fn measure(args: &Args, trackers: &[Arc<Tracker>]) -> Figures {
         p50_us: pct(0.50),
         p99_us: pct(0.99),
     }
+}
+
+/// Script calls and the microseconds Redis spent in them so far (`INFO commandstats`, the
+/// `evalsha` line): what one announce costs Redis, free of the client's share of the machine.
+#[derive(Debug, Clone, Copy)]
+struct ScriptStats {
+    usec: u64,
+}
+
+/// Reads [`ScriptStats`] over a plain RESP exchange (one command, one bulk reply).
+fn script_stats(url: &str) -> Result<ScriptStats, String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let authority = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let mut stream = std::net::TcpStream::connect(authority).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let mut header = String::new();
+    reader.read_line(&mut header).map_err(|e| e.to_string())?;
+    let len: usize = header
+        .trim()
+        .strip_prefix('$')
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n < 1 << 20)
+        .ok_or_else(|| format!("unexpected INFO reply {header:?}"))?;
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).map_err(|e| e.to_string())?;
+    let body = String::from_utf8_lossy(&body);
+    let usec = body
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+        .and_then(|l| l.split(',').find_map(|kv| kv.strip_prefix("usec=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(ScriptStats { usec })
 }

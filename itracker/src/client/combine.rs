@@ -6,7 +6,10 @@
 //!   capture B's customers), and of two identical external prefixes (every map's
 //!   `0.0.0.0/0`) the first map's wins;
 //! - two ISPs claiming the same internal prefix: the first map wins (logged);
-//! - costs inside one ISP come from its cost map; between ISPs, `interdomain_cost`;
+//! - costs inside one ISP come from its cost map; between ISPs, `interdomain_cost` (unknown
+//!   to the snapshot: far, never cheap, for selection);
+//! - a PID's network boundary ([`crate::snapshot::Boundary`]) is what its map states: an AS,
+//!   this ISP for a PID marked internal, or none;
 //! - with one map PID names stay as published; with several each becomes `<isp>:<pid>` (ISP
 //!   names made unique), so equal names in different ISPs never collide and a PID keeps the
 //!   same name, hence the same stable id, as long as the set of ISPs is the same;
@@ -17,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use ipnetwork::IpNetwork;
 
 use super::IspMap;
-use crate::snapshot::{PidSpec, Snapshot, SnapshotBuilder, SnapshotError};
+use crate::snapshot::{Boundary, PidSpec, Snapshot, SnapshotBuilder, SnapshotError};
 
 /// Combines maps into one snapshot; on the (theoretical) failure to build, logs it and falls
 /// back to the first map alone, then to a one-PID snapshot.
@@ -81,12 +84,20 @@ pub fn try_combine(maps: &[IspMap], interdomain_cost: f64) -> Result<Snapshot, S
             } else {
                 format!("{}:{}", names[i], pid.name)
             };
-            positions.push(b.add_pid(PidSpec {
+            let at = b.add_pid(PidSpec {
                 name,
                 isp,
                 internal: pid.internal,
                 prefixes,
-            }));
+            });
+            b.set_boundary(
+                at,
+                match pid.boundary {
+                    Some(Boundary::Isp(_)) => Some(Boundary::Isp(isp)),
+                    other => other,
+                },
+            );
+            positions.push(at);
         }
         for (s, d, c) in map.costs() {
             if let (Some(&from), Some(&to)) = (positions.get(s), positions.get(d)) {

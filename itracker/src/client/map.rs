@@ -17,15 +17,20 @@ use serde::Deserializer;
 use super::{combine, ClientError};
 use crate::alto::{property, CostMapMessage, CostMapMeta, NetworkMapMessage, PropMapMessage};
 use crate::model::validate_pid_name;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Boundary, Snapshot};
 
 /// One PID of an ISP's map.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IspPid {
     /// PID name as published.
     pub name: String,
-    /// Whether the ISP marks it as its own (see [`IspMap::from_messages`]).
+    /// Whether the ISP marks it as its own, or (a map without marking) it is not the PID
+    /// holding `0.0.0.0/0`: covered by the ISP's map (see [`IspMap::from_messages`]).
     pub internal: bool,
+    /// The network boundary the map states for it, if any: an AS number published as a PID
+    /// property, else `Isp(0)` for a PID marked internal (the ISP's index is set when maps
+    /// are combined). A map without either states none, whatever `internal` says.
+    pub boundary: Option<Boundary>,
     /// Its prefixes.
     pub prefixes: Vec<IpNetwork>,
 }
@@ -281,7 +286,11 @@ impl<'de> Visitor<'de> for RowSeed<'_, '_> {
 impl IspMap {
     /// Builds and validates a map from ALTO messages. Internal marking comes from the PID
     /// property map (`priv:p4p-internal`); a map without any marking counts every PID but the
-    /// one holding `0.0.0.0/0` or `::/0` as internal. Costs must be finite and non-negative
+    /// one holding `0.0.0.0/0` or `::/0` as internal (covered by the map, which is what the
+    /// ASN fallback needs), but states no network boundary ([`IspPid::boundary`]): selection
+    /// then ranks the other PIDs by cost alone. An AS number published for a PID (a property
+    /// named `asn`, any case, optionally prefixed, such as `priv:asn`; value `AS64500` or
+    /// `64500`) makes the AS the boundary. Costs must be finite and non-negative
     /// as `f32`s; pairs the cost map leaves out stay unknown. An empty network map (no PID,
     /// or no prefix in any PID) is refused. The PID cap of a client
     /// ([`super::ClientLimits::max_pids`]) is not applied here; the snapshot's is.
@@ -327,17 +336,24 @@ impl IspMap {
     ) -> Result<IspMap, ClientError> {
         let invalid = |m: String| ClientError::InvalidMap(m);
         check_not_empty(network_map)?;
-        let marks: HashMap<&str, bool> = properties
+        let by_pid: HashMap<&str, &std::collections::BTreeMap<String, String>> = properties
             .map(|p| {
                 p.property_map
                     .iter()
                     .filter_map(|(entity, props)| {
-                        let name = entity.split_once(".pid:").map(|(_, n)| n)?;
-                        Some((name, props.get(property::INTERNAL)? == "true"))
+                        Some((entity.split_once(".pid:").map(|(_, n)| n)?, props))
                     })
                     .collect()
             })
             .unwrap_or_default();
+        let marks: HashMap<&str, bool> = by_pid
+            .iter()
+            .filter_map(|(&name, props)| Some((name, props.get(property::INTERNAL)? == "true")))
+            .collect();
+        let asns: HashMap<&str, u32> = by_pid
+            .iter()
+            .filter_map(|(&name, props)| Some((name, published_asn(props)?)))
+            .collect();
         let isp = properties
             .and_then(|p| {
                 p.property_map
@@ -368,9 +384,15 @@ impl IspMap {
             } else {
                 marks.get(name.as_str()).copied().unwrap_or(false)
             };
+            let boundary = if !asns.is_empty() {
+                asns.get(name.as_str()).map(|&asn| Boundary::As(asn))
+            } else {
+                (!marks.is_empty() && internal).then_some(Boundary::Isp(0))
+            };
             pids.push(IspPid {
                 name: name.clone(),
                 internal,
+                boundary,
                 prefixes,
             });
         }
@@ -448,6 +470,23 @@ impl IspMap {
     }
 }
 
+/// The AS number a PID's properties publish: a property whose name is `asn` (any case) after
+/// an optional `prefix:`, valued `AS64500` or `64500`.
+fn published_asn(props: &std::collections::BTreeMap<String, String>) -> Option<u32> {
+    props.iter().find_map(|(key, value)| {
+        let name = key.rsplit(':').next().unwrap_or(key);
+        if !name.eq_ignore_ascii_case("asn") {
+            return None;
+        }
+        let digits = value.trim();
+        let digits = match digits.get(..2) {
+            Some(p) if p.eq_ignore_ascii_case("as") => &digits[2..],
+            _ => digits,
+        };
+        digits.parse().ok()
+    })
+}
+
 /// Refuses a prefix in two PIDs (or twice in one), naming both. Sorts `(prefix, PID)` pairs
 /// (24 bytes each) rather than hashing them: half the memory of a hash set on a map of a
 /// million prefixes.
@@ -486,5 +525,28 @@ pub(crate) fn check_not_empty(network_map: &NetworkMapMessage) -> Result<(), Cli
         Err(ClientError::EmptyNetworkMap {
             pids: network_map.network_map.len(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::published_asn;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn an_asn_property_is_read_in_its_usual_spellings() {
+        assert_eq!(published_asn(&props(&[("asn", "AS64500")])), Some(64500));
+        assert_eq!(published_asn(&props(&[("ASN", "64501")])), Some(64501));
+        assert_eq!(published_asn(&props(&[("priv:asn", "as7")])), Some(7));
+        assert_eq!(published_asn(&props(&[("priv:p4p-isp", "AS1")])), None);
+        assert_eq!(published_asn(&props(&[("asn", "not a number")])), None);
     }
 }

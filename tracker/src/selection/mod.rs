@@ -7,29 +7,58 @@
 //! - a seeder is never handed seeders;
 //! - at most `numwant` peers; a swarm smaller than the answer gives everyone.
 //!
-//! `random` draws uniformly over every eligible peer. `p4p` orders PIDs into three tiers, the
-//! requester's own PID, the other PIDs of its ISP (cheapest first, ties shuffled), and everything
-//! else (cheapest first), and gives each tier a quota:
-//! - remote peers (outside the ISP): a swarm-level share `r`, not a per-answer quota. An answer
-//!   of `n` peers carries `floor(n*r)` remote peers plus one more with probability
-//!   `frac(n*r)`, so a 4-peer answer usually has none and sometimes one, and the average over
-//!   many answers is `r`. `r` is `remote_share`, lowered to `remote_share_floor` (never 0) when
-//!   the requester's PID holds at least `seeded_pid_threshold` seeders, and raised to
-//!   `1 - same_isp_share` (at least) when the PID has no seeder at all, so that no PID is cut
-//!   off from the rest of the swarm.
-//! - the rest is local, split between the own PID and the ISP's other PIDs in the ratio
-//!   `same_pid_share : same_isp_share - same_pid_share`.
+//! `random` draws uniformly over every eligible peer.
 //!
-//! When a tier runs short, the following tiers fill the answer, in preference order.
+//! # The `p4p` rule: costs decide
 //!
-//! Every peer of a group is equally likely to be drawn, but pairs are not: draws are
-//! stratified (one per stratum, so neighbours in storage order meet less often than under
-//! uniform sampling), and where the store says reading neighbours together pays
-//! ([`Buckets::adjacent_reads_pay`], the memory store, whose bucket records lie side by side)
-//! a large group is drawn in runs of `RUN` adjacent peers, so neighbours come back together
-//! more often. Both are deliberate trades for speed (no collision checks; one cache miss per
-//! run instead of one per peer), measured in
-//! `runs_of_neighbours_come_only_from_stores_that_ask_for_them`.
+//! Every PID holding eligible peers falls in one of three tiers, seen from the requester:
+//! - **own**: the requester's own PID (or its AS location, see [`crate::topology::location`]);
+//! - **near**: a PID in the same *stated network boundary* as the requester's
+//!   ([`Snapshot::near`]): the internal PIDs of its ISP when the map marks them (our iTracker's
+//!   topology files and `priv:p4p-internal`), or the PIDs published with the same AS number
+//!   (an RFC 9240 property map on the `pid` domain). A map that states no boundary, as a plain
+//!   RFC 7285 server's does, has no near PID: being "not the default PID" says nothing about
+//!   who operates a PID, and the other ISP's customers are such a PID.
+//! - **far**: every other PID.
+//!
+//! Inside the near and far tiers PIDs are ranked by the cost map alone: cheapest first, ties in
+//! random order, and a cost the map does not give (or a location no PID of the map holds) after
+//! every known one. Only the order of costs is used, never their scale, so numerical and
+//! ordinal maps, an intra-PID cost of 0 or not, and any unit rank alike.
+//!
+//! Shares: an answer of `n` peers takes `far = round(n * f)` far peers and
+//! `near = round(n * (same_isp_share - same_pid_share))` near peers (at most `n - far`), the rest
+//! from the own PID, where `round(x)` is `floor(x)` plus one with probability `frac(x)`. Each
+//! share is therefore kept over the swarm, not in every answer: a 4-peer answer with `f = 0.1`
+//! usually has no far peer and sometimes one, and the far peers make up 10 % of all answers.
+//! `f` is `remote_share`, lowered to `remote_share_floor` (never 0) when the requester's PID
+//! holds at least `seeded_pid_threshold` seeders and raised to `1 - same_isp_share` (at least)
+//! when it holds none, so no PID is ever cut off from the rest of the swarm. A tier that runs
+//! short passes its shortfall on in preference order: own PID, near PIDs, far PIDs, each
+//! cheapest first. Without a near PID the near share thus goes back to the own PID.
+//!
+//! Why: a share applied to every answer puts a distant peer in most small answers (measured
+//! with real clients: about 2x fewer inter-ISP bytes than `random` when each 4-peer answer
+//! carried a remote peer, 7.2x once the remote share was kept per swarm, and 2.4x again when a
+//! plain ALTO map put the other ISP in a per-answer same-ISP tier); and a cost threshold ("near when cheaper than x% of the row's dearest") cannot
+//! tell an ISP's second PoP from the neighbouring ISP when a default PID is far dearer than
+//! both, so nothing is called near without a stated boundary.
+//!
+//! # Sampling inside a PID
+//!
+//! A PID's peers are drawn as a uniform random subset (Robert Floyd's algorithm: one random
+//! number per peer, a collision check in a small table), so every pair of peers comes back
+//! together as often as under uniform sampling (tested with a chi-square over pair counts).
+//! Two deliberate exceptions, both for speed:
+//! - where reading neighbours together pays ([`Buckets::adjacent_reads_pay`], the memory store,
+//!   whose bucket records lie side by side) and the group holds at least [`RUN_MIN_GROUP`]
+//!   peers, picks come in runs of [`RUN`] adjacent peers (one cache miss per run instead of one
+//!   per peer): each peer keeps its uniform chance, but storage neighbours come together more
+//!   often (bounded in `large_groups_bound_how_often_neighbours_come_together`);
+//! - a store that samples each bucket itself (Redis, whose candidates are a uniform random
+//!   subset in random order) gets one pick per stratum of the group, so that a bucket gives
+//!   close to its proportional part and its sample suffices; within a bucket its answer is
+//!   uniform because its sample is.
 
 use std::net::SocketAddr;
 
@@ -79,13 +108,18 @@ pub struct Requester {
     pub numwant: usize,
 }
 
-/// What an answer was made of, for the locality metrics.
+/// What an answer was made of, for the locality metrics (labels `same_pid`, `same_isp`,
+/// `remote`, kept from the first rule's tier names).
 #[derive(Copy, Clone, Debug, Default, PartialEq)]
 pub struct SelectionStats {
+    /// Peers of the own tier (the requester's PID or AS location).
     pub same_pid: u32,
+    /// Peers of the near tier (same stated boundary: with our iTracker, the same ISP).
     pub same_isp: u32,
+    /// Peers of the far tier (everything else).
     pub remote: u32,
-    /// Sum of the p-distances from the requester to every returned peer.
+    /// Sum of the p-distances from the requester to every returned peer (an unknown cost is
+    /// priced at [`Snapshot::far_cost`]).
     pub cost: f64,
     /// Expected sum of p-distances of a uniformly random answer of the same size.
     pub random_cost: f64,
@@ -98,12 +132,17 @@ pub struct Scratch {
     members: Vec<usize>,
     /// (bucket, position) of the peers drawn from one group, before any is read.
     picks: Vec<(usize, usize)>,
+    /// Positions already drawn from a group (see [`Drawn`]).
+    drawn: Drawn,
 }
 
 #[derive(Copy, Clone, Debug)]
 struct Group {
     tier: u8,
-    cost: f32,
+    /// Rank key inside the tier: the cost when the map gives it, else infinity.
+    key: f32,
+    /// What one of its peers costs, for the stats.
+    price: f32,
     tiebreak: u32,
     /// Range of `Scratch::members` holding this group's bucket indices.
     start: usize,
@@ -119,9 +158,9 @@ pub struct Selector {
     config: SelectionConfig,
 }
 
-const TIER_PID: u8 = 0;
-const TIER_ISP: u8 = 1;
-const TIER_REMOTE: u8 = 2;
+const TIER_OWN: u8 = 0;
+const TIER_NEAR: u8 = 1;
+const TIER_FAR: u8 = 2;
 
 impl Selector {
     pub fn new(config: SelectionConfig) -> Self {
@@ -156,18 +195,9 @@ impl Selector {
         let weighted: f64 = scratch
             .groups
             .iter()
-            .map(|g| f64::from(g.cost) * g.size as f64)
+            .map(|g| f64::from(g.price) * g.size as f64)
             .sum();
         stats.random_cost = weighted / total as f64 * n as f64;
-        let count = |b: usize, stats: &mut SelectionStats| {
-            let (tier, cost) = classify(snap, req, buckets.pid(b));
-            match tier {
-                TIER_PID => stats.same_pid += 1,
-                TIER_ISP => stats.same_isp += 1,
-                _ => stats.remote += 1,
-            }
-            stats.cost += f64::from(cost);
-        };
         match self.config.policy {
             PolicyKind::Random => {
                 sample_group(
@@ -178,8 +208,10 @@ impl Selector {
                     n,
                     req.position,
                     rng,
+                    &mut scratch.drawn,
                     &mut |a, b| {
-                        count(b, &mut stats);
+                        let c = classify(snap, req, buckets.pid(b));
+                        stats.count(c.tier, c.price);
                         out(a);
                     },
                 );
@@ -196,8 +228,9 @@ impl Selector {
                         g.take,
                         req.position,
                         rng,
-                        &mut |a, b| {
-                            count(b, &mut stats);
+                        &mut scratch.drawn,
+                        &mut |a, _| {
+                            stats.count(g.tier, g.price);
                             out(a);
                         },
                     );
@@ -207,10 +240,10 @@ impl Selector {
         stats
     }
 
-    /// The swarm-level share of remote peers (outside the ISP) for a requester whose PID holds
-    /// `own_seeders` seeders: `remote_share`, lowered to `remote_share_floor` when the PID is
-    /// well seeded, raised to `1 - same_isp_share` (at least) when it has no seeder at all.
-    fn remote_share(&self, own_seeders: usize) -> f64 {
+    /// The swarm-level share of far peers for a requester whose PID holds `own_seeders`
+    /// seeders: `remote_share`, lowered to `remote_share_floor` when the PID is well seeded,
+    /// raised to `1 - same_isp_share` (at least) when it has no seeder at all.
+    fn far_share(&self, own_seeders: usize) -> f64 {
         let c = &self.config;
         if own_seeders == 0 {
             c.remote_share.max(1.0 - c.same_isp_share)
@@ -221,27 +254,23 @@ impl Selector {
         }
     }
 
-    /// The part of the local (in-ISP) peers that comes from the requester's own PID.
-    fn own_pid_fraction(&self) -> f64 {
+    /// The swarm-level share of near peers: `same_isp_share - same_pid_share`.
+    fn near_share(&self) -> f64 {
         let c = &self.config;
-        if c.same_isp_share > 0.0 {
-            c.same_pid_share / c.same_isp_share
-        } else {
-            1.0
-        }
+        (c.same_isp_share - c.same_pid_share).max(0.0)
     }
 
     /// Most peers an answer of `n` takes from outside the requester's PID while that PID has
-    /// enough: the remote share at its largest rounded up, the own-PID part of the rest rounded
-    /// down (the bounds of the probabilistic rounding in [`Selector::select`]). A store that
-    /// samples buckets (Redis) sizes its samples with it.
+    /// enough: the far share at its largest and the near share, each rounded up (the bounds of
+    /// the probabilistic rounding in [`Selector::select`]). A store that samples buckets
+    /// (Redis) sizes its samples with it.
     pub fn most_outside_own_pid(&self, n: usize) -> usize {
         if self.config.policy == PolicyKind::Random {
             return n;
         }
-        let remote = (n as f64 * self.remote_share(0)).ceil() as usize;
-        let own = (n.saturating_sub(remote) as f64 * self.own_pid_fraction()).floor() as usize;
-        n.saturating_sub(own)
+        let far = (n as f64 * self.far_share(0)).ceil() as usize;
+        let near = (n as f64 * self.near_share()).ceil() as usize;
+        n.min(far + near)
     }
 
     /// Gathers eligible buckets into PID groups in preference order; returns eligible peers.
@@ -280,10 +309,11 @@ impl Selector {
                 }
                 j += 1;
             }
-            let (tier, cost) = classify(snap, req, pid);
+            let c = classify(snap, req, pid);
             scratch.groups.push(Group {
-                tier,
-                cost,
+                tier: c.tier,
+                key: c.key,
+                price: c.price,
                 tiebreak: rng.random(),
                 start: i,
                 end: j,
@@ -295,13 +325,14 @@ impl Selector {
         }
         scratch.groups.sort_unstable_by(|a, b| {
             (a.tier.cmp(&b.tier))
-                .then(a.cost.total_cmp(&b.cost))
+                .then(a.key.total_cmp(&b.key))
                 .then(a.tiebreak.cmp(&b.tiebreak))
         });
         total
     }
 
-    /// Sets `take` on each group: tier quotas first, then shortfalls filled in order.
+    /// Sets `take` on each group: tier shares first (each rounded probabilistically, so kept
+    /// over the swarm), then shortfalls filled in preference order.
     fn quotas<B: Buckets, R: Rng>(
         &self,
         buckets: &B,
@@ -311,11 +342,9 @@ impl Selector {
         groups: &mut [Group],
     ) {
         let own_seeders = own_pid_seeders(buckets, req.bucket_id);
-        let remote_share = self.remote_share(own_seeders);
-        let remote = round_probabilistic(n as f64 * remote_share, rng).min(n);
-        let local = n - remote;
-        let own = round_probabilistic(local as f64 * self.own_pid_fraction(), rng).min(local);
-        let quota = [own, local - own, remote];
+        let far = round_probabilistic(n as f64 * self.far_share(own_seeders), rng).min(n);
+        let near = round_probabilistic(n as f64 * self.near_share(), rng).min(n - far);
+        let quota = [n - far - near, near, far];
         let mut left = quota;
         for g in groups.iter_mut() {
             let q = &mut left[usize::from(g.tier)];
@@ -334,20 +363,61 @@ impl Selector {
     }
 }
 
-/// Tier and cost from the requester of a bucket's PID (or AS location).
-fn classify(snap: &Snapshot, req: &Requester, pid: PidId) -> (u8, f32) {
+/// Where a PID (or AS location) stands from the requester.
+struct Class {
+    tier: u8,
+    /// Rank inside the tier: the known cost, else infinity (unknown is far, never cheap).
+    key: f32,
+    /// Cost of one of its peers, for the stats.
+    price: f32,
+}
+
+/// Tier, rank key and price of a bucket's PID (or AS location), from the requester.
+fn classify(snap: &Snapshot, req: &Requester, pid: PidId) -> Class {
     let from = req.pid_index;
+    let known = |to: u16| snap.cost_known(from, to).then(|| snap.cost(from, to));
     if pid == req.bucket_id {
-        return (TIER_PID, snap.cost(from, from));
+        // An intra-PID cost the map does not give: the cheapest there is.
+        let price = known(from).unwrap_or(0.0);
+        return Class {
+            tier: TIER_OWN,
+            key: price,
+            price,
+        };
     }
-    match snap.index_of(pid) {
+    let (tier, cost) = match snap.index_of(pid) {
         // The requester has an AS location; these peers share its PID but not (known) its AS.
-        Some(to) if to == from => (TIER_REMOTE, snap.cost(from, to)),
-        Some(to) if snap.same_isp(from, to) => (TIER_ISP, snap.cost(from, to)),
-        Some(to) => (TIER_REMOTE, snap.cost(from, to)),
-        // Another AS location, or a PID resolved under an older map and not re-resolved yet:
-        // far away, priced at the PID level (public peers share the requester's PID).
-        None => (TIER_REMOTE, snap.cost(from, from)),
+        Some(to) if to == from => (TIER_FAR, known(to)),
+        Some(to) if snap.near(from, to) => (TIER_NEAR, known(to)),
+        Some(to) => (TIER_FAR, known(to)),
+        // Another AS location of the requester's own (catch-all) PID: priced at the PID level.
+        None if req.bucket_id != snap.pid(from).id => (TIER_FAR, known(from)),
+        // An AS location seen from an internal PID, or a PID resolved under an older map and
+        // not re-resolved yet: unknown.
+        None => (TIER_FAR, None),
+    };
+    match cost {
+        Some(c) => Class {
+            tier,
+            key: c,
+            price: c,
+        },
+        None => Class {
+            tier,
+            key: f32::INFINITY,
+            price: snap.far_cost(from),
+        },
+    }
+}
+
+impl SelectionStats {
+    fn count(&mut self, tier: u8, price: f32) {
+        match tier {
+            TIER_OWN => self.same_pid += 1,
+            TIER_NEAR => self.same_isp += 1,
+            _ => self.remote += 1,
+        }
+        self.cost += f64::from(price);
     }
 }
 
@@ -365,17 +435,67 @@ fn round_probabilistic<R: Rng>(x: f64, rng: &mut R) -> usize {
     whole as usize + extra
 }
 
-/// Peers drawn side by side from one random position when a group is large: a bucket's
-/// records lie next to each other in memory, so a run of `RUN` peers costs about one cache miss
-/// where `RUN` scattered picks cost `RUN` (the largest cost of an announce to a big swarm).
+/// Positions already drawn from one group: a small open-addressing set (at most half full,
+/// cleared per group), so that a collision check costs one or two probes of memory that is
+/// already in cache, whatever the group's size.
+#[derive(Debug, Default)]
+struct Drawn {
+    slots: Vec<usize>,
+    /// `64 - log2(slots.len())`: the hash keeps the top bits.
+    shift: u32,
+}
+
+impl Drawn {
+    const EMPTY: usize = usize::MAX;
+
+    /// Empties the set, sized for `take` positions.
+    fn reset(&mut self, take: usize) {
+        let len = (2 * take).next_power_of_two().max(8);
+        self.slots.clear();
+        self.slots.resize(len, Self::EMPTY);
+        self.shift = 64 - len.trailing_zeros();
+    }
+
+    /// Adds `x`; false when it was there already.
+    fn insert(&mut self, x: usize) -> bool {
+        let mask = self.slots.len() - 1;
+        // Fibonacci hashing: positions drawn from one range spread over the table.
+        let mut i = ((x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize;
+        loop {
+            match self.slots[i] {
+                Self::EMPTY => {
+                    self.slots[i] = x;
+                    return true;
+                }
+                y if y == x => return false,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+}
+
+/// Peers drawn side by side from one random position when a group is large and the store's
+/// adjacent reads pay: a bucket's records lie next to each other in memory, so a run of `RUN`
+/// peers costs about one cache miss where `RUN` scattered picks cost `RUN` (the largest cost of
+/// an announce to a big swarm).
 const RUN: usize = 4;
 
-/// Draws `take` distinct peers uniformly from a group of `size` eligible peers spread over
-/// `members` buckets, skipping the requester's position. Stratified: the group is cut into equal
-/// strata, rotated by a random offset, and one peer (or, in a large group, one run of up to
-/// [`RUN`] adjacent peers) is drawn from each, so every peer has the same chance, no two picks
-/// collide, and nothing is allocated. All positions are drawn before any peer is read, so the
-/// reads (cache misses in a big swarm) overlap instead of waiting for each other.
+/// Fewest peers of a group drawn in runs (see [`RUN`]). Below it a bucket's records stay in
+/// the CPU's caches, scattered picks cost little more than runs, and uniform pairs are worth
+/// it; above it a given pair of neighbours is rare in any answer anyway.
+pub const RUN_MIN_GROUP: usize = 4096;
+
+/// Draws `take` distinct peers from a group of `size` eligible peers spread over `members`
+/// buckets, skipping the requester's position, and passes each to `out`. Every peer has the
+/// same chance; how pairs come together depends on the store (see the module docs):
+/// - a uniform random subset (Floyd's algorithm: `take` random numbers, no retries);
+/// - in a large group of a store whose adjacent reads pay, one run of [`RUN`] adjacent peers
+///   per stratum of the group;
+/// - for a store that samples buckets itself, one peer per stratum (each bucket then gives
+///   its proportional part, within one, which the store's sample is sized for).
+///
+/// All positions are drawn before any peer is read, so the reads (cache misses in a big swarm)
+/// overlap instead of waiting for each other. Nothing is allocated once `scratch` has grown.
 #[allow(clippy::too_many_arguments)]
 fn sample_group<B: Buckets, R: Rng>(
     buckets: &B,
@@ -385,19 +505,47 @@ fn sample_group<B: Buckets, R: Rng>(
     take: usize,
     skip: Option<(usize, usize)>,
     rng: &mut R,
+    drawn: &mut Drawn,
     out: &mut impl FnMut(SocketAddr, usize),
 ) {
-    // Rotate the strata by a random offset so the first stratum is not always first: with it,
-    // every peer has the same chance however the strata are cut.
-    let offset = rng.random_range(0..size);
-    let run = if buckets.adjacent_reads_pay() && take >= 2 * RUN && size >= RUN * take.div_ceil(RUN)
-    {
-        RUN
-    } else {
-        1
-    };
-    let strata = take.div_ceil(run);
     picks.clear();
+    let mut push = |pick: usize| picks.push(locate(buckets, members, pick, skip));
+    if !buckets.adjacent_reads_pay() {
+        stratified(size, take, 1, rng, &mut push);
+    } else if size >= RUN_MIN_GROUP && take >= 2 * RUN && size >= RUN * take.div_ceil(RUN) {
+        stratified(size, take, RUN, rng, &mut push);
+    } else {
+        drawn.reset(take);
+        for j in size - take..size {
+            let t = rng.random_range(0..=j);
+            let pick = if drawn.insert(t) {
+                t
+            } else {
+                drawn.insert(j);
+                j
+            };
+            push(pick);
+        }
+    }
+    for &(bucket, index) in picks.iter() {
+        out(buckets.peer(bucket, index), bucket);
+    }
+}
+
+/// `take` distinct positions below `size`, each equally likely: the positions are cut into
+/// `take / run` equal strata, rotated by a random offset, and one run of up to `run` adjacent
+/// positions is drawn from each.
+fn stratified<R: Rng>(
+    size: usize,
+    take: usize,
+    run: usize,
+    rng: &mut R,
+    push: &mut impl FnMut(usize),
+) {
+    // Rotate the strata by a random offset so the first stratum is not always first: with it,
+    // every position has the same chance however the strata are cut.
+    let offset = rng.random_range(0..size);
+    let strata = take.div_ceil(run);
     for s in 0..strata {
         let lo = s * size / strata;
         let hi = (s + 1) * size / strata;
@@ -409,11 +557,8 @@ fn sample_group<B: Buckets, R: Rng>(
             if pick >= size {
                 pick -= size;
             }
-            picks.push(locate(buckets, members, pick, skip));
+            push(pick);
         }
-    }
-    for &(bucket, index) in picks.iter() {
-        out(buckets.peer(bucket, index), bucket);
     }
 }
 
@@ -445,3 +590,5 @@ fn locate<B: Buckets>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod rule_tests;

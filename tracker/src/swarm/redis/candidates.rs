@@ -13,15 +13,16 @@ use super::{PeerSink, StoreError};
 use crate::selection::{Buckets, Requester, Scratch, SelectionStats, Selector};
 use crate::types::SwarmStats;
 
-/// PIDs of the requester's ISP (cheapest first) whose buckets the announce samples in full.
+/// Near PIDs of the requester (same stated boundary, see [`Snapshot::near`]; cheapest first)
+/// whose buckets the announce samples in full.
 pub(super) const PREFERRED_ISP_PIDS: usize = 8;
-/// Cheapest PIDs outside the ISP sampled in full (the remote tier's first picks).
+/// Cheapest far PIDs sampled in full (the far tier's first picks).
 pub(super) const PREFERRED_REMOTE_PIDS: usize = 4;
 /// Entries of the cost order looked at to find them.
 pub(super) const PREFERRED_SCAN: usize = 64;
 
-/// The PIDs whose buckets are sampled in full besides the requester's own: the cheapest of its
-/// ISP, then the cheapest outside it (where p4p's tiers take their first peers).
+/// The PIDs whose buckets are sampled in full besides the requester's own: the cheapest near
+/// ones, then the cheapest far ones (where p4p's tiers take their first peers).
 pub(super) fn preferred_pids(snap: &Snapshot, from: u16) -> impl Iterator<Item = u16> + '_ {
     let (mut isp, mut remote) = (0, 0);
     snap.by_cost(from)
@@ -29,7 +30,7 @@ pub(super) fn preferred_pids(snap: &Snapshot, from: u16) -> impl Iterator<Item =
         .take(PREFERRED_SCAN)
         .copied()
         .filter(move |&to| {
-            let (n, cap) = if snap.same_isp(from, to) {
+            let (n, cap) = if snap.near(from, to) {
                 (&mut isp, PREFERRED_ISP_PIDS)
             } else {
                 (&mut remote, PREFERRED_REMOTE_PIDS)

@@ -3,17 +3,23 @@
 //!
 //! Data model (see `tracker/docs/redis.md` for the whole story), per swarm, all keys carrying the
 //! swarm's info hash in hex as their cluster hash tag (`{...}`: raw bytes could contain braces):
-//! - `<prefix>{<hex>}:b`, a set of bucket ids `<pid name>|<4|6><s|l>`;
-//! - `<prefix>{<hex>}:z:<bucket id>`, one sorted set per PID x family x seeder/leecher: member
-//!   = the peer's address bytes and port, score = when it expires. A leecher turning seeder (or
-//!   a peer changing PID) moves between sets; counts are `ZCARD`/`ZCOUNT` over live scores, so
-//!   nothing drifts;
+//! - `<prefix>{<hex>}:z:<bucket id>`, one sorted set per PID x family x seeder/leecher (bucket
+//!   id `<pid name>|<4|6><s|l>`): member = the peer's address bytes and port, score = when it
+//!   expires. A leecher turning seeder (or a peer changing PID) moves between sets;
 //! - `<prefix>{<hex>}:m`, a hash: `d` the completed-downloads counter, `t` when the swarm's
 //!   expired peers are next trimmed (at most every `sweep_interval`, like the memory store's
-//!   sweep; counts are exact meanwhile, being `ZCOUNT` over live scores).
+//!   sweep), `v` the layout version, and `c<bucket id>` each bucket's member count. Counts are
+//!   kept by the script calls that add and remove members and set to each set's size again by
+//!   every trim, so between trims they include peers that expired since (as the memory store's
+//!   do until its sweep); scrapes count live scores exactly;
+//! - `<prefix>{<hex>}:b`, the set of bucket ids of the earlier layout: an announce adopts its
+//!   buckets into the hash once and deletes it. It still names the swarm's slot for the
+//!   scripts that take no other key.
 //!
 //! One announce is one `EVALSHA` of `redis/announce.lua` (atomic: no partial peer record), which
-//! expires, updates, counts and returns each bucket's live count with a bounded random sample.
+//! updates the peer and returns each bucket's count with a bounded random sample; a
+//! re-announce reads one hash and touches one sorted set before sampling (what each step
+//! costs Redis: `benches/src/bin/redis_race.rs` reads `INFO commandstats`).
 //! [`Selector::select`] then runs unchanged over those candidates: it sees the true bucket sizes
 //! and takes peers from a bucket's sample in order, so its choices are the ones it would make on
 //! the memory store. When a bucket's sample runs short (rare: samples cover the requester's PID
@@ -238,6 +244,16 @@ impl RedisStore {
         self.epoch + self.clock.now()
     }
 
+    /// Seconds a key lives after its TTL is refreshed: announces refresh TTLs when they add a
+    /// member and at each trim (at most every `sweep_interval`), so a key must outlive its
+    /// newest peer's expiry by a trim interval.
+    fn key_ttl(&self) -> u32 {
+        self.limits
+            .peer_timeout
+            .saturating_add(self.limits.sweep_interval)
+            .saturating_add(KEY_TTL_SLACK)
+    }
+
     fn keys(&self, h: &InfoHash) -> SwarmKeys {
         let base = format!("{}{{{}}}", self.prefix, hex::encode(h.0));
         SwarmKeys {
@@ -357,7 +373,7 @@ impl RedisStore {
             .arg(u8::from(seeder))
             .arg(self.limits.max_peers_per_swarm)
             .arg(self.max_buckets)
-            .arg(self.limits.peer_timeout + KEY_TTL_SLACK)
+            .arg(self.key_ttl())
             .arg(&keys.zprefix)
             .arg(self.limits.sweep_interval)
             .arg(
@@ -524,7 +540,7 @@ impl RedisStore {
         for h in visit {
             let keys = self.keys(&h);
             let mut inv = self.scripts.sweep.prepare_invoke();
-            inv.key(&keys.buckets).arg(self.now()).arg(&keys.zprefix);
+            inv.key(&keys.meta).arg(self.now()).arg(&keys.zprefix);
             let Ok((removed, seeders, leechers)) = self.invoke::<(u64, u32, u32)>(&inv).await
             else {
                 break;

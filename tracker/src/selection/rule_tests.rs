@@ -1,0 +1,392 @@
+//! The p4p rule (issue 15, "costs decide"): tiers from stated boundaries only, ranks from the
+//! order of costs only, shares kept per swarm.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::sync::OnceLock;
+
+use p4p_itracker::alto::{CostMapMessage, NetworkMapMessage, PropMapMessage};
+use p4p_itracker::client::IspMap;
+use p4p_itracker::snapshot::PidSpec;
+use p4p_itracker::SnapshotBuilder;
+use proptest::prelude::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::tests::{addr, p4p, requester, run, swarm, VecBuckets};
+use super::*;
+
+/// A map as a plain RFC 7285 server publishes it, read by our ALTO client: PIDs `pids` (name,
+/// second octet of its 127.x/16), a `rest` PID holding `0.0.0.0/0`, costs `cost(from, to)`
+/// (by position, `rest` last; `None` leaves the pair out), and optionally a PID property map.
+fn alto_snapshot(
+    pids: &[(&str, u8)],
+    cost: impl Fn(usize, usize) -> Option<f64>,
+    properties: Option<serde_json::Value>,
+) -> Snapshot {
+    let mut names: Vec<&str> = pids.iter().map(|p| p.0).collect();
+    names.push("rest");
+    let mut map = serde_json::Map::new();
+    for &(name, net) in pids {
+        map.insert(
+            name.into(),
+            serde_json::json!({ "ipv4": [format!("127.{net}.0.0/16")] }),
+        );
+    }
+    map.insert(
+        "rest".into(),
+        serde_json::json!({ "ipv4": ["0.0.0.0/0"], "ipv6": ["::/0"] }),
+    );
+    let vtag = serde_json::json!({ "resource-id": "nm", "tag": "t1" });
+    let nm: NetworkMapMessage =
+        serde_json::from_value(serde_json::json!({ "meta": { "vtag": vtag }, "network-map": map }))
+            .expect("network map");
+    let mut rows = serde_json::Map::new();
+    for (f, from) in names.iter().enumerate() {
+        let mut row = serde_json::Map::new();
+        for (t, to) in names.iter().enumerate() {
+            if let Some(c) = cost(f, t) {
+                row.insert((*to).into(), c.into());
+            }
+        }
+        rows.insert((*from).into(), row.into());
+    }
+    let cm: CostMapMessage = serde_json::from_value(serde_json::json!({
+        "meta": {
+            "dependent-vtags": [vtag],
+            "cost-type": { "cost-mode": "numerical", "cost-metric": "routingcost" }
+        },
+        "cost-map": rows,
+    }))
+    .expect("cost map");
+    let pm: Option<PropMapMessage> = properties.map(|p| {
+        serde_json::from_value(serde_json::json!({
+            "meta": { "dependent-vtags": [vtag] },
+            "property-map": p,
+        }))
+        .expect("property map")
+    });
+    IspMap::from_messages(&nm, &cm, "e1".into(), pm.as_ref(), "alto-test")
+        .expect("valid map")
+        .snapshot(100.0)
+}
+
+fn second_octet(p: &SocketAddr) -> u8 {
+    match p.ip() {
+        IpAddr::V4(v) => v.octets()[1],
+        IpAddr::V6(_) => 0,
+    }
+}
+
+/// Mean share of peers from PID 127.`net`/16 over `answers` answers of `numwant`.
+fn share_from(
+    snap: &Snapshot,
+    b: &VecBuckets,
+    req: &Requester,
+    numwant: usize,
+    answers: u32,
+    net: u8,
+) -> (f64, SelectionStats) {
+    let mut rng = SmallRng::seed_from_u64(15);
+    let (mut from_net, mut total) = (0usize, 0usize);
+    let mut sum = SelectionStats::default();
+    for _ in 0..answers {
+        let (peers, s) = run(&p4p(), snap, b, req, numwant, &mut rng);
+        assert_eq!(peers.len(), numwant);
+        total += peers.len();
+        from_net += peers.iter().filter(|p| second_octet(p) == net).count();
+        sum.same_pid += s.same_pid;
+        sum.same_isp += s.same_isp;
+        sum.remote += s.remote;
+    }
+    (from_net as f64 / total as f64, sum)
+}
+
+/// The issue's experiment: two ISPs as PIDs of one plain map plus a default PID, no marking.
+/// The other ISP gets the far share kept over the swarm (10 % here), not a fifth of every
+/// 4-peer answer as when every non-default PID counted as "same ISP".
+#[test]
+fn a_plain_alto_map_gives_the_other_isp_only_the_far_share() {
+    let cost = |f: usize, t: usize| {
+        Some(match (f, t) {
+            (x, y) if x == y => 0.0,
+            (2, _) | (_, 2) => 100.0,
+            _ => 20.0,
+        })
+    };
+    let snap = alto_snapshot(&[("isp-a", 1), ("isp-b", 2)], cost, None);
+    let (a, b) = (snap.locate(addr(1, 1).ip()), snap.locate(addr(2, 1).ip()));
+    assert!(snap.pid(a).internal && snap.pid(b).internal, "covered by the map");
+    assert!(!snap.near(a, b), "but not near: the map states no boundary");
+    // One seeder in the requester's PID: below the threshold, so the far share is 10 %.
+    let peers = swarm(&[("isp-a", 1, 1, 60), ("isp-b", 2, 1, 60)]);
+    let req = requester(&snap, &peers, 1, false);
+    let (other_isp, stats) = share_from(&snap, &peers, &req, 4, 20_000, 2);
+    assert!(
+        (other_isp - 0.10).abs() < 0.01,
+        "share from the other ISP {other_isp}"
+    );
+    assert_eq!(stats.same_isp, 0, "no near tier without a boundary");
+    assert_eq!(
+        f64::from(stats.remote) / 80_000.0,
+        other_isp,
+        "far = other ISP"
+    );
+}
+
+/// A boundary published as an RFC 9240 PID property (`asn`) makes the PIDs of one AS near:
+/// they get the near share, the other AS the far share.
+#[test]
+fn an_asn_pid_property_makes_the_pids_of_one_as_near() {
+    let cost = |f: usize, t: usize| Some(if f == t { 0.0 } else { 10.0 * (f + t) as f64 });
+    let props = serde_json::json!({
+        "nm.pid:as-a1": { "asn": "AS64500" },
+        "nm.pid:as-a2": { "ASN": "64500" },
+        "nm.pid:as-b1": { "asn": "AS64501" },
+    });
+    let pids = [("as-a1", 1), ("as-a2", 3), ("as-b1", 2)];
+    let snap = alto_snapshot(&pids, cost, Some(props));
+    let at = |net| snap.locate(addr(net, 1).ip());
+    assert!(snap.near(at(1), at(3)));
+    assert!(!snap.near(at(1), at(2)));
+    let peers = swarm(&[
+        ("as-a1", 1, 1, 100),
+        ("as-a2", 3, 0, 100),
+        ("as-b1", 2, 1, 100),
+    ]);
+    let req = requester(&snap, &peers, 1, false);
+    let (near, _) = share_from(&snap, &peers, &req, 20, 4_000, 3);
+    let (far, stats) = share_from(&snap, &peers, &req, 20, 4_000, 2);
+    assert!((near - 0.15).abs() < 0.01, "near share {near}");
+    assert!((far - 0.10).abs() < 0.01, "far share {far}");
+    assert_eq!(f64::from(stats.same_isp) / 80_000.0, near);
+}
+
+/// Builder snapshot of PIDs `r0..r4` (127.1..5/16) with no boundary, costs from `cost`.
+fn ranked(cost: impl Fn(usize, usize) -> Option<f64>, default_cost: f64) -> Snapshot {
+    let mut b = SnapshotBuilder::new("ranked", default_cost);
+    let ids: Vec<usize> = (0..5)
+        .map(|i| {
+            b.add_pid(PidSpec {
+                name: format!("r{i}"),
+                isp: 0,
+                internal: false,
+                prefixes: vec![format!("127.{}.0.0/16", i + 1).parse().expect("prefix")],
+            })
+        })
+        .collect();
+    for &f in &ids {
+        for &t in &ids {
+            if let Some(c) = cost(f, t) {
+                b.set_cost(f, t, c);
+            }
+        }
+    }
+    b.build().expect("snapshot")
+}
+
+/// The same answers (same seed) whatever the costs' mode, scale or intra-PID value, as long as
+/// their order is the same: numerical, ordinal ranks, scaled by 10^6, intra-PID 0 or not.
+#[test]
+fn only_the_order_of_costs_matters() {
+    let numerical: [f64; 5] = [0.0, 3.0, 7.0, 7.5, 40.0];
+    let variants: [Box<dyn Fn(usize, usize) -> Option<f64>>; 4] = [
+        Box::new(|f, t| Some((numerical[t] - numerical[f]).abs())),
+        Box::new(|f, t| Some(1.0 + (t as f64 - f as f64).abs())),
+        Box::new(|f, t| Some(1e6 * (numerical[t] - numerical[f]).abs())),
+        Box::new(|f, t| Some(5.0 + (numerical[t] - numerical[f]).abs())),
+    ];
+    let peers = swarm(&[
+        ("r0", 1, 0, 3),
+        ("r1", 2, 1, 3),
+        ("r2", 3, 0, 3),
+        ("r3", 4, 2, 3),
+        ("r4", 5, 0, 20),
+    ]);
+    let mut answers = Vec::new();
+    for cost in &variants {
+        let snap = ranked(cost, 1.0);
+        let req = requester(&snap, &peers, 1, false);
+        let mut rng = SmallRng::seed_from_u64(3);
+        let all: Vec<Vec<SocketAddr>> = [1, 4, 9, 15, 40]
+            .iter()
+            .flat_map(|&n| (0..50).map(move |_| n))
+            .map(|n| run(&p4p(), &snap, &peers, &req, n, &mut rng).0)
+            .collect();
+        answers.push(all);
+    }
+    for (i, a) in answers.iter().enumerate().skip(1) {
+        assert_eq!(a, &answers[0], "variant {i} answers differently");
+    }
+    // And the order is cost order: a 9-peer answer to r0 (2 other peers there) takes its 7
+    // others from r1 (4) and r2 (3), never from r3 or r4.
+    let snap = ranked(&variants[0], 1.0);
+    let req = requester(&snap, &peers, 1, false);
+    let mut rng = SmallRng::seed_from_u64(4);
+    for _ in 0..100 {
+        let (p, _) = run(&p4p(), &snap, &peers, &req, 9, &mut rng);
+        assert!(p.iter().all(|p| second_octet(p) <= 3), "{p:?}");
+    }
+}
+
+/// PIDs at equal cost share what their rank gets, in random order.
+#[test]
+fn equal_costs_share_their_rank() {
+    let snap = ranked(|f, t| Some(if f == t { 0.0 } else { 10.0 }), 100.0);
+    let peers = swarm(&[("r0", 1, 0, 50), ("r1", 2, 0, 50), ("r2", 3, 0, 50)]);
+    let req = requester(&snap, &peers, 1, false);
+    let (r1, _) = share_from(&snap, &peers, &req, 10, 5_000, 2);
+    let (r2, _) = share_from(&snap, &peers, &req, 10, 5_000, 3);
+    // Far share 10 % (no seeder anywhere), split evenly.
+    assert!((r1 + r2 - 0.10).abs() < 0.01, "{r1} + {r2}");
+    assert!((r1 - r2).abs() < 0.015, "{r1} vs {r2}");
+}
+
+/// A cost the map leaves out is far, never cheap: it ranks after every known cost even when
+/// the default cost is lower, and is priced at the row's dearest known cost.
+#[test]
+fn missing_costs_rank_last_and_are_priced_far() {
+    // r0 -> r1 known (50), r0 -> r2 missing; the default cost (1) is cheaper than 50.
+    let snap = ranked(
+        |f, t| match (f, t) {
+            (0, 1) => Some(50.0),
+            (0, 2) => None,
+            (x, y) if x == y => Some(0.0),
+            _ => Some(30.0),
+        },
+        1.0,
+    );
+    let (r0, r1, r2) = (0u16, 1u16, 2u16);
+    assert!(snap.cost_known(r0, r1) && !snap.cost_known(r0, r2));
+    assert_eq!(snap.cost(r0, r2), 1.0, "the matrix keeps the default");
+    assert_eq!(snap.far_cost(r0), 50.0);
+    let peers = swarm(&[("r1", 2, 0, 5), ("r2", 3, 0, 5)]);
+    let req = Requester {
+        pid_index: r0,
+        bucket_id: snap.pid(r0).id,
+        seeder: false,
+        families: Families::Both,
+        position: None,
+        numwant: 0,
+    };
+    let mut rng = SmallRng::seed_from_u64(8);
+    for _ in 0..50 {
+        let (p, s) = run(&p4p(), &snap, &peers, &req, 5, &mut rng);
+        assert!(p.iter().all(|p| second_octet(p) == 2), "known first: {p:?}");
+        assert_eq!(s.cost, 250.0);
+        let (p, s) = run(&p4p(), &snap, &peers, &req, 8, &mut rng);
+        assert_eq!(p.len(), 8);
+        assert_eq!(s.cost, 400.0, "unknown priced at the row's dearest known cost");
+    }
+}
+
+/// A map of one PID (or none loaded): everything is the own PID, answers are full.
+#[test]
+fn a_map_with_one_pid_answers_from_it() {
+    let snap = Snapshot::single_pid();
+    let peers = swarm(&[("default", 1, 3, 30)]);
+    let req = requester(&snap, &peers, 1, false);
+    let mut rng = SmallRng::seed_from_u64(9);
+    for n in [1, 4, 32, 50] {
+        let (p, s) = run(&p4p(), &snap, &peers, &req, n, &mut rng);
+        assert_eq!(p.len(), n.min(32));
+        assert_eq!(s.same_pid as usize, p.len());
+    }
+}
+
+/// 1,000 PIDs, no boundary, costs 0..20 (ties) with every 7th left out, seen from PID 0.
+fn thousand() -> &'static Snapshot {
+    static SNAP: OnceLock<Snapshot> = OnceLock::new();
+    SNAP.get_or_init(|| {
+        let mut b = SnapshotBuilder::new("thousand", 100.0);
+        for i in 0..1000u32 {
+            b.add_pid(PidSpec {
+                name: format!("k-{i}"),
+                isp: 0,
+                internal: true,
+                prefixes: vec![format!("10.{}.{}.0/24", i / 256, i % 256)
+                    .parse()
+                    .expect("prefix")],
+            });
+            b.set_boundary(i as usize, None);
+        }
+        let mut rng = SmallRng::seed_from_u64(1000);
+        for t in 0..1000usize {
+            if t % 7 != 3 {
+                b.set_cost(0, t, f64::from(rng.random_range(0u32..20)));
+            }
+        }
+        b.build().expect("1,000 PIDs")
+    })
+}
+
+fn key(snap: &Snapshot, to: u16) -> f32 {
+    if snap.cost_known(0, to) {
+        snap.cost(0, to)
+    } else {
+        f32::INFINITY
+    }
+}
+
+proptest! {
+    /// Over 1,000 PIDs: full valid answers, no near tier, and cost order: a PID gives peers
+    /// only when every strictly cheaper PID gave all it had.
+    #[test]
+    fn a_thousand_pids_fill_in_cost_order(
+        own in 0usize..10,
+        others in proptest::collection::vec((1u16..1000, 1usize..8), 1..30),
+        numwant in 1usize..60,
+        seed: u64,
+    ) {
+        let snap = thousand();
+        let mut v = VecBuckets::default();
+        let mut pid_of: HashMap<SocketAddr, u16> = HashMap::new();
+        let mut sizes: HashMap<u16, usize> = HashMap::new();
+        let groups = std::iter::once((0u16, own)).chain(others.iter().copied());
+        for (pid, n) in groups {
+            if n == 0 || sizes.contains_key(&pid) {
+                continue;
+            }
+            let list: Vec<SocketAddr> = (0..n)
+                .map(|h| SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::new(10, (pid / 256) as u8, (pid % 256) as u8, h as u8 + 1), 6881)))
+                .collect();
+            for a in &list {
+                pid_of.insert(*a, pid);
+            }
+            sizes.insert(pid, n);
+            v.0.push((snap.pid(pid).id, false, list));
+        }
+        let req = Requester {
+            pid_index: 0,
+            bucket_id: snap.pid(0).id,
+            seeder: false,
+            families: Families::Both,
+            position: None,
+            numwant,
+        };
+        let mut out = Vec::new();
+        let s = p4p().select(&v, snap, &req, &mut SmallRng::seed_from_u64(seed),
+            &mut Scratch::default(), &mut |a| out.push(a));
+        let total: usize = sizes.values().sum();
+        prop_assert_eq!(out.len(), numwant.min(total));
+        prop_assert_eq!(s.same_isp, 0);
+        let mut taken: HashMap<u16, usize> = HashMap::new();
+        for a in &out {
+            *taken.entry(pid_of[a]).or_default() += 1;
+        }
+        prop_assert_eq!(s.same_pid as usize, taken.get(&0).copied().unwrap_or(0));
+        for (&x, &nx) in &sizes {
+            for (&y, _) in &sizes {
+                if x == 0 || y == 0 || key(snap, x) >= key(snap, y) {
+                    continue;
+                }
+                if taken.get(&y).copied().unwrap_or(0) > 0 {
+                    prop_assert_eq!(taken.get(&x).copied().unwrap_or(0), nx,
+                        "PID {} (key {}) gave peers while cheaper {} (key {}) had more",
+                        y, key(snap, y), x, key(snap, x));
+                }
+            }
+        }
+    }
+}

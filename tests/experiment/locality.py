@@ -725,6 +725,12 @@ Each folder below holds `results.json`, `runs.csv`, `clients.csv`, `report.md` a
 `locality.png`, and was produced by the command under its table. This file is rewritten by
 `tests/experiment/locality.py` from the folders' `report.md`.
 
+Folders: `<mode>-<preset>` with our topology file; `-standard` with a plain RFC 7285 ALTO server
+(`--standard-alto`); `-seeds-one-isp`, `-lonely-pid`, `-pid-leaves` the robustness cases
+(`--scenario`); `-oldrule` the same, measured with the selection rule before issue 15 (the
+"Tracker build" line of each table says which binary ran). Where p4p's remaining inter-ISP bytes
+go: [next-2x.md](next-2x.md).
+
 Columns: bytes inside a PID / between PIDs of one ISP / between ISPs (MiB on the wire); the
 cost-weighted bytes (MiB x p-distance: same PID 1, other PID of the ISP 10, other ISP 100, from
 `topology-data/loopback.toml`); download time per leecher (median over leechers, then median and

@@ -434,9 +434,7 @@ async fn a_short_sample_is_topped_up_and_the_answer_stays_full() {
             direct(&writer, &mut ws, &format!("127.{net}.0.{host}:6881"), 10, 0).await;
         }
     }
-    // A seeder asks: a leecher's answer takes far peers only up to half of it (selection's
-    // far_fill_limit), a seeder's is filled in full, which is what the top-up must deliver.
-    let got = direct(&reader, &mut ws, "127.1.0.1:6881", 0, 50).await;
+    let got = direct(&reader, &mut ws, "127.1.0.1:6881", 10, 50).await;
     assert_eq!(got.len(), 50, "a full answer");
     let mut unique = got.clone();
     unique.sort();

@@ -35,11 +35,7 @@
 //! holds at least `seeded_pid_threshold` seeders and raised to `1 - same_isp_share` (at least)
 //! when it holds none, so no PID is ever cut off from the rest of the swarm. A tier that runs
 //! short passes its shortfall on in preference order: own PID, near PIDs, far PIDs, each
-//! cheapest first. Without a near PID the near share thus goes back to the own PID. Far PIDs
-//! fill a leecher's shortfall only up to half the answer (rounded up; the far share comes on
-//! top): an early joiner whose PID holds three seeders gets those three, not a fourth peer
-//! from the other ISP ([`far_fill_limit`]). Seeders and swarms no larger than the answer are
-//! filled in full.
+//! cheapest first. Without a near PID the near share thus goes back to the own PID.
 //!
 //! Why: a share applied to every answer puts a distant peer in most small answers (measured
 //! with real clients: about 2x fewer inter-ISP bytes than `random` when each 4-peer answer
@@ -221,7 +217,7 @@ impl Selector {
                 );
             }
             PolicyKind::P4p => {
-                self.quotas(buckets, req, n, total, rng, &mut scratch.groups);
+                self.quotas(buckets, req, n, rng, &mut scratch.groups);
                 for g in scratch.groups.iter().filter(|g| g.take > 0) {
                     let members = &scratch.members[g.start..g.end];
                     sample_group(
@@ -336,14 +332,12 @@ impl Selector {
     }
 
     /// Sets `take` on each group: tier shares first (each rounded probabilistically, so kept
-    /// over the swarm), then shortfalls filled in preference order, far PIDs only up to
-    /// [`far_fill_limit`] peers.
+    /// over the swarm), then shortfalls filled in preference order.
     fn quotas<B: Buckets, R: Rng>(
         &self,
         buckets: &B,
         req: &Requester,
         n: usize,
-        total: usize,
         rng: &mut R,
         groups: &mut [Group],
     ) {
@@ -358,36 +352,14 @@ impl Selector {
             *q -= g.take;
         }
         let mut short: usize = left.iter().sum();
-        let limit = far_fill_limit(req, n, total);
-        let mut answer = n - short;
         for g in groups.iter_mut() {
             if short == 0 {
                 break;
             }
-            let mut extra = (g.size - g.take).min(short);
-            if g.tier == TIER_FAR {
-                extra = extra.min(limit.saturating_sub(answer));
-            }
+            let extra = (g.size - g.take).min(short);
             g.take += extra;
             short -= extra;
-            answer += extra;
         }
-    }
-}
-
-/// How far a shortfall of the own and near tiers may be filled from far PIDs: up to the whole
-/// answer for a seeder and in a swarm no larger than the answer (everyone), else up to half of
-/// it, rounded up. Why: measured with real clients, the first leechers of an ISP took about
-/// half of the bytes still crossing between ISPs (results/locality/next-2x.md): their PID held
-/// only its 2-3 seeds, fewer than numwant, and the shortfall brought them a remote seed that had
-/// nobody else to serve. Half an answer keeps a PID with nobody else in it connected (and the
-/// far share still applies on top); a seeder's answer is not capped, so a PID whose leechers
-/// have no seed near them is still found by the seeders elsewhere.
-fn far_fill_limit(req: &Requester, n: usize, total: usize) -> usize {
-    if req.seeder || total <= req.numwant {
-        n
-    } else {
-        n.div_ceil(2)
     }
 }
 

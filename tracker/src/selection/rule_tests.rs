@@ -261,11 +261,10 @@ fn missing_costs_rank_last_and_are_priced_far() {
     assert_eq!(snap.cost(r0, r2), 1.0, "the matrix keeps the default");
     assert_eq!(snap.far_cost(r0), 50.0);
     let peers = swarm(&[("r1", 2, 0, 5), ("r2", 3, 0, 5)]);
-    // A seeder: its answers are filled in full from far PIDs (a leecher's only up to half).
     let req = Requester {
         pid_index: r0,
         bucket_id: snap.pid(r0).id,
-        seeder: true,
+        seeder: false,
         families: Families::Both,
         position: None,
         numwant: 0,
@@ -358,11 +357,10 @@ proptest! {
             sizes.insert(pid, n);
             v.0.push((snap.pid(pid).id, false, list));
         }
-        // A seeder (of leechers only): its answers are filled in full from far PIDs.
         let req = Requester {
             pid_index: 0,
             bucket_id: snap.pid(0).id,
-            seeder: true,
+            seeder: false,
             families: Families::Both,
             position: None,
             numwant,
@@ -391,61 +389,4 @@ proptest! {
             }
         }
     }
-}
-
-/// The two ISPs of the plain map above, costs 0 inside a PID and 100 elsewhere.
-fn two_isps() -> Snapshot {
-    alto_snapshot(
-        &[("isp-a", 1), ("isp-b", 2)],
-        |f, t| Some(if f == t { 0.0 } else { 100.0 }),
-        None,
-    )
-}
-
-/// An early joiner (issue 15, "the next 2x"): its PID holds 3 seeders and itself, the other
-/// ISP plenty. The own tier runs one short of numwant 4; that one is not taken from the other
-/// ISP, so far peers come only at the far share (the floor, 2 %, with 3 seeders), where filling
-/// the answer put a far peer in every one.
-#[test]
-fn a_leecher_short_of_local_peers_takes_far_peers_only_at_the_far_share() {
-    let snap = two_isps();
-    let peers = swarm(&[("isp-a", 1, 3, 1), ("isp-b", 2, 3, 40)]);
-    let req = requester(&snap, &peers, 1, false);
-    let mut rng = SmallRng::seed_from_u64(15);
-    let (mut with_far, answers) = (0u32, 10_000u32);
-    for _ in 0..answers {
-        let (got, _) = run(&p4p(), &snap, &peers, &req, 4, &mut rng);
-        let own = got.iter().filter(|p| second_octet(p) == 1).count();
-        assert_eq!(own, 3, "every local seeder, every time: {got:?}");
-        with_far += u32::from(got.len() > own);
-    }
-    let share = f64::from(with_far) / f64::from(answers);
-    assert!(
-        (0.04..0.12).contains(&share),
-        "answers with a far peer: {share} (far share 0.02 x 4 peers = 0.08)"
-    );
-}
-
-/// Never cut off: a leecher alone in its PID still gets half an answer from far PIDs; a seeder
-/// alone in its PID gets a full one (it serves the other ISP's leechers); a swarm no larger than
-/// the answer gives everyone.
-#[test]
-fn far_fill_keeps_lonely_pids_connected() {
-    let snap = two_isps();
-    let mut rng = SmallRng::seed_from_u64(16);
-    let lonely = swarm(&[("isp-a", 1, 0, 1), ("isp-b", 2, 3, 40)]);
-    let req = requester(&snap, &lonely, 1, false);
-    for _ in 0..1_000 {
-        let (got, _) = run(&p4p(), &snap, &lonely, &req, 4, &mut rng);
-        assert_eq!(got.len(), 2, "half of numwant 4: {got:?}");
-        assert!(got.iter().all(|p| second_octet(p) == 2));
-    }
-    let seeder = swarm(&[("isp-a", 1, 1, 0), ("isp-b", 2, 3, 40)]);
-    let req = requester(&snap, &seeder, 1, true);
-    let (got, _) = run(&p4p(), &snap, &seeder, &req, 4, &mut rng);
-    assert_eq!(got.len(), 4, "a seeder's answer is filled: {got:?}");
-    let small = swarm(&[("isp-a", 1, 0, 1), ("isp-b", 2, 1, 2)]);
-    let req = requester(&snap, &small, 1, false);
-    let (got, _) = run(&p4p(), &snap, &small, &req, 4, &mut rng);
-    assert_eq!(got.len(), 3, "a swarm smaller than the answer gives everyone: {got:?}");
 }

@@ -396,13 +396,7 @@ proptest! {
             .filter(|p| *p != me)
             .collect();
         prop_assert!(peers.len() <= numwant);
-        let full = numwant.min(eligible.len());
-        if use_random || seeder || eligible.len() <= numwant {
-            prop_assert_eq!(peers.len(), full, "full answer when peers exist");
-        } else {
-            // A leecher's shortfall is filled from far PIDs only up to half the answer.
-            prop_assert!(peers.len() >= full.div_ceil(2), "at least half an answer");
-        }
+        prop_assert_eq!(peers.len(), numwant.min(eligible.len()), "full answer when peers exist");
         let unique: HashSet<SocketAddr> = peers.iter().copied().collect();
         prop_assert_eq!(unique.len(), peers.len(), "no duplicates");
         prop_assert!(!unique.contains(&me), "never the requester");

@@ -1,5 +1,7 @@
 //! Load generators and helpers shared by the benchmarks.
 
+pub mod synthetic_isp;
+
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use p4p_itracker::snapshot::PidSpec;

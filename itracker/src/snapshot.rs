@@ -39,6 +39,10 @@ pub enum SnapshotError {
     /// class) is negative, not a number, or too large to store as `f32`.
     #[error("{what} is {cost}, not a finite non-negative number (at most 3.4e38)")]
     BadDefaultCost { what: &'static str, cost: f64 },
+    /// A cost matrix given to [`SnapshotBuilder::set_cost_matrix`] is not `k * k` values for
+    /// `k` PIDs added (a bug in the caller).
+    #[error("a cost matrix of {values} values does not fit the {pids} PIDs of the map")]
+    MatrixShape { values: usize, pids: usize },
     /// More PIDs than a snapshot indexes (u16 range).
     #[error("{0} PIDs: at most 65535 are supported")]
     TooManyPids(usize),
@@ -98,6 +102,9 @@ pub struct SnapshotBuilder {
     isps: Vec<String>,
     pids: Vec<PidSpec>,
     costs: Vec<(usize, usize, f64)>,
+    /// Row-major costs between the first `k` PIDs (`k * k` values), from
+    /// [`SnapshotBuilder::set_cost_matrix`].
+    matrix: Option<(usize, Vec<f32>)>,
     default_cost: f64,
     asn: Option<AsnClasses>,
     /// `(same_as, other_as)` as given to [`SnapshotBuilder::with_asn`], checked at build.
@@ -153,6 +160,7 @@ impl SnapshotBuilder {
             isps: Vec::new(),
             pids: Vec::new(),
             costs: Vec::new(),
+            matrix: None,
             default_cost,
             asn: None,
             asn_costs: (0.0, 0.0),
@@ -196,6 +204,16 @@ impl SnapshotBuilder {
     /// Sets the directional cost between two PIDs added earlier.
     pub fn set_cost(&mut self, from: usize, to: usize, cost: f64) {
         self.costs.push((from, to, cost));
+    }
+
+    /// Sets the costs between the first `k` PIDs added at once, row-major
+    /// (`costs[from * k + to]`, `k * k` values; a length that is not a square sets nothing and
+    /// fails the build). A full cost map's 4 million pairs (2,000 PIDs) as one `f32` matrix
+    /// instead of 4 million [`SnapshotBuilder::set_cost`] triples; explicit `set_cost` calls
+    /// still win. Checked like every cost by [`SnapshotBuilder::build`].
+    pub fn set_cost_matrix(&mut self, costs: Vec<f32>) {
+        let k = (costs.len() as f64).sqrt() as usize;
+        self.matrix = Some((k, costs));
     }
 
     /// Validates and indexes everything. Adds a `default` PID holding `0.0.0.0/0` and `::/0`
@@ -265,6 +283,14 @@ impl SnapshotBuilder {
         }
         let mut costs = vec![self.default_cost as f32; n * n];
         let mut known = vec![0u64; (n * n).div_ceil(64)];
+        if let Some((k, matrix)) = self.matrix.take() {
+            self.copy_matrix(k, &matrix, &mut costs)?;
+            for from in 0..k {
+                for to in 0..k {
+                    known[(from * n + to) / 64] |= 1 << ((from * n + to) % 64);
+                }
+            }
+        }
         for &(from, to, cost) in &self.costs {
             if !usable(cost) {
                 return Err(SnapshotError::BadCost {
@@ -276,25 +302,8 @@ impl SnapshotBuilder {
             costs[from * n + to] = cost as f32;
             known[(from * n + to) / 64] |= 1 << ((from * n + to) % 64);
         }
-        let far = (0..n)
-            .map(|from| {
-                (0..n)
-                    .filter(|&to| known[(from * n + to) / 64] & (1 << ((from * n + to) % 64)) != 0)
-                    .map(|to| costs[from * n + to])
-                    .fold(self.default_cost as f32, f32::max)
-            })
-            .collect();
-        let by_cost = (0..n)
-            .map(|from| {
-                let mut others: Vec<u16> = (0..n as u16)
-                    .filter(|&to| usize::from(to) != from)
-                    .collect();
-                others.sort_by(|&a, &b| {
-                    costs[from * n + usize::from(a)].total_cmp(&costs[from * n + usize::from(b)])
-                });
-                others
-            })
-            .collect();
+        let far = far_costs(&costs, &known, n, self.default_cost as f32);
+        let by_cost = sorted_by_cost(&costs, n);
         Ok(Snapshot {
             version: self.version,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
@@ -309,6 +318,33 @@ impl SnapshotBuilder {
             far,
             asn: self.asn,
         })
+    }
+
+    /// Copies a [`SnapshotBuilder::set_cost_matrix`] matrix into the `n * n` costs, checked.
+    fn copy_matrix(
+        &self,
+        k: usize,
+        matrix: &[f32],
+        costs: &mut [f32],
+    ) -> Result<(), SnapshotError> {
+        let n = self.pids.len();
+        if k * k != matrix.len() || k > n {
+            return Err(SnapshotError::MatrixShape {
+                values: matrix.len(),
+                pids: n,
+            });
+        }
+        for (from, row) in matrix.chunks_exact(k.max(1)).enumerate() {
+            if let Some(to) = row.iter().position(|&c| !usable(f64::from(c))) {
+                return Err(SnapshotError::BadCost {
+                    from: self.pids[from].name.clone(),
+                    to: self.pids[to].name.clone(),
+                    cost: f64::from(row[to]),
+                });
+            }
+            costs[from * n..from * n + k].copy_from_slice(row);
+        }
+        Ok(())
     }
 
     fn complete_map(&mut self) {
@@ -334,6 +370,33 @@ impl SnapshotBuilder {
             });
         }
     }
+}
+
+/// For each PID, every other PID in ascending cost order (ties keep index order).
+/// For each PID, the price of an unknown destination: the largest known cost of its row, at
+/// least `default`.
+fn far_costs(costs: &[f32], known: &[u64], n: usize, default: f32) -> Vec<f32> {
+    (0..n)
+        .map(|from| {
+            (0..n)
+                .filter(|&to| known[(from * n + to) / 64] & (1 << ((from * n + to) % 64)) != 0)
+                .map(|to| costs[from * n + to])
+                .fold(default, f32::max)
+        })
+        .collect()
+}
+
+fn sorted_by_cost(costs: &[f32], n: usize) -> Vec<Vec<u16>> {
+    (0..n)
+        .map(|from| {
+            let row = &costs[from * n..(from + 1) * n];
+            let mut others: Vec<u16> = (0..n as u16)
+                .filter(|&to| usize::from(to) != from)
+                .collect();
+            others.sort_by(|&a, &b| row[usize::from(a)].total_cmp(&row[usize::from(b)]));
+            others
+        })
+        .collect()
 }
 
 /// An IPv4-mapped IPv6 prefix (`::ffff:a.b.c.d/n`, `n >= 96`) as the IPv4 prefix it denotes
@@ -368,6 +431,48 @@ impl Snapshot {
         SnapshotBuilder::new("none", 0.0)
             .build()
             .expect("the one-PID map is valid")
+    }
+
+    /// The same map (PIDs, prefixes, ASN classes) with other costs, `costs[from * n + to]` over
+    /// this snapshot's `n` PIDs: what a change of link prices needs, without indexing hundreds
+    /// of thousands of prefixes again. A new generation, named `version`. Costs are checked as
+    /// [`SnapshotBuilder::build`] checks them.
+    pub fn with_costs(
+        &self,
+        version: impl Into<String>,
+        costs: Vec<f32>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let n = self.pids.len();
+        if costs.len() != n * n {
+            return Err(SnapshotError::MatrixShape {
+                values: costs.len(),
+                pids: n,
+            });
+        }
+        if let Some(i) = costs.iter().position(|&c| !usable(f64::from(c))) {
+            return Err(SnapshotError::BadCost {
+                from: self.pids[i / n].name.to_string(),
+                to: self.pids[i % n].name.to_string(),
+                cost: f64::from(costs[i]),
+            });
+        }
+        Ok(Snapshot {
+            version: version.into(),
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            isps: self.isps.clone(),
+            pids: self.pids.clone(),
+            index_by_id: self.index_by_id.clone(),
+            v4: self.v4.clone(),
+            v6: self.v6.clone(),
+            by_cost: sorted_by_cost(&costs, n),
+            far: costs
+                .chunks_exact(n.max(1))
+                .map(|row| row.iter().copied().fold(0.0, f32::max))
+                .collect(),
+            known: vec![u64::MAX; (n * n).div_ceil(64)],
+            costs,
+            asn: self.asn.clone(),
+        })
     }
 
     /// The version this snapshot was built from (network map vtag, or several joined).
@@ -662,6 +767,26 @@ mod tests {
         assert_eq!(s.cost(x, z), 10.0);
         assert_eq!(s.far_cost(x), 40.0, "the dearest known cost of the row");
         assert_eq!(s.far_cost(y), 10.0, "at least the default cost");
+    }
+
+    #[test]
+    fn with_costs_keeps_the_map_and_checks_the_costs() {
+        let s = two_pids();
+        let n = s.len();
+        let t = s.with_costs("v2", vec![3.0; n * n]).expect("valid costs");
+        assert_eq!(t.version(), "v2");
+        assert_ne!(t.generation(), s.generation());
+        let ip = "127.2.3.4".parse().expect("ip");
+        assert_eq!(t.locate(ip), s.locate(ip));
+        assert_eq!(t.cost(0, 1), 3.0);
+        assert!(matches!(
+            s.with_costs("v3", vec![1.0; 3]),
+            Err(SnapshotError::MatrixShape { .. })
+        ));
+        assert!(matches!(
+            s.with_costs("v4", vec![f32::NAN; n * n]),
+            Err(SnapshotError::BadCost { .. })
+        ));
     }
 
     #[test]

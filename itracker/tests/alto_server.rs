@@ -444,3 +444,72 @@ fn a_small_cost_map_filter_does_not_pay_for_the_full_table() {
         "1x1 filter took {small:?}, the full {n}x{n} one {full:?}"
     );
 }
+
+/// Issue 17: full maps are served from pre-rendered bytes, gzip-compressed for clients that
+/// accept it (`Vary: Accept-Encoding`), with the same ETag and 304 either way; clients that do
+/// not ask for gzip (or refuse it with `q=0`) get the plain body.
+#[test]
+fn full_maps_are_gzipped_for_clients_that_accept_it_with_the_same_etag() {
+    use std::io::Read;
+    let mut text = String::from("isp = \"gz\"\n");
+    // 100 PIDs of three prefixes: every full map is past the 4 KiB below which gzip is skipped.
+    for i in 0..100u32 {
+        let net = |k: u32| std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8) + (k << 6));
+        text.push_str(&format!(
+            "[[pid]]\nname = \"gz{i}\"\nkind = \"internal\"\n\
+             prefixes = [\"{}/26\", \"{}/26\", \"{}/26\"]\n",
+            net(0),
+            net(1),
+            net(2)
+        ));
+    }
+    let dir = scratch("gzip");
+    let topology = dir.join("gz.toml");
+    std::fs::write(&topology, text).expect("write");
+    let t = start("loopback.toml", |c| c.topology = Some(topology));
+    for path in [
+        "/costmap/routingcost/numerical",
+        "/costmap/routingcost/ordinal",
+        "/networkmap",
+    ] {
+        let url = format!("{}{path}", t.base);
+        let plain = get(&url, &[]);
+        assert_eq!(plain.status, 200);
+        let fetch = |encoding: &str, etag: Option<&str>| {
+            let mut req = agent().get(&url).header("Accept-Encoding", encoding);
+            if let Some(tag) = etag {
+                req = req.header("If-None-Match", tag);
+            }
+            let mut res = req.call().expect("GET");
+            let header = |n: &str| {
+                res.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let (status, coding, vary, etag) = (
+                res.status().as_u16(),
+                header("content-encoding"),
+                header("vary"),
+                header("etag"),
+            );
+            let body = res.body_mut().read_to_vec().expect("body");
+            (status, coding, vary, etag, body)
+        };
+        let (status, coding, vary, etag, body) = fetch("br;q=1.0, gzip;q=0.5", None);
+        assert_eq!((status, coding.as_deref()), (200, Some("gzip")), "{path}");
+        assert_eq!(vary.as_deref(), Some("Accept-Encoding"));
+        assert_eq!(etag, plain.etag, "{path}: one ETag for both encodings");
+        let mut unzipped = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut unzipped)
+            .expect("valid gzip");
+        assert_eq!(unzipped, plain.body, "{path}");
+        assert!(body.len() * 3 < plain.body.len(), "{path}: compressed");
+        let (status, coding, ..) = fetch("gzip;q=0, identity", None);
+        assert_eq!((status, coding), (200, None), "{path}: gzip refused");
+        let tag = plain.etag.clone().expect("etag");
+        let (status, ..) = fetch("gzip", Some(&tag));
+        assert_eq!(status, 304, "{path}");
+    }
+}

@@ -14,6 +14,42 @@ use p4p_tracker::server::Running;
 use p4p_tracker::service::Tracker;
 use serde_bencode::value::Value;
 
+pub mod own_redis;
+
+/// A built binary: `$env`, else next to this test's own build (target/{release,debug}), else
+/// `target/release` under the workspace. A missing one fails the test.
+pub fn built_binary(name: &str, env: &str) -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        let p = std::path::PathBuf::from(p);
+        assert!(p.is_file(), "{env}={} is not a file", p.display());
+        return p;
+    }
+    let mut candidates = Vec::new();
+    // target/<profile>/deps/<test>-<hash>
+    if let Some(target) = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
+    {
+        candidates.push(target.join("release").join(name));
+        candidates.push(target.join("debug").join(name));
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf();
+    candidates.push(root.join("target/release").join(name));
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no {name} binary (looked at ${env}, then {candidates:?}): run \
+                 `cargo build --release -p {name}` or set {env} (scripts/test does)"
+            )
+        })
+}
+
 /// A config for tests: HTTP on 127.0.0.1:0, UDP off, quick intervals.
 pub fn test_config() -> Config {
     let mut c = Config::default();

@@ -63,34 +63,8 @@ fn tool(name: &str, package: &str) -> PathBuf {
         })
 }
 
-/// A built binary: `$env`, else next to this test's own build (target/{release,debug}), else
-/// `target/release` under the workspace. A missing one fails the test.
 fn binary(name: &str, env: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env) {
-        let p = PathBuf::from(p);
-        assert!(p.is_file(), "{env}={} is not a file", p.display());
-        return p;
-    }
-    let mut candidates = Vec::new();
-    // target/<profile>/deps/deploy-<hash>
-    if let Some(target) = std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
-    {
-        candidates.push(target.join("release").join(name));
-        candidates.push(target.join("debug").join(name));
-    }
-    candidates.push(root().join("target/release").join(name));
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "no {name} binary (looked at ${env}, then {candidates:?}): run \
-                 `cargo build --release -p {name}` or set {env} (scripts/test does)"
-            )
-        })
+    p4p_tests::built_binary(name, env)
 }
 
 /// Runs a command to completion within `limit`; returns (success, stdout + stderr).

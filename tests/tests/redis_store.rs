@@ -10,14 +10,13 @@
 //! Every test here needs Redis, so each is `#[ignore = "needs ..."]`: a plain `cargo test` reports
 //! them as ignored. `scripts/test` runs them (`--include-ignored`); a missing Redis then fails.
 
-use std::net::{IpAddr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use p4p_itracker::snapshot::PidSpec;
 use p4p_itracker::{Snapshot, SnapshotBuilder};
+use p4p_tests::own_redis::OwnRedis;
 use p4p_tests::udp::Client;
 use p4p_tests::*;
 use p4p_tracker::clock::Clock;
@@ -446,119 +445,6 @@ async fn a_short_sample_is_topped_up_and_the_answer_stays_full() {
     assert_eq!(r.topups(), 1, "one extra round trip filled it");
 }
 
-/// A `redis-server` of the test's own, on a free loopback port, killed when dropped.
-struct OwnRedis {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    extra: Vec<String>,
-}
-
-impl OwnRedis {
-    /// Panics when `redis-server` is not installed (the tests that call this are ignored
-    /// unless run with `--include-ignored`, as `scripts/test` does).
-    fn start(tag: &str, extra: &[&str]) -> OwnRedis {
-        let installed = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            installed,
-            "redis-server is not installed: this test starts its own (apt-get install \
-             redis-server; scripts/test does)"
-        );
-        let dir = std::env::temp_dir().join(unique_prefix(tag).replace(':', "-"));
-        std::fs::create_dir_all(&dir).expect("server dir");
-        let mut r = OwnRedis {
-            child: None,
-            port: free_port(),
-            dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        r.restart();
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Starts the server (again) on its port and waits until it answers.
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(self.port) {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server answers within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a Redis that stops answering.
-    fn signal(&self, sig: &str) -> bool {
-        let Some(child) = &self.child else {
-            return false;
-        };
-        Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A loopback port that is free, and whose cluster bus port (+10000) is free too.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port pair in 100 tries")
-}
-
-/// Whether a Redis answers PING on the port (raw RESP, 1 s at most).
-fn ping(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
-
 /// Announces over HTTP until one succeeds (at most `tries` times, 100 ms apart); how many
 /// attempts failed first.
 async fn until_served(running: &Running, from: &str, tries: usize) -> usize {
@@ -657,35 +543,7 @@ async fn a_redis_that_stops_answering_times_out_and_is_used_again_when_it_answer
 #[ignore = "needs redis-server installed (scripts/test installs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_shares_swarms_across_slots() {
-    let cluster_args = [
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-        "--cluster-node-timeout",
-        "2000",
-    ];
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        nodes.push(OwnRedis::start(&format!("cluster{i}"), &cluster_args));
-    }
-    let addrs: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect();
-    let created = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(created, "redis-cli --cluster create");
-    for n in &nodes {
-        wait_cluster_ok(n.port);
-    }
-    let url = format!("redis+cluster://{}/", addrs.join(","));
+    let (nodes, url) = OwnRedis::start_cluster("cluster");
     let a = node(&url, "p4p:", Clock::new(), |_| {}).await;
     let b = node(&url, "p4p:", Clock::new(), |_| {}).await;
     for i in 0..12u8 {
@@ -709,23 +567,4 @@ async fn a_three_node_cluster_shares_swarms_across_slots() {
     assert!(used >= 2, "12 swarms spread over the nodes");
     a.stop().await;
     b.stop().await;
-}
-
-/// Waits (10 s at most) until a cluster node reports `cluster_state:ok`.
-fn wait_cluster_ok(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "cluster", "info"])
-            .output()
-            .expect("redis-cli");
-        if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cluster on {port} not ok in 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }

@@ -55,6 +55,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub access_list: AccessListConfig,
     pub ops: OpsConfig,
+    /// Several nodes replicating their swarms (see [`crate::cluster`]).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// HTTP tracker (BEP 3, 23, 7, 48).
@@ -404,6 +406,7 @@ impl Config {
         }
         self.validate_topology()?;
         self.validate_store()?;
+        self.cluster.validate(&self.store)?;
         self.validate_ops()
     }
 

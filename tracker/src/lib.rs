@@ -8,10 +8,12 @@
 //! - [`swarm`]: the swarm store (peers bucketed by PID x family x seeder/leecher);
 //! - [`selection`]: which peers an announce gets back (a pure function, RNG passed in);
 //! - [`server`]: thin HTTP (actix-web) and UDP (tokio) front ends;
+//! - [`cluster`]: several nodes replicating their swarms and sharing connection ids;
 //! - [`config`], [`metrics`], [`clock`], [`access`]: operation.
 
 pub mod access;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod protocol;

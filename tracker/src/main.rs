@@ -79,6 +79,14 @@ struct Cli {
     /// File holding the admin API's bearer token (needs --ops-bind).
     #[arg(long, env = "P4P_TRACKER_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Redis URL joining this node to a cluster of trackers (replaces cluster.url): with the
+    /// memory store the nodes replicate their swarms; with the Redis store they share the UDP
+    /// connection-id secret only.
+    #[arg(long, env = "P4P_TRACKER_CLUSTER")]
+    cluster: Option<String>,
+    /// Cluster name scoping the cluster's Redis keys (replaces cluster.name).
+    #[arg(long, env = "P4P_TRACKER_CLUSTER_NAME")]
+    cluster_name: Option<String>,
 }
 
 impl Cli {
@@ -127,6 +135,12 @@ impl Cli {
         }
         if let Some(s) = self.store {
             c.store.url = s;
+        }
+        if self.cluster.is_some() {
+            c.cluster.url = self.cluster;
+        }
+        if let Some(n) = self.cluster_name {
+            c.cluster.name = n;
         }
         c
     }

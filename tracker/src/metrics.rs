@@ -226,6 +226,13 @@ pub struct Metrics {
     pub topology_age_seconds: Gauge,
     /// Failed refreshes from the iTracker (the last good snapshot keeps serving).
     pub topology_refresh_failures: Counter,
+    /// Maps received over ALTO update streams (RFC 8895) and swapped in.
+    pub topology_stream_updates: Counter,
+    /// Update streams that could not be opened or ended in error (each is retried with
+    /// backoff, then resynchronised from full maps; polling goes on meanwhile).
+    pub topology_stream_failures: Counter,
+    /// Update streams open now (one per iTracker at most).
+    pub topology_stream_connected: Gauge,
     /// 1 while no topology was ever loaded and selection is random.
     pub topology_missing: Gauge,
     /// Redis store: calls that failed or timed out (brought up to date at render).
@@ -234,6 +241,11 @@ pub struct Metrics {
     store_topups: Counter,
     /// Serialises bringing the two counters above up to date.
     backend_sync: std::sync::Mutex<()>,
+    /// Cluster replication: deltas published, applied (other nodes'), dropped (never
+    /// published); brought up to date at render like the store counters.
+    cluster_deltas: Family<PeerLabels, Counter>,
+    /// Cluster: 1 once this node has caught up with the stream (see `crate::cluster`).
+    pub cluster_ready: Gauge,
     /// Requests whose handling panicked (each cost one answer, never a worker), by protocol.
     handler_panics: [Counter; PROTOCOLS.len()],
     /// UDP workers restarted after their loop died.
@@ -285,10 +297,15 @@ impl Metrics {
             topology_generation: Gauge::default(),
             topology_age_seconds: Gauge::default(),
             topology_refresh_failures: Counter::default(),
+            topology_stream_updates: Counter::default(),
+            topology_stream_failures: Counter::default(),
+            topology_stream_connected: Gauge::default(),
             topology_missing: Gauge::default(),
             store_failures: Counter::default(),
             store_topups: Counter::default(),
             backend_sync: std::sync::Mutex::new(()),
+            cluster_deltas: Family::default(),
+            cluster_ready: Gauge::default(),
             handler_panics: PROTOCOLS
                 .map(|protocol| panics.get_or_create(&ProtocolLabels { protocol }).clone()),
             udp_worker_restarts: Counter::default(),
@@ -362,9 +379,34 @@ impl Metrics {
             m.topology_refresh_failures.clone(),
         );
         r.register(
+            "topology_stream_updates",
+            "Maps received over ALTO update streams (RFC 8895) and swapped in",
+            m.topology_stream_updates.clone(),
+        );
+        r.register(
+            "topology_stream_failures",
+            "ALTO update streams that failed to open or ended in error (retried with backoff)",
+            m.topology_stream_failures.clone(),
+        );
+        r.register(
+            "topology_stream_connected",
+            "ALTO update streams open now",
+            m.topology_stream_connected.clone(),
+        );
+        r.register(
             "topology_missing",
             "1 while no topology was ever loaded (selection is random)",
             m.topology_missing.clone(),
+        );
+        r.register(
+            "cluster_deltas",
+            "Cluster replication deltas since start, by kind (published, applied, dropped)",
+            m.cluster_deltas.clone(),
+        );
+        r.register(
+            "cluster_ready",
+            "1 once this cluster node has caught up with the other nodes' deltas",
+            m.cluster_ready.clone(),
         );
         r.register(
             "store_failures",
@@ -449,6 +491,16 @@ impl Metrics {
         ] {
             counter.inc_by(total.saturating_sub(counter.get()));
         }
+    }
+
+    /// Brings the cluster's delta counts (totals since start, by kind) into their counters.
+    pub fn cluster_counts(&self, totals: [(&'static str, u64); 3], ready: bool) {
+        let _one_at_a_time = self.backend_sync.lock().unwrap_or_else(|e| e.into_inner());
+        for (kind, total) in totals {
+            let counter = self.cluster_deltas.get_or_create(&PeerLabels { kind });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        self.cluster_ready.set(i64::from(ready));
     }
 
     /// Adds a worker's tally to the shared counters and empties it.

@@ -255,6 +255,9 @@ impl Tracker {
         self.metrics.topology_age_seconds.set(age as i64);
         let (failures, topups) = self.store.backend_counts();
         self.metrics.backend_counts(failures, topups);
+        if let crate::swarm::Store::Replicated(r) = &self.store {
+            r.render_counts(&self.metrics);
+        }
         self.metrics.render(self.totals())
     }
 

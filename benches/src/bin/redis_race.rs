@@ -114,7 +114,7 @@ async fn run(args: Args) -> Result<(), String> {
             .iter()
             .map(|t| match t.store() {
                 Store::Redis(r) => r.topups(),
-                Store::Memory(_) => 0,
+                Store::Memory(_) | Store::Replicated(_) => 0,
             })
             .sum();
         println!(

@@ -43,12 +43,31 @@ impl CostType {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Cost(pub f64);
 
+impl Cost {
+    /// The value as an integer, when it is one that JSON writes exactly.
+    fn integer(self) -> Option<i64> {
+        (self.0.fract() == 0.0 && self.0.abs() < 9.0e15).then_some(self.0 as i64)
+    }
+
+    /// Appends the value as JSON, byte for byte what its `Serialize` gives through
+    /// `serde_json` (`itoa` for integers, `ryu` for the rest; `null` if not finite), without a
+    /// serializer per value: a full cost map writes millions of them.
+    pub fn write_json(self, out: &mut Vec<u8>) {
+        match self.integer() {
+            Some(i) => out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
+            None if self.0.is_finite() => {
+                out.extend_from_slice(ryu::Buffer::new().format_finite(self.0).as_bytes())
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+}
+
 impl Serialize for Cost {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0.fract() == 0.0 && self.0.abs() < 9.0e15 {
-            s.serialize_i64(self.0 as i64)
-        } else {
-            s.serialize_f64(self.0)
+        match self.integer() {
+            Some(i) => s.serialize_i64(i),
+            None => s.serialize_f64(self.0),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod messages;
 mod request;
+pub mod sse;
 
 pub use messages::*;
 pub use request::{
@@ -37,6 +38,14 @@ pub mod media {
     pub const ERROR: &str = "application/alto-error+json";
     /// RFC 9240 property map (PID properties: internal or external).
     pub const PROPMAP: &str = "application/alto-propmap+json";
+    /// Update stream request (RFC 8895 section 6.5).
+    pub const UPDATE_STREAM_PARAMS: &str = "application/alto-updatestreamparams+json";
+    /// Update stream control event (RFC 8895 section 5.3).
+    pub const UPDATE_STREAM_CONTROL: &str = "application/alto-updatestreamcontrol+json";
+    /// The update stream's response (server-sent events).
+    pub const EVENT_STREAM: &str = "text/event-stream";
+    /// An RFC 7396 merge patch (an incremental update event).
+    pub const MERGE_PATCH: &str = "application/merge-patch+json";
 }
 
 /// Resource ids this server publishes in its IRD.
@@ -57,6 +66,8 @@ pub mod resource {
     pub const ENDPOINT_COST: &str = "endpoint-cost";
     /// PID property map (internal/external marking).
     pub const PID_PROPERTIES: &str = "pid-properties";
+    /// The update stream service (RFC 8895).
+    pub const UPDATE_STREAM: &str = "update-stream";
 }
 
 /// Property names this server publishes.

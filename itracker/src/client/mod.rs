@@ -16,12 +16,14 @@
 mod combine;
 mod http;
 mod map;
+mod stream;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 pub use combine::{combine, try_combine};
 pub use map::{IspMap, IspPid};
+pub use stream::{StreamError, UpdateStream};
 
 use self::http::{read_json, Got};
 use self::map::{parse_cost_map, pid_index, ParsedCostMap};

@@ -5,7 +5,7 @@
 //! prefix, link or field at fault. The result, [`Validated`], is what
 //! [`super::Topology::from_toml_str`] completes into a topology.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
@@ -162,13 +162,16 @@ fn validate_pricing(p: &PricingConfig) -> Result<(), TopologyError> {
 
 fn validate_pids(entries: &[PidEntry]) -> Result<Vec<Pid>, TopologyError> {
     let mut pids: Vec<Pid> = Vec::with_capacity(entries.len());
+    // Hash sets, not scans of what came before: an ISP has thousands of PIDs and hundreds of
+    // thousands of prefixes.
+    let mut names: HashSet<&str> = HashSet::with_capacity(entries.len());
     let mut owner: HashMap<IpNetwork, usize> = HashMap::new();
     for entry in entries {
         validate_pid_name(&entry.name).map_err(|reason| TopologyError::BadPidName {
             name: entry.name.clone(),
             reason,
         })?;
-        if pids.iter().any(|p| p.name == entry.name) {
+        if !names.insert(&entry.name) {
             return Err(TopologyError::DuplicatePid(entry.name.clone()));
         }
         let mut prefixes = Vec::with_capacity(entry.prefixes.len());
@@ -225,19 +228,24 @@ fn validate_links(
     defaults: &CostDefaults,
     pricing: &PricingConfig,
 ) -> Result<Vec<Link>, TopologyError> {
+    let index: HashMap<&str, usize> = pids
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
     let mut links: Vec<Link> = Vec::with_capacity(entries.len());
+    let mut names: HashSet<String> = HashSet::with_capacity(entries.len());
+    let mut ends: HashSet<(usize, usize)> = HashSet::with_capacity(entries.len());
     for entry in entries {
         let name = entry
             .name
             .clone()
             .unwrap_or_else(|| format!("{}->{}", entry.from, entry.to));
-        let link = validate_link(entry, name, pids, defaults, pricing)?;
-        if links
-            .iter()
-            .any(|l| l.name == link.name || (l.from == link.from && l.to == link.to))
-        {
+        let link = validate_link(entry, name, pids, &index, defaults, pricing)?;
+        if names.contains(&link.name) || !ends.insert((link.from, link.to)) {
             return Err(TopologyError::DuplicateLink(link.name));
         }
+        names.insert(link.name.clone());
         links.push(link);
     }
     Ok(links)
@@ -247,12 +255,14 @@ fn validate_link(
     entry: &LinkEntry,
     name: String,
     pids: &[Pid],
+    index: &HashMap<&str, usize>,
     defaults: &CostDefaults,
     pricing: &PricingConfig,
 ) -> Result<Link, TopologyError> {
     let find = |pid: &str, end| {
-        pids.iter()
-            .position(|p| p.name == pid)
+        index
+            .get(pid)
+            .copied()
             .ok_or_else(|| TopologyError::UnknownPid {
                 link: name.clone(),
                 end,

@@ -20,7 +20,7 @@ mod parts;
 pub mod pricing;
 mod topology;
 
-pub use cost::{p_distances, usable_cost, CostMatrix};
+pub use cost::{p_distances, usable_cost, CostMatrix, Routing};
 pub use error::TopologyError;
 pub use names::{validate_pid_name, PidNameError};
 pub use parts::{CostDefaults, Link, LinkEnd, Pid, PidKind};

@@ -8,6 +8,8 @@
 //! dearer, one below it cheaper, down to zero. The first measurement starts from the link's
 //! default cost. A static cost in the topology always wins over the dynamic price.
 
+use std::collections::HashMap;
+
 use super::parts::{CostDefaults, Link, Pid};
 
 /// Parameters of the price update (the `[pricing]` table of a topology file).
@@ -84,6 +86,7 @@ pub fn apply_link_loads(
     loads: &[LinkLoad],
 ) -> Result<(), LinkLoadError> {
     let mut targets = Vec::with_capacity(loads.len());
+    let known = LinkIndex::new(pids, links);
     for (index, load) in loads.iter().enumerate() {
         if !(load.utilisation.is_finite() && load.utilisation >= 0.0) {
             return Err(LinkLoadError::BadUtilisation {
@@ -91,7 +94,7 @@ pub fn apply_link_loads(
                 value: load.utilisation,
             });
         }
-        let Some(i) = find_link(pids, links, load) else {
+        let Some(i) = known.find(load) else {
             let what = match (&load.link, &load.from, &load.to) {
                 (Some(name), _, _) => format!("named {name:?}"),
                 (None, Some(f), Some(t)) => format!("from {f:?} to {t:?}"),
@@ -113,25 +116,51 @@ pub fn apply_link_loads(
 /// Carries dynamic prices (and last utilisations) over from an older version's links to
 /// `links`, for every link with the same (from, to) PID names.
 pub fn inherit_prices(pids: &[Pid], links: &mut [Link], old_pids: &[Pid], old_links: &[Link]) {
+    let old: HashMap<(&str, &str), &Link> = old_links
+        .iter()
+        .filter(|o| o.price.is_some())
+        .map(|o| {
+            (
+                (old_pids[o.from].name.as_str(), old_pids[o.to].name.as_str()),
+                o,
+            )
+        })
+        .collect();
     for link in links.iter_mut() {
-        let (from, to) = (&pids[link.from].name, &pids[link.to].name);
-        let same = old_links
-            .iter()
-            .find(|o| &old_pids[o.from].name == from && &old_pids[o.to].name == to);
-        if let Some(o) = same.filter(|o| o.price.is_some()) {
+        let key = (pids[link.from].name.as_str(), pids[link.to].name.as_str());
+        if let Some(o) = old.get(&key) {
             link.price = o.price;
             link.utilisation = o.utilisation;
         }
     }
 }
 
-fn find_link(pids: &[Pid], links: &[Link], load: &LinkLoad) -> Option<usize> {
-    if let Some(name) = &load.link {
-        return links.iter().position(|l| &l.name == name);
+/// Links by name and by (from, to) PID names: a measurement batch names up to thousands of
+/// links of a topology that has thousands.
+struct LinkIndex<'a> {
+    by_name: HashMap<&'a str, usize>,
+    by_ends: HashMap<(&'a str, &'a str), usize>,
+}
+
+impl<'a> LinkIndex<'a> {
+    fn new(pids: &'a [Pid], links: &'a [Link]) -> Self {
+        let mut by_name = HashMap::with_capacity(links.len());
+        let mut by_ends = HashMap::with_capacity(links.len());
+        // The first link of a name wins, as a scan in file order would find it.
+        for (i, l) in links.iter().enumerate().rev() {
+            by_name.insert(l.name.as_str(), i);
+            by_ends.insert((pids[l.from].name.as_str(), pids[l.to].name.as_str()), i);
+        }
+        LinkIndex { by_name, by_ends }
     }
-    let index = |name: &str| pids.iter().position(|p| p.name == name);
-    let (from, to) = (index(load.from.as_deref()?)?, index(load.to.as_deref()?)?);
-    links.iter().position(|l| l.from == from && l.to == to)
+
+    fn find(&self, load: &LinkLoad) -> Option<usize> {
+        if let Some(name) = &load.link {
+            return self.by_name.get(name.as_str()).copied();
+        }
+        let key = (load.from.as_deref()?, load.to.as_deref()?);
+        self.by_ends.get(&key).copied()
+    }
 }
 
 #[cfg(test)]

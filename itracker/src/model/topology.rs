@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use sha2::{Digest, Sha256};
 
-use super::cost::{p_distances, CostMatrix};
+use super::cost::{CostMatrix, Routing};
 use super::error::TopologyError;
 use super::file;
 use super::parts::{CostDefaults, Link, Pid, PidKind};
@@ -32,6 +32,9 @@ pub struct Topology {
     /// The p-distances of the current links and prices, computed and checked (finite as
     /// `f64` and `f32`) whenever they change: a `Topology` never holds unusable costs.
     costs: Arc<CostMatrix>,
+    /// Shortest paths by routing weight: computed once per topology, shared by the versions
+    /// that only change prices (a link-load sums costs along them again, without a search).
+    routing: Arc<Routing>,
 }
 
 impl Topology {
@@ -92,7 +95,8 @@ impl Topology {
         if let Some(old) = old {
             pricing::inherit_prices(&pids, &mut links, &old.pids, &old.links);
         }
-        let costs = checked_costs(&pids, &links, &defaults)?;
+        let routing = Arc::new(Routing::new(&pids, &links));
+        let costs = checked_costs(&routing, &pids, &links, &defaults)?;
         let vtag = network_map_tag(&pids);
         Ok(Topology {
             isp,
@@ -102,6 +106,7 @@ impl Topology {
             pricing,
             vtag,
             costs: Arc::new(costs),
+            routing,
         })
     }
 
@@ -164,7 +169,7 @@ impl Topology {
     pub fn apply_link_loads(&mut self, loads: &[LinkLoad]) -> Result<(), LinkLoadError> {
         let mut links = self.links.clone();
         pricing::apply_link_loads(&self.pids, &mut links, &self.defaults, &self.pricing, loads)?;
-        let costs = checked_costs(&self.pids, &links, &self.defaults)
+        let costs = checked_costs(&self.routing, &self.pids, &links, &self.defaults)
             .map_err(|e| LinkLoadError::Costs(e.to_string()))?;
         self.links = links;
         self.costs = Arc::new(costs);
@@ -178,7 +183,7 @@ impl Topology {
     pub fn inherit_prices(&mut self, old: &Topology) -> Result<(), TopologyError> {
         let mut links = self.links.clone();
         pricing::inherit_prices(&self.pids, &mut links, &old.pids, &old.links);
-        let costs = checked_costs(&self.pids, &links, &self.defaults)?;
+        let costs = checked_costs(&self.routing, &self.pids, &links, &self.defaults)?;
         self.links = links;
         self.costs = Arc::new(costs);
         Ok(())
@@ -202,6 +207,12 @@ impl Topology {
             .expect("a validated topology always builds a snapshot")
     }
 
+    /// This topology's snapshot made from `previous`, the snapshot of a version with the same
+    /// PIDs and prefixes (a price change): its prefix index is reused, only costs change.
+    pub fn snapshot_after(&self, previous: &Snapshot) -> Result<Snapshot, SnapshotError> {
+        previous.with_costs(self.vtag(), self.costs.to_f32())
+    }
+
     /// Like [`Topology::snapshot_with_asn`], returning what the snapshot builder refused.
     pub fn try_snapshot_with_asn(
         &self,
@@ -219,11 +230,7 @@ impl Topology {
                 prefixes: pid.prefixes.clone(),
             });
         }
-        for from in 0..costs.len() {
-            for to in 0..costs.len() {
-                b.set_cost(from, to, costs.get(from, to));
-            }
-        }
+        b.set_cost_matrix(costs.to_f32());
         if let Some(db) = asn {
             b = b.with_asn(db, d.same_asn, d.interdomain);
         }
@@ -231,13 +238,15 @@ impl Topology {
     }
 }
 
-/// The p-distances of `pids` and `links`, refused when one is not finite as `f64` and `f32`.
+/// The p-distances of `pids` and `links` (routed by `routing`, computed from the same PIDs
+/// and links), refused when one is not finite as `f64` and `f32`.
 fn checked_costs(
+    routing: &Routing,
     pids: &[Pid],
     links: &[Link],
     defaults: &CostDefaults,
 ) -> Result<CostMatrix, TopologyError> {
-    let costs = p_distances(pids, links, defaults);
+    let costs = routing.costs(pids, links, defaults);
     match costs.first_unusable() {
         None => Ok(costs),
         Some((from, to, value)) => Err(TopologyError::NonFiniteCost {

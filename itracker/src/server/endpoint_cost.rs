@@ -119,7 +119,7 @@ impl EndpointCostBody {
             first = false;
             write_json(out, dst.as_str());
             out.push(b':');
-            write_json(out, &Cost(v));
+            Cost(v).write_json(out);
         }
         out.push(b'}');
     }

@@ -1,7 +1,10 @@
 //! HTTP plumbing shared by the routes: errors, bearer tokens, content negotiation, ETags.
 
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::error::BlockingError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -197,19 +200,99 @@ fn none_match(req: &HttpRequest, etag: &str) -> bool {
         .any(|t| t == etag || t == "*")
 }
 
-/// A GET response for a rendered message: 304 when `If-None-Match` names its ETag.
+/// A GET response for a rendered message: 304 when `If-None-Match` names its ETag, the gzip
+/// body when the client accepts gzip and it is ready (see [`respond_encoded`]), else the body.
 pub fn respond(req: &HttpRequest, media_type: &'static str, r: &Rendered) -> HttpResponse {
+    let gzip = accepts_gzip(req) && r.gzip_ready();
+    respond_encoded(req, media_type, r, gzip)
+}
+
+/// Like [`respond`], with the encoding decided by the caller (`gzip`: the compressed body,
+/// which the caller made ready in a blocking section). Both encodings carry the same strong
+/// ETag (the content's; a cache keys the encodings apart by `Vary: Accept-Encoding`), so a
+/// client's `If-None-Match` works whichever it last received.
+pub fn respond_encoded(
+    req: &HttpRequest,
+    media_type: &'static str,
+    r: &Rendered,
+    gzip: bool,
+) -> HttpResponse {
     let etag = HeaderValue::from_str(&r.etag).unwrap_or(HeaderValue::from_static("\"\""));
     if none_match(req, &r.etag) {
         return HttpResponse::NotModified()
             .insert_header((header::ETAG, etag))
+            .insert_header((header::VARY, "Accept-Encoding"))
             .finish();
     }
-    HttpResponse::Ok()
-        .content_type(media_type)
+    let mut res = HttpResponse::Ok();
+    res.content_type(media_type)
         .insert_header((header::ETAG, etag))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(r.body.clone())
+        .insert_header((header::VARY, "Accept-Encoding"));
+    match r.gzip().filter(|_| gzip) {
+        Some(body) => res
+            .insert_header((header::CONTENT_ENCODING, "gzip"))
+            .body(Slices::new(body.clone())),
+        None => res.body(Slices::new(r.body.clone())),
+    }
+}
+
+/// A rendered body handed to the connection in slices of [`SLICE`] bytes (zero-copy views of
+/// the shared bytes). Handed whole, a 90 MB cost map would be copied into the connection's
+/// write buffer before its first byte left: a copy per request, and a first byte after
+/// 100+ ms. The length is known, so the answer keeps its `Content-Length`.
+pub struct Slices {
+    bytes: web::Bytes,
+}
+
+/// Size of one slice of a [`Slices`] body.
+pub const SLICE: usize = 256 * 1024;
+
+impl Slices {
+    /// The body `bytes`, to be sent slice by slice.
+    pub fn new(bytes: web::Bytes) -> Slices {
+        Slices { bytes }
+    }
+}
+
+impl MessageBody for Slices {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.bytes.len() as u64)
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<web::Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        if this.bytes.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = this.bytes.len().min(SLICE);
+        Poll::Ready(Some(Ok(this.bytes.split_to(n))))
+    }
+}
+
+/// Whether `Accept-Encoding` admits gzip (`gzip`, `x-gzip` or `*`, with a non-zero `q`).
+pub fn accepts_gzip(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            q > 0.0
+                && ["gzip", "x-gzip", "*"]
+                    .iter()
+                    .any(|c| coding.eq_ignore_ascii_case(c))
+        })
 }
 
 /// A POST response body.

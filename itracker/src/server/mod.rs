@@ -10,6 +10,7 @@ mod http;
 mod metrics;
 mod routes;
 mod state;
+mod stream;
 mod tls;
 
 use std::net::{SocketAddr, TcpListener};
@@ -24,7 +25,8 @@ use arc_swap::ArcSwap;
 pub use self::http::{ApiError, Token};
 pub use self::metrics::Metrics;
 pub use self::routes::directory_message;
-pub use self::state::{Rendered, Served};
+pub use self::state::{NetworkPart, Rendered, Served};
+pub use self::stream::{MAX_STREAMS, MAX_SUBSTREAMS};
 use crate::config::Config;
 use crate::model::{LinkLoad, Topology, TopologyError};
 use crate::snapshot::SnapshotError;
@@ -114,6 +116,8 @@ pub struct AppState {
     ird: Rendered,
     metrics: Metrics,
     limits: Limits,
+    /// The update streams (RFC 8895): told of every swapped-in version.
+    updates: stream::Hub,
 }
 
 /// Bounds on what one request may ask for (from [`Config`]).
@@ -161,11 +165,12 @@ impl AppState {
             );
         }
         let ird = Rendered::new(&directory_message(asn.is_some()), None);
-        let served = Served::new(topology, asn.clone())?;
+        let served = Arc::new(Served::new(topology, asn.clone())?);
         let metrics = Metrics::default();
         record_gauges(&metrics, &served);
         Ok(AppState {
-            current: ArcSwap::from_pointee(served),
+            current: ArcSwap::from(served.clone()),
+            updates: stream::Hub::new(served),
             writer: Mutex::new(()),
             asn,
             topology_path: config.topology.clone(),
@@ -202,10 +207,12 @@ impl AppState {
     fn swap(&self, served: Served) -> UpdateOutcome {
         record_gauges(&self.metrics, &served);
         let outcome = UpdateOutcome {
-            vtag: served.vtag.tag.clone(),
+            vtag: served.network.vtag.tag.clone(),
             cost_map_etag: served.cost_num.etag.trim_matches('"').to_string(),
         };
-        self.current.store(Arc::new(served));
+        let served = Arc::new(served);
+        let old = self.current.swap(served.clone());
+        self.updates.publish(&old, served);
         outcome
     }
 
@@ -230,9 +237,10 @@ impl AppState {
     /// Applies link utilisation measurements (one price update per link named).
     pub fn apply_link_loads(&self, loads: &[LinkLoad]) -> Result<UpdateOutcome, ApiError> {
         let _guard = self.lock();
-        let mut topology = self.current().topology.clone();
+        let current = self.current();
+        let mut topology = current.topology.clone();
         topology.apply_link_loads(loads)?;
-        let outcome = self.swap(Served::new(topology, self.asn.clone())?);
+        let outcome = self.swap(current.with_new_costs(topology, self.asn.clone())?);
         tracing::info!(links = loads.len(), etag = %outcome.cost_map_etag, "link loads applied");
         Ok(outcome)
     }
@@ -257,7 +265,7 @@ impl AppState {
     fn outcome_now(&self) -> UpdateOutcome {
         let s = self.current();
         UpdateOutcome {
-            vtag: s.vtag.tag.clone(),
+            vtag: s.network.vtag.tag.clone(),
             cost_map_etag: s.cost_num.etag.trim_matches('"').to_string(),
         }
     }
@@ -439,6 +447,7 @@ pub fn build(config: &Config, handle_signals: bool) -> Result<Bound, ServerError
             })
             .configure(routes::configure)
             .configure(admin::configure)
+            .configure(stream::configure)
             .route(
                 "/health",
                 web::get().to(|| async { HttpResponse::Ok().body("ok\n") }),
@@ -477,6 +486,8 @@ async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let bound = build(&config, true)?;
     let state = bound.state();
+    #[cfg(unix)]
+    tokio::spawn(stream::close_on_signal(state.clone()));
     #[cfg(unix)]
     tokio::spawn(reload_on_sighup(state));
     #[cfg(not(unix))]

@@ -2,12 +2,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse, Resource, Route};
 
 use super::endpoint_cost::EndpointCostBody;
-use super::http::{authorize, check_accept, check_content_type, json, respond, ApiError};
-use super::state::{ranks, Served};
+use super::http::{
+    accepts_gzip, authorize, check_accept, check_content_type, json, respond, respond_encoded,
+    ApiError,
+};
+use super::state::{addr_group, ranks, Rendered, Served};
 use super::AppState;
 use crate::alto::{
     cost, media, property, resource, Constraint, Cost, CostMapMessage, CostMapMeta, CostTable,
@@ -82,11 +86,7 @@ async fn network_map(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     read(&req, &state, media::NETWORK_MAP)?;
-    Ok(respond(
-        &req,
-        media::NETWORK_MAP,
-        &state.current().network_map_body,
-    ))
+    serve(req, state.current(), Message::NetworkMap).await
 }
 
 async fn cost_map_num(
@@ -94,7 +94,7 @@ async fn cost_map_num(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     read(&req, &state, media::COST_MAP)?;
-    Ok(respond(&req, media::COST_MAP, &state.current().cost_num))
+    serve(req, state.current(), Message::NumericalCosts).await
 }
 
 async fn cost_map_ord(
@@ -102,7 +102,7 @@ async fn cost_map_ord(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     read(&req, &state, media::COST_MAP)?;
-    Ok(respond(&req, media::COST_MAP, &state.current().cost_ord))
+    serve(req, state.current(), Message::OrdinalCosts).await
 }
 
 async fn pid_properties(
@@ -110,7 +110,70 @@ async fn pid_properties(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     read(&req, &state, media::PROPMAP)?;
-    Ok(respond(&req, media::PROPMAP, &state.current().propmap))
+    serve(req, state.current(), Message::PidProperties).await
+}
+
+/// The full messages of a version that GETs serve.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Message {
+    NetworkMap,
+    NumericalCosts,
+    OrdinalCosts,
+    PidProperties,
+}
+
+impl Message {
+    fn media_type(self) -> &'static str {
+        match self {
+            Message::NetworkMap => media::NETWORK_MAP,
+            Message::NumericalCosts | Message::OrdinalCosts => media::COST_MAP,
+            Message::PidProperties => media::PROPMAP,
+        }
+    }
+
+    /// The rendered message (the ordinal cost map is rendered on the first call).
+    fn of(self, s: &Served) -> &Rendered {
+        match self {
+            Message::NetworkMap => &s.network.network_map_body,
+            Message::NumericalCosts => &s.cost_num,
+            Message::OrdinalCosts => s.cost_ord(),
+            Message::PidProperties => &s.network.propmap,
+        }
+    }
+
+    /// Whether [`Message::of`] (and its gzip body, if wanted) answers without work.
+    fn ready(self, s: &Served, gzip: bool) -> bool {
+        (self != Message::OrdinalCosts || s.cost_ord_ready()) && (!gzip || self.of(s).gzip_ready())
+    }
+}
+
+/// Answers a GET with one of a version's rendered messages. What is made on first demand (the
+/// ordinal cost map, a gzip body) is made in a blocking section, never on the async worker;
+/// after that every answer is a pointer load and a reference-counted copy of the bytes.
+async fn serve(
+    req: HttpRequest,
+    served: Arc<Served>,
+    which: Message,
+) -> Result<HttpResponse, ApiError> {
+    let gzip = accepts_gzip(&req);
+    let served = if which.ready(&served, gzip) {
+        served
+    } else {
+        web::block(move || {
+            let r = which.of(&served);
+            if gzip {
+                r.gzip();
+            }
+            served
+        })
+        .await?
+    };
+    Ok(respond_encoded(
+        &req,
+        which.media_type(),
+        which.of(&served),
+        gzip,
+    ))
 }
 
 /// Reads and checks a POST: token, Accept, Content-Type.
@@ -140,27 +203,18 @@ async fn filtered_network_map(
     // PIDs not in the map are ignored (RFC 7285 section 11.3.1.3), as are PIDs left with no
     // address of the requested types.
     let network_map = served
-        .network_map
-        .network_map
+        .topology
+        .pids()
         .iter()
-        .filter(|(name, _)| wanted.is_empty() || wanted.contains(name.as_str()))
-        .map(|(name, group)| {
-            let mut g = group.clone();
-            if !v4 {
-                g.ipv4.clear();
-            }
-            if !v6 {
-                g.ipv6.clear();
-            }
-            (name.clone(), g)
-        })
+        .filter(|p| wanted.is_empty() || wanted.contains(p.name.as_str()))
+        .map(|p| (p.name.clone(), addr_group(p, v4, v6)))
         .filter(|(_, g)| !(g.ipv4.is_empty() && g.ipv6.is_empty()))
         .collect();
     json(
         media::NETWORK_MAP,
         &NetworkMapMessage {
             meta: NetworkMapMeta {
-                vtag: served.vtag.clone(),
+                vtag: served.network.vtag.clone(),
             },
             network_map,
         },
@@ -196,7 +250,7 @@ async fn filtered_cost_map(
         media::COST_MAP,
         &CostMapMessage {
             meta: CostMapMeta {
-                dependent_vtags: vec![served.vtag.clone()],
+                dependent_vtags: vec![served.network.vtag.clone()],
                 cost_type: CostType::routingcost(&r.cost_type.cost_mode),
             },
             cost_map,
@@ -221,7 +275,7 @@ fn filtered_costs(
         }
         let mut v: Vec<usize> = names
             .iter()
-            .filter_map(|n| served.pid_index.get(n).copied())
+            .filter_map(|n| served.network.pid_index.get(n).copied())
             .collect();
         v.sort_unstable();
         v.dedup();
@@ -291,7 +345,7 @@ async fn endpoint_properties(
         media::ENDPOINT_PROP,
         &EndpointPropMessage {
             meta: DependentMeta {
-                dependent_vtags: vec![served.vtag.clone()],
+                dependent_vtags: vec![served.network.vtag.clone()],
             },
             endpoint_properties,
         },
@@ -394,7 +448,7 @@ pub fn directory_message(with_asn: bool) -> crate::alto::DirectoryMessage {
     if with_asn {
         props.push(property::ASN);
     }
-    let resources = BTreeMap::from([
+    let mut resources = BTreeMap::from([
         (
             resource::NETWORK_MAP.to_string(),
             entry("/networkmap", media::NETWORK_MAP, None, None, vec![]),
@@ -472,6 +526,10 @@ pub fn directory_message(with_asn: bool) -> crate::alto::DirectoryMessage {
             ),
         ),
     ]);
+    resources.insert(
+        resource::UPDATE_STREAM.to_string(),
+        super::stream::ird_entry(),
+    );
     let mut numerical = CostType::routingcost(cost::NUMERICAL);
     numerical.description = Some("P4P p-distance (routing cost), numerical".into());
     let mut ordinal = CostType::routingcost(cost::ORDINAL);

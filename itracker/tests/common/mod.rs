@@ -158,8 +158,14 @@ impl Schemas {
 
     /// Asserts that `instance` is a valid `message.<kind>.rfc7285.json`.
     pub fn check(&self, kind: &str, instance: &Value) {
-        let schema =
-            serde_json::json!({"$ref": format!("{SCHEMA_BASE}message.{kind}.rfc7285.json")});
+        self.check_file(&format!("message.{kind}.rfc7285.json"), instance);
+    }
+
+    /// Asserts that `instance` is valid against the schema file `name` (e.g. our
+    /// `message.UpdateStreamControl.rfc8895.json`).
+    pub fn check_file(&self, name: &str, instance: &Value) {
+        let kind = name;
+        let schema = serde_json::json!({"$ref": format!("{SCHEMA_BASE}{name}")});
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft7)
             .with_registry(&self.registry)

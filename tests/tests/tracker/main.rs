@@ -3,4 +3,5 @@
 mod access;
 mod http;
 mod p4p;
+mod push;
 mod udp;

@@ -33,11 +33,26 @@ use crate::types::normalize_addr;
 /// Length of one time window; an id is accepted in its window and the next.
 pub const WINDOW_SECS: u64 = 120;
 
+/// Key slots a rotating issuer holds: the previous epoch's, the current one's and the next
+/// one's (fetched ahead, so nodes whose clocks differ by a little agree at the boundary).
+const SLOTS: usize = 3;
+
 /// Issues and checks connection ids. Cheap to share (`&self` everywhere, no interior state).
+///
+/// One issuer has one secret ([`ConnectionIdIssuer::new`]) or, in a cluster, one secret per
+/// *epoch* of `rotation` windows ([`ConnectionIdIssuer::rotating`]): an id is then keyed by the
+/// secret of its window's epoch, so a rotation never refuses an id issued just before it (the
+/// previous epoch's secret is still held), and validation still computes one hash.
 #[derive(Clone)]
 pub struct ConnectionIdIssuer {
-    /// Keyed once; copied per id, a few words, instead of re-deriving the keys.
-    keyed: SipHasher24,
+    /// Keyed once; copied per id, a few words, instead of re-deriving the keys. Slot
+    /// `epoch % SLOTS` holds that epoch's key, tagged with its epoch.
+    keyed: [(u64, SipHasher24); SLOTS],
+    /// Windows per epoch; `u64::MAX`: one epoch forever (one secret).
+    rotation: u64,
+    /// Seconds added to the `now` callers pass, so that nodes with their own clocks (each
+    /// counting from its own start) agree on the window: Unix time minus clock time.
+    offset: u64,
 }
 
 impl fmt::Debug for ConnectionIdIssuer {
@@ -50,9 +65,35 @@ impl fmt::Debug for ConnectionIdIssuer {
 impl ConnectionIdIssuer {
     /// An issuer with a given 128-bit secret (tests, or instances that must agree).
     pub fn new(secret: [u8; 16]) -> Self {
+        let keyed = SipHasher24::new_with_key(&secret);
         Self {
-            keyed: SipHasher24::new_with_key(&secret),
+            keyed: [(0, keyed); SLOTS],
+            rotation: u64::MAX,
+            offset: 0,
         }
+    }
+
+    /// An issuer whose secret changes every `rotation` windows: `keys` are (epoch, secret)
+    /// pairs (at most [`SLOTS`] consecutive epochs are kept; missing ones refuse their ids), and
+    /// `offset` is added to every `now` (see the field). Nodes built with the same keys,
+    /// rotation and time base accept each other's ids.
+    pub fn rotating(rotation: u64, offset: u64, keys: &[(u64, [u8; 16])]) -> Self {
+        // An epoch no key is given for keeps a tag that never matches (u64::MAX is no epoch a
+        // window reaches while `rotation` > 1), so its ids are refused.
+        let mut keyed = [(u64::MAX, SipHasher24::new_with_key(&[0; 16])); SLOTS];
+        for &(epoch, secret) in keys {
+            keyed[(epoch % SLOTS as u64) as usize] = (epoch, SipHasher24::new_with_key(&secret));
+        }
+        Self {
+            keyed,
+            rotation: rotation.max(2),
+            offset,
+        }
+    }
+
+    /// The epoch of Unix second `unix_secs` for a rotation of `rotation` windows.
+    pub fn epoch_of(unix_secs: u64, rotation: u64) -> u64 {
+        unix_secs / WINDOW_SECS / rotation.max(2)
     }
 
     /// An issuer with a fresh secret from the operating system's RNG.
@@ -72,12 +113,13 @@ impl ConnectionIdIssuer {
 
     /// The id for a client at `src` at time `now_secs`.
     pub fn issue(&self, src: SocketAddr, now_secs: u64) -> ConnectionId {
-        self.id_for_window(now_secs / WINDOW_SECS, src)
+        let window = now_secs.wrapping_add(self.offset) / WINDOW_SECS;
+        self.id_for_window(window, src).unwrap_or(ConnectionId(0))
     }
 
     /// Whether `id` was issued to `src` in the current window or the one before.
     pub fn validate(&self, id: ConnectionId, src: SocketAddr, now_secs: u64) -> bool {
-        let now = now_secs / WINDOW_SECS;
+        let now = now_secs.wrapping_add(self.offset) / WINDOW_SECS;
         let window = if now & 1 == id.0 & 1 {
             now
         } else {
@@ -87,15 +129,25 @@ impl ConnectionIdIssuer {
             }
         };
         // A plain `==` on one u64 leaks no timing an attacker can measure over the network.
-        self.id_for_window(window, src) == id
+        self.id_for_window(window, src) == Some(id)
     }
 
-    fn id_for_window(&self, window: u64, src: SocketAddr) -> ConnectionId {
-        let mac = self.mac(window, src);
-        ConnectionId((mac & !1) | (window & 1))
+    /// The id of `src` in `window`, or `None` when the issuer holds no key for its epoch.
+    fn id_for_window(&self, window: u64, src: SocketAddr) -> Option<ConnectionId> {
+        let epoch = if self.rotation == u64::MAX {
+            0
+        } else {
+            window / self.rotation
+        };
+        let (tag, keyed) = &self.keyed[(epoch % SLOTS as u64) as usize];
+        if *tag != epoch {
+            return None;
+        }
+        let mac = Self::mac(keyed, window, src);
+        Some(ConnectionId((mac & !1) | (window & 1)))
     }
 
-    fn mac(&self, window: u64, src: SocketAddr) -> u64 {
+    fn mac(keyed: &SipHasher24, window: u64, src: SocketAddr) -> u64 {
         // window (8) + family tag (1) + IPv6 address (16)
         let mut input = [0u8; 25];
         input[..8].copy_from_slice(&window.to_le_bytes());
@@ -112,7 +164,7 @@ impl ConnectionIdIssuer {
                 25
             }
         };
-        let mut hasher = self.keyed;
+        let mut hasher = *keyed;
         hasher.write(&input[..end]);
         hasher.finish()
     }
@@ -216,6 +268,40 @@ mod tests {
         let (a, b) = (ConnectionIdIssuer::random(), ConnectionIdIssuer::random());
         assert_ne!(a.issue(src(), ISSUED_AT), b.issue(src(), ISSUED_AT));
         assert_eq!(format!("{a:?}"), "ConnectionIdIssuer { .. }");
+    }
+
+    #[test]
+    fn a_rotation_keeps_accepting_ids_of_the_previous_epoch() {
+        let rotation = 3;
+        let epoch_secs = rotation * WINDOW_SECS;
+        // Issued on the last second of epoch 10, checked just after the rotation to epoch 11.
+        let issued_at = 11 * epoch_secs - 1;
+        let keys = [(9, [9u8; 16]), (10, [10u8; 16]), (11, [11u8; 16])];
+        let issuer = ConnectionIdIssuer::rotating(rotation, 0, &keys);
+        let id = issuer.issue(src(), issued_at);
+        assert!(issuer.validate(id, src(), issued_at + 1));
+        assert!(issuer.validate(id, src(), issued_at + WINDOW_SECS));
+        // Another node that already rotated (it holds 10, 11, 12) accepts it too.
+        let rotated = [(10, [10u8; 16]), (11, [11u8; 16]), (12, [12u8; 16])];
+        let other = ConnectionIdIssuer::rotating(rotation, 0, &rotated);
+        assert!(other.validate(id, src(), issued_at + 1));
+        // Ids of an epoch's key are not ids of the next epoch's key.
+        let id11 = issuer.issue(src(), issued_at + 1);
+        assert_ne!(id.0 >> 1, id11.0 >> 1);
+        // A node without epoch 10's key refuses ids keyed by it.
+        let late = ConnectionIdIssuer::rotating(rotation, 0, &[(11, [11u8; 16])]);
+        assert!(!late.validate(id, src(), issued_at + 1));
+        assert!(late.validate(id11, src(), issued_at + 2));
+    }
+
+    #[test]
+    fn the_offset_puts_two_clocks_on_one_time_base() {
+        let keys = [(0, SECRET)];
+        // Node A started 1000 s before node B: A's clock reads 1000 more at the same instant.
+        let a = ConnectionIdIssuer::rotating(u64::MAX / WINDOW_SECS, ISSUED_AT, &keys);
+        let b = ConnectionIdIssuer::rotating(u64::MAX / WINDOW_SECS, ISSUED_AT + 1000, &keys);
+        let id = a.issue(src(), 1000);
+        assert!(b.validate(id, src(), 0));
     }
 
     proptest! {

@@ -83,9 +83,10 @@ pub trait Buckets {
     /// The peer at a position of the bucket.
     fn peer(&self, bucket: usize, index: usize) -> SocketAddr;
     /// Whether peers at adjacent positions are cheaper to read together than apart (records
-    /// side by side in memory): selection then draws them in runs (see `RUN`). A store that
-    /// hands out random samples instead (Redis) keeps one stratum per peer, whose picks spread
-    /// over buckets as its samples expect.
+    /// side by side in memory): selection then draws a uniform random subset of a group, or
+    /// runs of adjacent peers in a group of [`RUN_MIN_GROUP`] or more. A store that hands out
+    /// random samples instead (Redis) gets one pick per stratum, whose picks spread over
+    /// buckets as its samples expect.
     fn adjacent_reads_pay(&self) -> bool {
         false
     }
@@ -134,6 +135,9 @@ pub struct Scratch {
     picks: Vec<(usize, usize)>,
     /// Positions already drawn from a group (see [`Drawn`]).
     drawn: Drawn,
+    /// Tier and price of each eligible bucket (its group's), by bucket index: the random
+    /// policy counts each returned peer without classifying it again.
+    class: Vec<(u8, f32)>,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -210,8 +214,8 @@ impl Selector {
                     rng,
                     &mut scratch.drawn,
                     &mut |a, b| {
-                        let c = classify(snap, req, buckets.pid(b));
-                        stats.count(c.tier, c.price);
+                        let (tier, price) = scratch.class[b];
+                        stats.count(tier, price);
                         out(a);
                     },
                 );
@@ -284,6 +288,8 @@ impl Selector {
     ) -> usize {
         scratch.groups.clear();
         scratch.members.clear();
+        scratch.class.clear();
+        scratch.class.resize(buckets.count(), (TIER_FAR, 0.0));
         let eligible = |b: usize| {
             req.families.allows(buckets.v6(b))
                 && !(req.seeder && buckets.seeders(b))
@@ -310,6 +316,9 @@ impl Selector {
                 j += 1;
             }
             let c = classify(snap, req, pid);
+            for &b in &scratch.members[i..j] {
+                scratch.class[b] = (c.tier, c.price);
+            }
             scratch.groups.push(Group {
                 tier: c.tier,
                 key: c.key,
@@ -589,6 +598,6 @@ fn locate<B: Buckets>(
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod rule_tests;
+#[cfg(test)]
+mod tests;

@@ -116,7 +116,10 @@ fn a_plain_alto_map_gives_the_other_isp_only_the_far_share() {
     };
     let snap = alto_snapshot(&[("isp-a", 1), ("isp-b", 2)], cost, None);
     let (a, b) = (snap.locate(addr(1, 1).ip()), snap.locate(addr(2, 1).ip()));
-    assert!(snap.pid(a).internal && snap.pid(b).internal, "covered by the map");
+    assert!(
+        snap.pid(a).internal && snap.pid(b).internal,
+        "covered by the map"
+    );
     assert!(!snap.near(a, b), "but not near: the map states no boundary");
     // One seeder in the requester's PID: below the threshold, so the far share is 10 %.
     let peers = swarm(&[("isp-a", 1, 1, 60), ("isp-b", 2, 1, 60)]);
@@ -185,16 +188,18 @@ fn ranked(cost: impl Fn(usize, usize) -> Option<f64>, default_cost: f64) -> Snap
     b.build().expect("snapshot")
 }
 
+type CostFn = dyn Fn(usize, usize) -> Option<f64>;
+
 /// The same answers (same seed) whatever the costs' mode, scale or intra-PID value, as long as
 /// their order is the same: numerical, ordinal ranks, scaled by 10^6, intra-PID 0 or not.
 #[test]
 fn only_the_order_of_costs_matters() {
     let numerical: [f64; 5] = [0.0, 3.0, 7.0, 7.5, 40.0];
-    let variants: [Box<dyn Fn(usize, usize) -> Option<f64>>; 4] = [
-        Box::new(|f, t| Some((numerical[t] - numerical[f]).abs())),
-        Box::new(|f, t| Some(1.0 + (t as f64 - f as f64).abs())),
-        Box::new(|f, t| Some(1e6 * (numerical[t] - numerical[f]).abs())),
-        Box::new(|f, t| Some(5.0 + (numerical[t] - numerical[f]).abs())),
+    let variants: [Box<CostFn>; 4] = [
+        Box::new(move |f, t| Some((numerical[t] - numerical[f]).abs())),
+        Box::new(move |f, t| Some(1.0 + (t as f64 - f as f64).abs())),
+        Box::new(move |f, t| Some(1e6 * (numerical[t] - numerical[f]).abs())),
+        Box::new(move |f, t| Some(5.0 + (numerical[t] - numerical[f]).abs())),
     ];
     let peers = swarm(&[
         ("r0", 1, 0, 3),
@@ -276,7 +281,10 @@ fn missing_costs_rank_last_and_are_priced_far() {
         assert_eq!(s.cost, 250.0);
         let (p, s) = run(&p4p(), &snap, &peers, &req, 8, &mut rng);
         assert_eq!(p.len(), 8);
-        assert_eq!(s.cost, 400.0, "unknown priced at the row's dearest known cost");
+        assert_eq!(
+            s.cost, 400.0,
+            "unknown priced at the row's dearest known cost"
+        );
     }
 }
 
@@ -377,7 +385,7 @@ proptest! {
         }
         prop_assert_eq!(s.same_pid as usize, taken.get(&0).copied().unwrap_or(0));
         for (&x, &nx) in &sizes {
-            for (&y, _) in &sizes {
+            for &y in sizes.keys() {
                 if x == 0 || y == 0 || key(snap, x) >= key(snap, y) {
                     continue;
                 }

@@ -65,10 +65,13 @@ pub async fn start(tracker: Arc<Tracker>) -> std::io::Result<Running> {
             tracing::info!("HTTP tracker listening on http://{a}/announce");
         }
     }
+    // The cluster's key ring (and replication tasks), or a random connection-id secret.
+    let cluster = crate::cluster::start(&tracker, &shutdown_rx).await?;
+    tasks.extend(cluster.tasks);
+    let issuer = cluster.issuers;
     let mut udp_addrs = Vec::new();
     let mut udp_threads = Vec::new();
     if !tracker.config.udp.bind.is_empty() {
-        let issuer = Arc::new(crate::protocol::connection_id::ConnectionIdIssuer::random());
         let workers = match tracker.config.udp.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,

@@ -8,12 +8,18 @@
 //! just confirm the snapshot's age. A failing iTracker is logged and counted, and its last good
 //! map keeps serving. Fetches are blocking (ureq) and run on the blocking pool, never on an
 //! announce path.
+//!
+//! When an iTracker's IRD offers an update stream (RFC 8895), a thread per iTracker follows it
+//! ([`follow_stream`]) and hands each new map to the same combine-and-swap step a polling round
+//! ends with, so a re-priced link reaches the answers within a round trip. Polling keeps
+//! running as the fallback; a failed stream is retried with backoff (1 s doubling to 60 s),
+//! logged at most once per backoff step, and counted (`topology_stream_*` in /metrics).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use p4p_itracker::client::{combine, AltoClient, FetchOutcome, IspMap};
-use tokio::sync::watch;
+use p4p_itracker::client::{combine, AltoClient, FetchOutcome, IspMap, StreamError};
+use tokio::sync::{mpsc, watch};
 
 use crate::service::Tracker;
 
@@ -50,6 +56,17 @@ pub async fn refresh_topology(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let period = Duration::from_secs(u64::from(tracker.config.topology.refresh_interval.max(1)));
+    let (pushed_tx, mut pushed) = mpsc::channel::<(usize, IspMap)>(16);
+    for (i, url) in urls.iter().enumerate() {
+        let (t, tx, url) = (tracker.clone(), pushed_tx.clone(), url.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("alto-stream-{i}"))
+            .spawn(move || follow_stream(&t, AltoClient::new(url), i, &tx));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the update stream thread: {e}; polling only");
+        }
+    }
+    drop(pushed_tx);
     let mut sources: Vec<Source> = urls
         .into_iter()
         .map(|url| Source {
@@ -58,39 +75,152 @@ pub async fn refresh_topology(
             current_at: 0,
         })
         .collect();
+    let mut next_poll = tokio::time::Instant::now();
     loop {
         let t = tracker.clone();
-        sources = match tokio::task::spawn_blocking(move || round(&t, sources)).await {
+        let job = tokio::select! {
+            _ = tokio::time::sleep_until(next_poll) => {
+                next_poll += period;
+                Job::Poll
+            }
+            Some(first) = pushed.recv() => {
+                // Take every map already waiting: one swap for a burst of changes.
+                let mut maps = vec![first];
+                while let Ok(more) = pushed.try_recv() {
+                    maps.push(more);
+                }
+                Job::Pushed(maps)
+            }
+            _ = shutdown.changed() => return,
+        };
+        sources = match tokio::task::spawn_blocking(move || {
+            match job {
+                Job::Poll => round(&t, &mut sources),
+                Job::Pushed(maps) => pushed_maps(&t, &mut sources, maps),
+            }
+            sources
+        })
+        .await
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("topology refresh task failed: {e}");
                 return;
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = shutdown.changed() => return,
+    }
+}
+
+/// What the refresher does next, on the blocking pool.
+enum Job {
+    /// A polling round over every source.
+    Poll,
+    /// Maps pushed by update streams (source index, map).
+    Pushed(Vec<(usize, IspMap)>),
+}
+
+/// Maps pushed by update streams: each replaces its source's last map, then one swap.
+fn pushed_maps(tracker: &Tracker, sources: &mut [Source], maps: Vec<(usize, IspMap)>) {
+    let mut changed = false;
+    for (i, map) in maps {
+        let Some(s) = sources.get_mut(i) else {
+            continue;
+        };
+        tracing::debug!(url = s.client.ird_url(), vtag = %map.vtag, "map pushed by the iTracker");
+        tracker.metrics.topology_stream_updates.inc();
+        s.last = Some(map);
+        s.current_at = tracker.clock.now();
+        changed = true;
+    }
+    swap_in(tracker, sources, changed);
+}
+
+/// Follows source `index`'s update stream (when its IRD offers one) until the refresher is
+/// gone, sending every new map to it. Reconnects after any failure, with backoff; a stream
+/// that delivered a map resets the backoff.
+fn follow_stream(
+    tracker: &Tracker,
+    client: AltoClient,
+    index: usize,
+    out: &mpsc::Sender<(usize, IspMap)>,
+) {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(60);
+    let mut backoff = FIRST;
+    loop {
+        if out.is_closed() {
+            return;
+        }
+        let mut delivered = false;
+        let result: Result<(), StreamError> = match client.open_stream() {
+            Ok(None) => {
+                tracing::debug!(
+                    url = client.ird_url(),
+                    "no update stream offered; polling only"
+                );
+                std::thread::sleep(MAX);
+                continue;
+            }
+            Ok(Some(mut stream)) => {
+                tracker.metrics.topology_stream_connected.inc();
+                tracing::info!(url = stream.url(), "following the iTracker's update stream");
+                let ended = loop {
+                    match stream.next_map() {
+                        Ok(map) => {
+                            if out.blocking_send((index, map)).is_err() {
+                                tracker.metrics.topology_stream_connected.dec();
+                                return;
+                            }
+                            delivered = true;
+                        }
+                        Err(e) => break e,
+                    }
+                };
+                tracker.metrics.topology_stream_connected.dec();
+                Err(ended)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracker.metrics.topology_stream_failures.inc();
+            if delivered {
+                backoff = FIRST;
+            }
+            // One line per backoff step: a server down for long logs once a minute.
+            let level_warn = !matches!(e, StreamError::Ended) || !delivered;
+            if level_warn {
+                tracing::warn!(url = client.ird_url(), error = %e, retry_in = ?backoff, "update stream failed; polling goes on");
+            } else {
+                tracing::info!(url = client.ird_url(), retry_in = ?backoff, "update stream ended; reconnecting");
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(MAX);
         }
     }
 }
 
 /// One refresh round over every source; swaps in a new snapshot when a map changed.
-fn round(tracker: &Tracker, mut sources: Vec<Source>) -> Vec<Source> {
+fn round(tracker: &Tracker, sources: &mut [Source]) {
     let mut changed = false;
-    for s in &mut sources {
+    for s in sources.iter_mut() {
         match s.client.fetch() {
             Ok(FetchOutcome::Unchanged) => s.current_at = tracker.clock.now(),
             Ok(FetchOutcome::Updated(map)) => {
-                tracing::info!(
-                    url = s.client.ird_url(),
-                    isp = %map.isp,
-                    vtag = %map.vtag,
-                    pids = map.pids.len(),
-                    "new map from the iTracker"
-                );
+                // After a push, the next poll fetches the same content again (its ETags are
+                // older): confirm it instead of building the same snapshot twice.
+                let known = s.last.as_ref().is_some_and(|last| same_content(last, &map));
+                if !known {
+                    tracing::info!(
+                        url = s.client.ird_url(),
+                        isp = %map.isp,
+                        vtag = %map.vtag,
+                        pids = map.pids.len(),
+                        "new map from the iTracker"
+                    );
+                    changed = true;
+                }
                 s.last = Some(map);
                 s.current_at = tracker.clock.now();
-                changed = true;
             }
             Err(e) => {
                 tracker.metrics.topology_refresh_failures.inc();
@@ -103,6 +233,18 @@ fn round(tracker: &Tracker, mut sources: Vec<Source>) -> Vec<Source> {
             }
         }
     }
+    swap_in(tracker, sources, changed);
+}
+
+/// Whether two maps hold the same PIDs and costs (their ETags may differ: one was pushed,
+/// one polled).
+fn same_content(a: &IspMap, b: &IspMap) -> bool {
+    a.isp == b.isp && a.vtag == b.vtag && a.pids == b.pids && a.costs().eq(b.costs())
+}
+
+/// Combines every source's last map and swaps the snapshot in when one changed; otherwise
+/// confirms the snapshot's age. The end of a polling round and of a pushed update alike.
+fn swap_in(tracker: &Tracker, sources: &[Source], changed: bool) {
     let maps: Vec<IspMap> = sources.iter().filter_map(|s| s.last.clone()).collect();
     // The snapshot is as old as its stalest part.
     let current_at = sources
@@ -126,5 +268,4 @@ fn round(tracker: &Tracker, mut sources: Vec<Source>) -> Vec<Source> {
     } else if !tracker.topology.loaded() {
         tracing::warn!("no topology from any iTracker yet: peer selection is random");
     }
-    sources
 }

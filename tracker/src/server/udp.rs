@@ -24,6 +24,7 @@ use crate::protocol::udp::{
     RequestKind, RequestParseError, ScrapeRequest, TransactionId,
 };
 use crate::service::{Tracker, Workspace};
+use crate::swap::SwapCache;
 use crate::types::Families;
 use crate::types::{normalize_addr, Announce, InfoHash};
 
@@ -98,10 +99,14 @@ fn ensure_free(addr: SocketAddr) -> io::Result<()> {
     })
 }
 
+/// The connection-id issuer the workers use, swapped as a whole when a cluster's key rotates
+/// (see [`crate::cluster::keys`]).
+pub type Issuers = Arc<arc_swap::ArcSwap<ConnectionIdIssuer>>;
+
 /// Starts one worker thread per socket. The threads stop when `shutdown` turns true.
 pub fn spawn_workers(
     tracker: Arc<Tracker>,
-    issuer: Arc<ConnectionIdIssuer>,
+    issuer: Issuers,
     sockets: Vec<std::net::UdpSocket>,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
@@ -133,7 +138,7 @@ const RESTART_DELAY: Duration = Duration::from_millis(100);
 fn supervise(
     i: usize,
     tracker: Arc<Tracker>,
-    issuer: Arc<ConnectionIdIssuer>,
+    issuer: Issuers,
     socket: std::net::UdpSocket,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -176,7 +181,7 @@ fn keep_alive(
 fn run_once(
     i: usize,
     tracker: &Arc<Tracker>,
-    issuer: &Arc<ConnectionIdIssuer>,
+    issuer: &Issuers,
     socket: &std::net::UdpSocket,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
@@ -197,16 +202,19 @@ fn run_once(
 /// One socket's loop and its reusable buffers.
 struct Worker {
     tracker: Arc<Tracker>,
-    issuer: Arc<ConnectionIdIssuer>,
+    issuers: Issuers,
+    /// The issuer in use, cached (a cluster swaps in a new one when its key rotates).
+    issuer: SwapCache<ConnectionIdIssuer>,
     ws: Workspace,
     out: Vec<u8>,
 }
 
 impl Worker {
-    fn new(tracker: Arc<Tracker>, issuer: Arc<ConnectionIdIssuer>) -> Self {
+    fn new(tracker: Arc<Tracker>, issuers: Issuers) -> Self {
         Self {
             tracker,
-            issuer,
+            issuers,
+            issuer: SwapCache::default(),
             ws: Workspace::default(),
             out: Vec::with_capacity(2048),
         }
@@ -284,7 +292,7 @@ impl Worker {
                 self.ws.tally.connect();
                 ConnectResponse {
                     transaction_id: r.transaction_id,
-                    connection_id: self.issuer.issue(src, now),
+                    connection_id: self.issuer.load(&self.issuers).issue(src, now),
                 }
                 .write(&mut self.out);
             }
@@ -319,7 +327,11 @@ impl Worker {
                     RequestKind::Connect | RequestKind::Unknown => self.ws.tally.malformed(),
                 }
                 // Only a client that proved its address may get more bytes than it sent.
-                let limit = if self.issuer.validate(connection_id, src, now) {
+                let limit = if self
+                    .issuer
+                    .load(&self.issuers)
+                    .validate(connection_id, src, now)
+                {
                     usize::MAX
                 } else {
                     len
@@ -341,7 +353,7 @@ impl Worker {
         transaction_id: TransactionId,
         request_len: usize,
     ) -> bool {
-        if self.issuer.validate(*id, src, now) {
+        if self.issuer.load(&self.issuers).validate(*id, src, now) {
             return true;
         }
         if self.tracker.config.udp.error_on_bad_connection_id {

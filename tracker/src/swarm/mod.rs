@@ -35,6 +35,8 @@ pub enum Store {
     Memory(MemoryStore),
     /// Shared by every tracker instance on the same Redis (see [`redis`]).
     Redis(Box<RedisStore>),
+    /// A memory store kept in step with the other nodes of a cluster (see [`crate::cluster`]).
+    Replicated(Box<crate::cluster::ReplicatedStore>),
 }
 
 impl Store {
@@ -42,6 +44,11 @@ impl Store {
     /// inside the tokio runtime it will run on; it connects on first use.
     pub fn from_config(config: &Config, clock: &Clock) -> Result<Store, redis::OpenError> {
         if config.store.url == "memory" {
+            if config.cluster.url.is_some() {
+                let memory = MemoryStore::new(config.swarm.clone(), clock.clone());
+                let replicated = crate::cluster::ReplicatedStore::new(memory);
+                return Ok(Store::Replicated(Box::new(replicated)));
+            }
             return Ok(Store::in_memory(config.swarm.clone(), clock.clone()));
         }
         RedisStore::new(&config.store, config.swarm.clone(), clock.clone())
@@ -62,13 +69,14 @@ impl Store {
         match self {
             Store::Memory(m) => m.announce(a, ctx),
             Store::Redis(r) => r.announce(a, ctx).await,
+            Store::Replicated(r) => r.announce(a, ctx),
         }
     }
 
     /// Starts loading what announces of `reqs` (info hash, announcing peer) will read (memory
     /// store only; see [`MemoryStore::prefetch`]).
     pub fn prefetch(&self, reqs: &[(InfoHash, SocketAddr)]) {
-        if let Store::Memory(m) = self {
+        if let Some(m) = self.memory() {
             m.prefetch(reqs);
         }
     }
@@ -82,6 +90,7 @@ impl Store {
         out.clear();
         match self {
             Store::Memory(m) => out.extend(hashes.iter().map(|h| (*h, m.scrape(h)))),
+            Store::Replicated(r) => out.extend(hashes.iter().map(|h| (*h, r.memory().scrape(h)))),
             Store::Redis(r) => {
                 for h in hashes {
                     out.push((*h, r.scrape(h).await?));
@@ -98,18 +107,14 @@ impl Store {
         &self,
         keep: impl Fn(&InfoHash) -> bool,
     ) -> Option<Vec<(InfoHash, SwarmStats)>> {
-        match self {
-            Store::Memory(m) => {
-                let mut out = Vec::with_capacity(m.totals().torrents as usize);
-                m.for_each_swarm(|hash, stats| {
-                    if keep(&hash) {
-                        out.push((hash, stats));
-                    }
-                });
-                Some(out)
+        let m = self.memory()?;
+        let mut out = Vec::with_capacity(m.totals().torrents as usize);
+        m.for_each_swarm(|hash, stats| {
+            if keep(&hash) {
+                out.push((hash, stats));
             }
-            Store::Redis(_) => None,
-        }
+        });
+        Some(out)
     }
 
     /// Store-wide totals (on Redis: the swarms this node served within the peer timeout).
@@ -117,6 +122,7 @@ impl Store {
         match self {
             Store::Memory(m) => m.totals(),
             Store::Redis(r) => r.totals(),
+            Store::Replicated(r) => r.memory().totals(),
         }
     }
 
@@ -125,16 +131,14 @@ impl Store {
         match self {
             Store::Memory(m) => m.sweep(snapshot),
             Store::Redis(r) => r.sweep().await,
+            Store::Replicated(r) => r.memory().sweep(snapshot),
         }
     }
 
     /// Seeders and leechers per bucket id over every swarm, or `None` where the store does
     /// not offer it (Redis: counting a PID across every swarm would be a scan).
     pub fn pid_counts(&self) -> Option<HashMap<PidId, (u64, u64)>> {
-        match self {
-            Store::Memory(m) => Some(m.pid_counts()),
-            Store::Redis(_) => None,
-        }
+        self.memory().map(MemoryStore::pid_counts)
     }
 
     /// Whether the store answers (connects to Redis if not yet; the memory store always does).
@@ -142,6 +146,8 @@ impl Store {
         match self {
             Store::Memory(_) => Ok(()),
             Store::Redis(r) => r.check().await,
+            Store::Replicated(r) if r.ready() => Ok(()),
+            Store::Replicated(_) => Err(StoreError::CatchingUp),
         }
     }
 
@@ -151,6 +157,21 @@ impl Store {
         match self {
             Store::Memory(_) => (0, 0),
             Store::Redis(r) => (r.failures(), r.topups()),
+            Store::Replicated(r) => (
+                r.counters
+                    .failures
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                0,
+            ),
+        }
+    }
+
+    /// The memory store that answers reads: the store itself, or a replicated store's own.
+    pub fn memory(&self) -> Option<&MemoryStore> {
+        match self {
+            Store::Memory(m) => Some(m),
+            Store::Replicated(r) => Some(r.memory()),
+            Store::Redis(_) => None,
         }
     }
 }
@@ -178,6 +199,8 @@ pub enum StoreError {
     Unavailable,
     /// The access list does not allow the torrent (see [`crate::access`]).
     NotAllowed,
+    /// A cluster node has not yet applied what the other nodes published (`/health` only).
+    CatchingUp,
 }
 
 impl StoreError {
@@ -188,6 +211,7 @@ impl StoreError {
             StoreError::SwarmFull => "swarm is full",
             StoreError::Unavailable => "temporarily unavailable",
             StoreError::NotAllowed => crate::access::NOT_ALLOWED,
+            StoreError::CatchingUp => "catching up with the cluster",
         }
     }
 }

@@ -196,6 +196,18 @@ impl Entry {
         }
     }
 
+    /// When the peer at `pos` expires (16-bit wrapping seconds).
+    pub(super) fn expires(&self, pos: PeerPos) -> u16 {
+        match &self.peers {
+            Peers::Small(s) => s.peers[pos.idx].expires,
+            Peers::Large(l) if pos.v6 => {
+                l.v6.as_ref()
+                    .map_or(0, |f| f.rec(pos.seg, pos.idx).expires())
+            }
+            Peers::Large(l) => l.v4.rec(pos.seg, pos.idx).expires(),
+        }
+    }
+
     pub(super) fn touch(&mut self, pos: PeerPos, expires: u16) {
         match &mut self.peers {
             Peers::Small(s) => s.peers[pos.idx].expires = expires,

@@ -80,6 +80,8 @@ mod index;
 mod prefetch;
 pub(crate) use prefetch::prefetch_span;
 mod record;
+mod remote;
+pub use remote::RemotePeer;
 mod shard;
 mod view;
 

@@ -56,7 +56,8 @@ use crate::config::{PolicyKind, StoreConfig, SwarmConfig};
 use crate::selection::{Requester, SelectionStats};
 use crate::types::{Announce, Event, InfoHash, SwarmStats};
 use candidates::{preferred_pids, select, Candidates};
-use wire::{bucket_id, event_code, families_code, member, open_backend, parse_member, redact};
+pub(crate) use wire::open_backend;
+use wire::{bucket_id, event_code, families_code, member, parse_member, redact};
 
 /// The URL scheme that names a Redis Cluster by its seed nodes:
 /// `redis+cluster://host1:port1,host2:port2/`.
@@ -86,15 +87,16 @@ pub enum OpenError {
     NoRuntime,
 }
 
-/// Where the store connects.
-enum Backend {
+/// Where the store connects (also where a cluster's stream lives, see [`crate::cluster`]).
+#[derive(Clone)]
+pub(crate) enum Backend {
     Single(::redis::Client),
     Cluster(::redis::cluster::ClusterClient),
 }
 
 /// A live connection; both kinds are cheap handles to one multiplexed connection.
 #[derive(Clone)]
-enum Conn {
+pub(crate) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -566,6 +568,38 @@ const MAX_NUMWANT: usize = 200;
 
 mod candidates;
 mod wire;
+
+/// Either connection runs any command (the cluster connection routes it by its key).
+impl ::redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a ::redis::Cmd,
+    ) -> ::redis::RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a ::redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> ::redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests;

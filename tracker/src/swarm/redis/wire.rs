@@ -23,7 +23,8 @@ pub(super) fn redact(url: &str) -> String {
     }
 }
 
-pub(super) fn open_backend(url: &str) -> RedisResult<Backend> {
+/// The backend a store (or cluster) URL names: one Redis, or a Redis Cluster's seed nodes.
+pub(crate) fn open_backend(url: &str) -> RedisResult<Backend> {
     match url.strip_prefix(CLUSTER_SCHEME) {
         Some(rest) => {
             let nodes: Vec<String> = rest

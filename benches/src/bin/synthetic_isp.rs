@@ -1,0 +1,57 @@
+//! Writes a synthetic ISP topology file (issue 17, item 1; see `p4p_benches::synthetic_isp`).
+//!
+//! `cargo run --release -p p4p-benches --bin synthetic_isp -- --pids 2000 --prefixes 250000 -o isp.toml`
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+use p4p_benches::synthetic_isp::{generate, Params};
+
+/// Generate a synthetic ISP (Abilene backbone, metro and access tiers, peers and transit).
+#[derive(Parser)]
+struct Cli {
+    /// PIDs in all, internal and external (at least 40).
+    #[arg(long, default_value_t = 2000)]
+    pids: usize,
+    /// IPv4 prefixes.
+    #[arg(long, default_value_t = 250_000)]
+    prefixes: usize,
+    /// IPv6 prefixes (default: one per ten IPv4 prefixes).
+    #[arg(long)]
+    prefixes6: Option<usize>,
+    /// Seed: the same seed and sizes give the same file.
+    #[arg(long, default_value_t = 17)]
+    seed: u64,
+    /// Output file (default: standard output).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut params = Params::new(cli.pids, cli.prefixes);
+    params.seed = cli.seed;
+    if let Some(n) = cli.prefixes6 {
+        params.prefixes_v6 = n;
+    }
+    let t = Instant::now();
+    let isp = generate(&params)?;
+    match &cli.output {
+        Some(path) => std::fs::write(path, &isp.toml)?,
+        None => print!("{}", isp.toml),
+    }
+    eprintln!(
+        "{} PIDs ({} internal), {} IPv4 + {} IPv6 prefixes, {} internal + {} egress links, \
+         {} bytes, {:.2} s",
+        isp.pid_names.len(),
+        isp.internal,
+        isp.prefixes.0,
+        isp.prefixes.1,
+        isp.internal_links.len(),
+        isp.egress_links,
+        isp.toml.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

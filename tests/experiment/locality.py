@@ -22,6 +22,7 @@ Exit status: 0 when all runs completed (and, with --check, when the targets were
 
 import argparse
 import csv
+import gzip
 import hashlib
 import importlib.util
 import json
@@ -39,11 +40,24 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 SWARM = os.path.join(HERE, "swarm.py")
+ALTO_SERVER = os.path.join(HERE, "alto_server.py")
 PY = "/usr/bin/python3"  # Debian's python3-libtorrent lives here (the PyPI wheel can't bind outgoing)
 
 # The loopback topology (topology-data/loopback.toml + loopback-isp-b.toml): ISP A owns a1, a2;
 # ISP B owns b1, b2. These are the defaults; topology.py refines them from the files.
 from topology import load_topology  # noqa: E402  (HERE is on sys.path when run as a script)
+
+# Robustness cases (issue 15, item 3): option values, and what the case checks.
+SCENARIOS = {
+    "seeds-one-isp": {"set": {"seed_isps": "A"},
+                      "text": "every seed is in ISP A at the start; ISP B's leechers must still complete "
+                              "(ideally about one copy of the data crosses)."},
+    "lonely-pid": {"set": {"pids_a": "a1", "single_leecher_pid": "a2", "alto_pids": "pid"},
+                   "text": "PID a2 holds a single leecher (ISP A's last); it must complete like the others."},
+    "pid-leaves": {"set": {"leave_pid": "a2", "alto_pids": "pid"},
+                   "text": "every client of PID a2 (seed and leechers) leaves at --leave-at (8 s), "
+                           "leechers of a2 joining later never join; the others must complete."},
+}
 
 PRESETS = {
     # The issue's reference design: 24 leechers (12 per ISP) joining alternately every 0.5 s,
@@ -221,8 +235,11 @@ def layout(topo, args):
         base = topo["pids"][pid]["base"]
         return f"{base}.{host[pid] // 250}.{host[pid] % 250 + 1}"
 
+    seed_isps = [x.strip() for x in args.seed_isps.split(",")] if args.seed_isps else [i for i, _ in isps]
     clients = []
     for isp, pids in isps:
+        if isp not in seed_isps:
+            continue
         for i in range(args.seeds_per_isp):
             pid = pids[i % len(pids)]
             clients.append(dict(name=f"{isp}-S{i + 1:02d}", ip=addr(pid), isp=isp, pid=pid, role="seed",
@@ -234,6 +251,23 @@ def layout(topo, args):
             clients.append(dict(name=f"{isp}-L{i + 1:02d}", ip=addr(pid), isp=isp, pid=pid, role="leech",
                                 join_at=round(t, 3)))
             t += args.join_interval
+    if args.single_leecher_pid:
+        # Robustness (b): the last leecher of the PID's ISP moves into that PID, alone.
+        lone = args.single_leecher_pid
+        if lone not in topo["pids"]:
+            raise SystemExit(f"--single-leecher-pid {lone}: unknown PID")
+        c = [c for c in clients if c["isp"] == topo["pids"][lone]["isp"] and c["role"] == "leech"][-1]
+        host[lone] = 0
+        c["pid"], c["ip"] = lone, addr(lone)
+        if any(o["pid"] == lone and o is not c for o in clients):
+            raise SystemExit(f"--single-leecher-pid {lone}: other clients are in it already (see --pids-a/-b)")
+    if args.leave_pid:
+        # Robustness (c): every client of the PID leaves (stops its torrent) at --leave-at.
+        gone = [c for c in clients if c["pid"] == args.leave_pid]
+        if not gone:
+            raise SystemExit(f"--leave-pid {args.leave_pid}: no client is in it")
+        for c in gone:
+            c["leave_at"] = args.leave_at
     return clients
 
 
@@ -346,13 +380,16 @@ def run_once(args, topo, tracker_bin, torrent, content, expected, clients, polic
                                 if net["ns_of_isp"] else set(topo["pids"])))
             sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=nft_rules(topo, pids_here))
 
+        alto_urls = list(args.alto)
+        if args.standard_alto:
+            alto_urls = [start_standard_alto(args, topo, net["tracker_ns"], rundir)]
         port = free_port_in(net["tracker_ns"], net["tracker_host"])
         cmd = [tracker_bin, "--http-bind", f"{net['tracker_host']}:{port}", "--no-udp", "--policy", policy,
                "--announce-interval", str(args.announce_interval),
                "--min-announce-interval", str(args.min_announce_interval),
                "--max-numwant", str(args.numwant)]
-        if args.alto:
-            for url in args.alto:
+        if alto_urls:
+            for url in alto_urls:
                 cmd += ["--alto", url]
         else:
             cmd += ["--topology", topo["file"]]
@@ -362,6 +399,8 @@ def run_once(args, topo, tracker_bin, torrent, content, expected, clients, polic
         tp = subprocess.Popen(["ip", "netns", "exec", net["tracker_ns"]] + cmd, stdout=tlog, stderr=subprocess.STDOUT,
                               env=tenv, cwd=REPO)
         _children.append(tp)
+        if alto_urls:
+            wait_for_map(tp, os.path.join(rundir, "tracker.log"))
 
         work = tempfile.mkdtemp(prefix=f"p4pexp-{os.getpid()}-{tag}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         t0 = time.time() + 2.0 + 0.05 * len(clients)  # all processes start their clocks together
@@ -371,7 +410,7 @@ def run_once(args, topo, tracker_bin, torrent, content, expected, clients, polic
                        health_url=f"http://{net['tracker_host']}:{port}/health",
                        torrent=torrent, content_dir=content, expected_sha256=expected, work_dir=work,
                        clients=cl, t0=t0, deadline_s=args.deadline_s, upload_cap=args.upload_cap_kib * 1024,
-                       numwant=args.numwant,
+                       numwant=args.numwant, peer_flows=args.peer_flows,
                        result_file=os.path.join(rundir, f"swarm{i}.json"),
                        done_file=os.path.join(rundir, f"swarm{i}.done"),
                        stop_file=os.path.join(rundir, "stop"))
@@ -413,6 +452,9 @@ def run_once(args, topo, tracker_bin, torrent, content, expected, clients, polic
             tp.kill()
         r = summarize_run(topo, pairs, results, policy, run_idx, wall, args)
         r["tracker_metrics"] = tmetrics
+        # The machine's load when the run ended (1, 5, 15 min): runs on a shared host that was
+        # busy (download times stretched for both policies alike) can be told apart.
+        r["loadavg"] = list(os.getloadavg())
         ret = {k.split('locality="')[1].split('"')[0]: v for k, v in tmetrics.items()
                if k.startswith("p4p_tracker_returned_peers") and 'locality="' in k}
         r["tracker_returned_peers"] = ret
@@ -422,6 +464,54 @@ def run_once(args, topo, tracker_bin, torrent, content, expected, clients, polic
         cleanup()
         if work:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def standard_alto_args(args, topo):
+    """alto_server.py arguments: the PIDs the tracker sees (one per ISP, or one per topology PID
+    with --alto-pids pid, grouped by ISP), costs, cost mode. The default PID is the server's."""
+    out = ["--cost-mode", args.alto_cost_mode, "--intra-cost", str(args.alto_intra_cost),
+           "--group-cost", str(args.alto_group_cost), "--inter-cost", str(args.alto_inter_cost),
+           "--default-cost", str(args.alto_inter_cost)]
+    if args.alto_pids == "isp":
+        by_isp = {}
+        for info in topo["pids"].values():
+            by_isp.setdefault(info["isp"], []).extend(info["prefixes"])
+        for isp, prefixes in sorted(by_isp.items()):
+            out += ["--pid", f"isp-{isp.lower()}=" + ",".join(prefixes)]
+    else:
+        for name, info in sorted(topo["pids"].items()):
+            out += ["--pid", f"{name}=" + ",".join(info["prefixes"]), "--group", f"{name}=isp-{info['isp'].lower()}"]
+    return out
+
+
+def start_standard_alto(args, topo, ns, rundir):
+    """Starts alto_server.py in the tracker's namespace (its loopback); returns the IRD URL."""
+    ready = os.path.join(rundir, "alto.port")
+    cmd = ["ip", "netns", "exec", ns, PY, ALTO_SERVER, "--bind", "127.0.0.1", "--port", "0",
+           "--ready-file", ready] + standard_alto_args(args, topo)
+    alog = open(os.path.join(rundir, "alto.log"), "w")
+    p = subprocess.Popen(cmd, stdout=alog, stderr=subprocess.STDOUT)
+    _children.append(p)
+    until = time.time() + 20
+    while not os.path.exists(ready):
+        if p.poll() is not None or time.time() > until:
+            raise RuntimeError(f"the standard ALTO server did not start; see {rundir}/alto.log")
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{int(open(ready).read())}/directory"
+
+
+def wait_for_map(tp, log_path, limit=30.0):
+    """Waits until the tracker swapped in a topology from ALTO (its log says so): the swarm must
+    not start while selection is still random."""
+    until = time.time() + limit
+    while time.time() < until:
+        if tp.poll() is not None:
+            raise RuntimeError(f"tracker exited ({tp.returncode}); see {log_path}")
+        with open(log_path, errors="replace") as f:
+            if "topology snapshot swapped in" in f.read():
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"the tracker got no map from ALTO within {limit:.0f} s; see {log_path}")
 
 
 def fetch_metrics(ns, host, port):
@@ -467,7 +557,8 @@ def summarize_run(topo, pairs, results, policy, run_idx, wall, args):
         else:
             cat["inter_isp"] += b
         cost_weighted += b * topo["pdistance"](s, d)
-    leech = [r for r in results if r["role"] == "leech"]
+    leech = [r for r in results if r["role"] == "leech" and r.get("left_at") is None]
+    left = [r for r in results if r.get("left_at") is not None]
     times = [r["completion_s"] for r in leech if r["completion_s"] is not None]
     cap = args.upload_cap_kib * 1024
     max_up = max((r["max_upload_rate"] for r in results), default=0.0)
@@ -481,7 +572,7 @@ def summarize_run(topo, pairs, results, policy, run_idx, wall, args):
         "completion_s": {"median": statistics.median(times) if times else None,
                          "max": max(times) if times else None,
                          "mean": statistics.fmean(times) if times else None},
-        "leechers": len(leech), "complete": len(times),
+        "leechers": len(leech), "complete": len(times), "left": len(left),
         "all_complete": len(times) == len(leech),
         "all_sha256_ok": all(r.get("sha256_ok") for r in leech),
         "upload_cap_bps": cap, "max_client_upload_rate": max_up,
@@ -492,9 +583,10 @@ def summarize_run(topo, pairs, results, policy, run_idx, wall, args):
         "client_reported_total_up": client_up,
         "client_vs_kernel": (client_up / total) if total else None,
         "wall_s": wall,
-        "clients": [{k: r.get(k) for k in ("name", "isp", "pid", "role", "join_at", "completion_s", "sha256_ok",
+        "clients": [{k: r.get(k) for k in ("name", "ip", "isp", "pid", "role", "join_at", "joined_s", "done_s",
+                                             "left_at", "completion_s", "sha256_ok",
                                              "client_payload_up", "client_payload_down", "max_upload_rate",
-                                             "cap_burst_s")}
+                                             "cap_burst_s") + (("flows",) if args.peer_flows else ())}
                     for r in results],
     }
 
@@ -573,8 +665,22 @@ def fmt_bytes(b):
     return f"{b / 1048576:.1f} MiB"
 
 
+def split_flows(outdir, runs):
+    """Moves the clients' per-peer flows (--peer-flows) out of the runs into OUT/flows.json.gz
+    ({"<run>-<policy>": {client: flows}}), keeping results.json small; attribution.py reads both."""
+    flows = {}
+    for r in runs:
+        for c in r["clients"]:
+            if c.get("flows") is not None:
+                flows.setdefault(f"{r['run']}-{r['policy']}", {})[c["name"]] = c.pop("flows")
+    if flows:
+        with gzip.open(os.path.join(outdir, "flows.json.gz"), "wt") as f:
+            json.dump(flows, f, separators=(",", ":"))
+
+
 def write_report(outdir, meta, runs, summary, comp, chk, topo):
     os.makedirs(outdir, exist_ok=True)
+    split_flows(outdir, runs)
     doc = {"meta": meta, "summary": summary, "comparison": comp, "checks": chk, "runs": runs}
     with open(os.path.join(outdir, "results.json"), "w") as f:
         json.dump(doc, f, indent=1, default=float)
@@ -619,6 +725,12 @@ Each folder below holds `results.json`, `runs.csv`, `clients.csv`, `report.md` a
 `locality.png`, and was produced by the command under its table. This file is rewritten by
 `tests/experiment/locality.py` from the folders' `report.md`.
 
+Folders: `<mode>-<preset>` with our topology file; `-standard` with a plain RFC 7285 ALTO server
+(`--standard-alto`); `-seeds-one-isp`, `-lonely-pid`, `-pid-leaves` the robustness cases
+(`--scenario`); `-oldrule` the same, measured with the selection rule before issue 15 (the
+"Tracker build" line of each table says which binary ran). Where p4p's remaining inter-ISP bytes
+go: [next-2x.md](next-2x.md).
+
 Columns: bytes inside a PID / between PIDs of one ISP / between ISPs (MiB on the wire); the
 cost-weighted bytes (MiB x p-distance: same PID 1, other PID of the ISP 10, other ISP 100, from
 `topology-data/loopback.toml`); download time per leecher (median over leechers, then median and
@@ -645,7 +757,14 @@ def markdown_table(meta, summary, comp, chk):
 
     M = 1048576.0
     lines = [f"Mode `{meta['mode']}`, {meta['runs']} runs per policy, {meta['clients']}. "
-             f"Median (min–max) over runs.", "",
+             f"Median (min–max) over runs.", ""]
+    if meta.get("topology_source"):
+        lines += [f"Tracker topology: {meta['topology_source']}.", ""]
+    if meta.get("scenario"):
+        lines += [f"Robustness case `{meta['scenario']}`: {meta['scenario_text']}", ""]
+    if meta.get("tracker_rule"):
+        lines += [f"Tracker build: {meta['tracker_rule']}.", ""]
+    lines += [
              "| policy | intra-PID | inter-PID, same ISP | inter-ISP | inter-ISP share | cost-weighted (MiB x p-distance) | median download (s) | max download (s) | all complete + SHA-256 ok | max client upload (KiB/s, cap) | remote share of tracker answers |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for pol, s in summary.items():
@@ -726,6 +845,32 @@ def main():
     ap.add_argument("--topology", default=os.path.join(REPO, "topology-data/loopback.toml"))
     ap.add_argument("--topology-b", default=os.path.join(REPO, "topology-data/loopback-isp-b.toml"))
     ap.add_argument("--alto", action="append", default=[], help="iTracker IRD URL(s) instead of --topology")
+    ap.add_argument("--standard-alto", action="store_true",
+                    help="run tests/experiment/alto_server.py (RFC 7285 resources only: IRD, one network "
+                         "map, one routingcost cost map; no priv: property, no property map) and point the "
+                         "tracker at it with --alto")
+    ap.add_argument("--alto-mode", choices=["ours", "standard"], default=None,
+                    help="`standard` is --standard-alto; `ours` (default) the topology file or --alto URLs")
+    ap.add_argument("--alto-cost-mode", choices=["numerical", "ordinal"], default="numerical",
+                    help="standard ALTO: cost mode of the routingcost map")
+    ap.add_argument("--alto-pids", choices=["isp", "pid"], default="isp",
+                    help="standard ALTO: one PID per ISP (default), or one per topology PID")
+    ap.add_argument("--alto-intra-cost", type=float, default=0.0, help="standard ALTO: cost inside a PID")
+    ap.add_argument("--alto-group-cost", type=float, default=10.0,
+                    help="standard ALTO, --alto-pids pid: cost between PIDs of one ISP")
+    ap.add_argument("--alto-inter-cost", type=float, default=100.0,
+                    help="standard ALTO: cost between ISPs and to/from the default PID")
+    ap.add_argument("--scenario", choices=sorted(SCENARIOS), default=None,
+                    help="a robustness case (sets the options below; results folder gets its name)")
+    ap.add_argument("--seed-isps", default=None, help="ISPs that get seeds (default: all)")
+    ap.add_argument("--single-leecher-pid", default=None,
+                    help="move the last leecher of the PID's ISP into this PID, alone")
+    ap.add_argument("--leave-pid", default=None, help="every client of this PID leaves at --leave-at")
+    ap.add_argument("--leave-at", type=float, default=8.0, help="seconds after the start (with --leave-pid)")
+    ap.add_argument("--tracker-label", default=None,
+                    help="what the tracker binary is (e.g. its commit and rule), written into the report")
+    ap.add_argument("--peer-flows", action="store_true",
+                    help="sample libtorrent's per-peer upload counters each second (for attribution.py)")
     ap.add_argument("--policies", default="random,p4p")
     ap.add_argument("--pids-a", default="a1,a2", help="PIDs of ISP A that get clients (round-robin)")
     ap.add_argument("--pids-b", default="b1", help="PIDs of ISP B that get clients (round-robin)")
@@ -742,6 +887,17 @@ def main():
     for k, v in PRESETS["full"].items():
         ap.add_argument("--" + k.replace("_", "-"), type=type(v), default=None)
     args = ap.parse_args()
+    if args.alto_mode == "standard":
+        args.standard_alto = True
+    if args.standard_alto and args.alto:
+        ap.error("--standard-alto runs its own ALTO server; drop --alto")
+    suffix = ""
+    if args.standard_alto:
+        suffix = "-standard" + ("-ordinal" if args.alto_cost_mode == "ordinal" else "")
+    if args.scenario:
+        for k, v in SCENARIOS[args.scenario]["set"].items():
+            setattr(args, k, v)
+        suffix += "-" + args.scenario
     for k, v in PRESETS[args.preset].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -755,7 +911,7 @@ def main():
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
 
     if args.replot:
-        outdir = args.out or os.path.join(REPO, "results/locality", f"{args.mode}-{args.preset}")
+        outdir = args.out or os.path.join(REPO, "results/locality", f"{args.mode}-{args.preset}{suffix}")
         doc = json.load(open(os.path.join(outdir, "results.json")))
         topo = load_topology(args.topology, args.topology_b, args.pids_a, args.pids_b)
         summary, comp = aggregate(doc["runs"], doc["meta"]["policies"], topo)
@@ -772,7 +928,7 @@ def main():
 
     sweep_stale_namespaces()
     topo = load_topology(args.topology, args.topology_b, args.pids_a, args.pids_b)
-    outdir = args.out or os.path.join(REPO, "results/locality", f"{args.mode}-{args.preset}")
+    outdir = args.out or os.path.join(REPO, "results/locality", f"{args.mode}-{args.preset}{suffix}")
     os.makedirs(outdir, exist_ok=True)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -799,10 +955,23 @@ def main():
         chk = checks(summary, comp, args.mode, args.min_reduction, args.max_time_ratio)
         cmd = "sudo /usr/bin/python3 tests/experiment/locality.py " + " ".join(
             a if " " not in a else repr(a) for a in sys.argv[1:])
+        if args.standard_alto:
+            topo_desc = ("standard ALTO server (tests/experiment/alto_server.py " +
+                         " ".join(standard_alto_args(args, topo)) + "; RFC 7285 resources only)")
+        elif args.alto:
+            topo_desc = "iTracker(s) " + ", ".join(args.alto)
+        else:
+            topo_desc = f"topology file {os.path.relpath(topo['file'], REPO)}"
         meta = {"mode": args.mode, "preset": args.preset, "runs": args.runs, "policies": policies,
+                "topology_source": topo_desc, "tracker_rule": args.tracker_label, "scenario": args.scenario,
+                "scenario_text": SCENARIOS[args.scenario]["text"] if args.scenario else None,
                 "command": cmd.strip(), "tracker": tracker, "topology": topo["file"],
-                "clients": f"{args.leechers_per_isp} leechers + {args.seeds_per_isp} seeds per ISP "
-                           f"({', '.join(f'{i}: {p}' for i, p in topo['client_isps'])}), "
+                "clients": (f"{args.leechers_per_isp} leechers + {args.seeds_per_isp} seeds per ISP "
+                            if not args.seed_isps else
+                            f"{args.leechers_per_isp} leechers per ISP + seeds " + ", ".join(
+                                f"{i}: {sum(1 for c in clients if c['isp'] == i and c['role'] == 'seed')}"
+                                for i, _ in topo["client_isps"]) + " ")
+                           + f"({', '.join(f'{i}: {p}' for i, p in topo['client_isps'])}), "
                            f"{args.size_mib} MiB torrent, numwant {args.numwant}, upload cap "
                            f"{args.upload_cap_kib} KiB/s per client, joins every {args.join_interval} s, TCP only"
                            + (f", transit {args.transit_mbit} Mbit/s each way" if args.mode == "shaped" else ""),

@@ -119,11 +119,28 @@ def main():
     pending = list(clients)
     active = []
     samples = {c["name"]: [] for c in clients}  # (t, total_payload_upload, total_payload_download)
+    # With peer_flows: per client, [t, peer address, payload bytes uploaded to it since the last
+    # sample, 1 if this client opened the connection] (libtorrent's per-connection counters; a
+    # reconnection restarts them).
+    flows = {c["name"]: [] for c in clients}
+    last_up = {c["name"]: {} for c in clients}
+    peer_flows = bool(cfg.get("peer_flows"))
     next_sample = time.time()
     while time.time() < deadline:
         now = time.time()
+        for c in list(active):
+            # A leaving client stops its torrent (libtorrent announces `stopped`).
+            if c.get("leave_at") is not None and now - t_start >= c["leave_at"]:
+                st = c["handle"].status()
+                c["final"] = (st.total_payload_upload, st.total_payload_download, st.total_upload, st.total_download)
+                c["session"].remove_torrent(c["handle"])
+                c["left_at"] = now - t_start
+                active.remove(c)
         while pending and now - t_start >= pending[0]["join_at"]:
             c = pending.pop(0)
+            if c.get("leave_at") is not None and c["leave_at"] <= c["join_at"]:
+                c["left_at"] = c["leave_at"]  # it would leave before joining: it never joins
+                continue
             atp = lt.add_torrent_params()
             atp.ti = ti
             atp.trackers = [cfg["tracker_url"]]
@@ -146,13 +163,27 @@ def main():
             for c in active:
                 st = c["handle"].status()
                 samples[c["name"]].append((round(now - t_start, 3), st.total_payload_upload, st.total_payload_download))
+                if peer_flows:
+                    seen = last_up[c["name"]]
+                    for p in c["handle"].get_peer_info():
+                        key = f"{p.ip[0]}:{p.ip[1]}"
+                        up = p.total_upload
+                        d = up - seen.get(key, 0) if up >= seen.get(key, 0) else up
+                        seen[key] = up
+                        if d > 0:
+                            # 1: this client opened the connection (the peer came in a tracker
+                            # answer to this client); 0: the peer connected to it.
+                            out = 1 if p.flags & lt.peer_info.local_connection else 0
+                            flows[c["name"]].append([round(now - t_start, 1), p.ip[0], d, out])
             next_sample += 1.0
         for c in active:
             for a in c["session"].pop_alerts():
                 if isinstance(a, lt.peer_error_alert):
                     continue  # expected noise: peers closing connections
                 log(f"{c['name']}: {a.message()}")
-        if not pending and all(c["done_at"] is not None for c in active):
+        if not pending and all(c["done_at"] is not None for c in active) \
+                and not any(c.get("leave_at") is not None and "left_at" not in c and c["done_at"] is None
+                            for c in clients):
             break
         time.sleep(0.05)
 
@@ -161,16 +192,24 @@ def main():
     for c in clients:
         rec = {k: c[k] for k in ("name", "ip", "isp", "pid", "role", "join_at")}
         rec["joined"] = c.get("joined")
+        rec["joined_s"] = (c["joined"] - t_start) if c.get("joined") else None
+        rec["left_at"] = c.get("left_at")
         done = c.get("done_at")
         rec["complete"] = done is not None
+        rec["done_s"] = (done - t_start) if done is not None else None
         rec["completion_s"] = (done - c["joined"]) if done is not None and c["role"] == "leech" else None
-        if "handle" in c:
+        if "final" in c:
+            (rec["client_payload_up"], rec["client_payload_down"], rec["client_total_up"],
+             rec["client_total_down"]) = c["final"]
+        elif "handle" in c:
             st = c["handle"].status()
             rec["client_payload_up"] = st.total_payload_upload
             rec["client_payload_down"] = st.total_payload_download
             rec["client_total_up"] = st.total_upload
             rec["client_total_down"] = st.total_download
-        if c["role"] == "leech":
+        if peer_flows:
+            rec["flows"] = flows[c["name"]]
+        if c["role"] == "leech" and rec["left_at"] is None:
             ok = True
             for name, digest in expected.items():
                 p = os.path.join(cfg["work_dir"], c["name"], name)

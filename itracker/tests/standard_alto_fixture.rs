@@ -168,6 +168,24 @@ fn ordinal_map_is_valid_rfc7285_and_ranks_each_row() {
     assert_eq!(cm["cost-map"]["isp-a"]["isp-a"], 1);
     assert_eq!(cm["cost-map"]["isp-a"]["isp-b"], 2);
     assert_eq!(cm["cost-map"]["isp-b"]["default"], 2);
+    // Our client takes an ordinal map when no numerical one is offered, with the ranks as
+    // costs (selection uses only their order).
+    let mut client = AltoClient::new(format!("{}/directory", server.base));
+    match client.fetch().expect("the client reads an ordinal-only server") {
+        FetchOutcome::Updated(map) => {
+            assert_eq!(map.pids.len(), 3);
+            let at = |name: &str| {
+                map.pids
+                    .iter()
+                    .position(|p| p.name == name)
+                    .expect("PID present")
+            };
+            let (a, b) = (at("isp-a"), at("isp-b"));
+            assert_eq!(map.cost(a, a), Some(1.0));
+            assert_eq!(map.cost(a, b), Some(2.0));
+        }
+        other => panic!("expected a map, got {other:?}"),
+    }
 }
 
 #[test]

@@ -93,8 +93,8 @@ pub enum ClientError {
     /// The IRD offers no network map.
     #[error("the IRD offers no network map")]
     NoNetworkMap,
-    /// The IRD offers no numerical routingcost cost map for the network map.
-    #[error("the IRD offers no numerical routingcost cost map for network map {0}")]
+    /// The IRD offers no routingcost cost map (numerical or ordinal) for the network map.
+    #[error("the IRD offers no routingcost cost map (numerical or ordinal) for network map {0}")]
     NoCostMap(String),
     /// The cost map was computed for another version of the network map (a race with an
     /// update): try again shortly.
@@ -556,23 +556,34 @@ fn network_map_entry(ird: &DirectoryMessage) -> Result<(String, String), ClientE
         .ok_or(ClientError::NoNetworkMap)
 }
 
+/// The routingcost cost map over `network_map`: numerical when the IRD offers one, else
+/// ordinal. Selection only uses the order of a row's costs (see the tracker's
+/// `selection` module), so an ordinal map steers as well as a numerical one.
 fn cost_map_entry(ird: &DirectoryMessage, network_map: &str) -> Result<String, ClientError> {
-    let numerical_routingcost = |name: &serde_json::Value| {
-        name.as_str()
-            .and_then(|n| ird.meta.cost_types.get(n))
-            .is_some_and(|t| t.cost_metric == cost::ROUTINGCOST && t.cost_mode == cost::NUMERICAL)
+    let routingcost_in = |mode: &'static str| {
+        move |name: &serde_json::Value| {
+            name.as_str()
+                .and_then(|n| ird.meta.cost_types.get(n))
+                .is_some_and(|t| t.cost_metric == cost::ROUTINGCOST && t.cost_mode == mode)
+        }
     };
-    ird.resources
-        .values()
-        .filter(|e| e.media_type == media::COST_MAP && e.accepts.is_none())
-        .filter(|e| e.uses.iter().any(|u| u == network_map))
-        .find(|e| {
+    let maps = || {
+        ird.resources
+            .values()
+            .filter(|e| e.media_type == media::COST_MAP && e.accepts.is_none())
+            .filter(|e| e.uses.iter().any(|u| u == network_map))
+    };
+    let offering = |mode: &'static str| {
+        maps().find(|e| {
             e.capabilities
                 .as_ref()
                 .and_then(|c| c.get("cost-type-names"))
                 .and_then(|n| n.as_array())
-                .is_some_and(|names| names.iter().any(numerical_routingcost))
+                .is_some_and(|names| names.iter().any(routingcost_in(mode)))
         })
+    };
+    offering(cost::NUMERICAL)
+        .or_else(|| offering(cost::ORDINAL))
         .map(|e| e.uri.clone())
         .ok_or_else(|| ClientError::NoCostMap(network_map.to_string()))
 }

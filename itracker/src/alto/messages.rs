@@ -223,8 +223,36 @@ pub struct PropMapMessage {
     /// Dependent vtags (the network map).
     pub meta: DependentMeta,
     /// Entity id -> property -> value.
-    #[serde(rename = "property-map")]
+    #[serde(rename = "property-map", deserialize_with = "scalar_properties")]
     pub property_map: PropertyTable,
+}
+
+/// Reads a property map whose values may be any JSON value: RFC 9240 leaves a property's
+/// value type to the property's definition, so a server may publish an AS number as `64500`
+/// as well as `"64500"`. Numbers and booleans are kept as their JSON text; values that are not
+/// scalars (objects, arrays, null) are left out, so that one property we do not understand
+/// never costs the whole map.
+fn scalar_properties<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PropertyTable, D::Error> {
+    let raw: BTreeMap<String, BTreeMap<String, serde_json::Value>> =
+        serde::Deserialize::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(entity, props)| {
+            let props = props
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    let text = match value {
+                        serde_json::Value::String(s) => s,
+                        serde_json::Value::Number(n) => n.to_string(),
+                        serde_json::Value::Bool(b) => b.to_string(),
+                        _ => return None,
+                    };
+                    Some((name, text))
+                })
+                .collect();
+            (entity, props)
+        })
+        .collect())
 }
 
 /// RFC 7285 error codes (section 8.5.2).
@@ -270,4 +298,26 @@ pub struct ErrorMeta {
 pub struct ErrorMessage {
     /// The error.
     pub meta: ErrorMeta,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn property_values_may_be_numbers_or_booleans_and_non_scalars_are_left_out() {
+        let msg: PropMapMessage = serde_json::from_str(
+            r#"{"meta": {}, "property-map": {
+                "net.pid:a": {"asn": 64500, "internal": true, "name": "a",
+                              "geo": {"lat": 1}, "tags": [1], "none": null},
+                "net.pid:b": {"asn": "64501"}}}"#,
+        )
+        .expect("a property map with values of any JSON type parses");
+        let a = &msg.property_map["net.pid:a"];
+        assert_eq!(a["asn"], "64500");
+        assert_eq!(a["internal"], "true");
+        assert_eq!(a["name"], "a");
+        assert_eq!(a.len(), 3, "objects, arrays and null are left out: {a:?}");
+        assert_eq!(msg.property_map["net.pid:b"]["asn"], "64501");
+    }
 }

@@ -171,7 +171,10 @@ fn ordinal_map_is_valid_rfc7285_and_ranks_each_row() {
     // Our client takes an ordinal map when no numerical one is offered, with the ranks as
     // costs (selection uses only their order).
     let mut client = AltoClient::new(format!("{}/directory", server.base));
-    match client.fetch().expect("the client reads an ordinal-only server") {
+    match client
+        .fetch()
+        .expect("the client reads an ordinal-only server")
+    {
         FetchOutcome::Updated(map) => {
             assert_eq!(map.pids.len(), 3);
             let at = |name: &str| {

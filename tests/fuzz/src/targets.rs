@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use p4p_itracker::alto::{
     CostMapMessage, DirectoryMessage, EndpointCostRequest, EndpointPropRequest, FieldError,
@@ -544,15 +543,9 @@ pub fn graphml_import(data: &[u8]) {
 
 /// A database file as `--asn-db` opens it, then lookups as announces and `priv:asn` make them.
 pub fn asn_db(data: &[u8]) {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "p4p-fuzz-asn-{}-{}.mmdb",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&path, data).expect("write the database to a temporary file");
-    let opened = AsnDb::open(&path);
-    let _ = std::fs::remove_file(&path);
+    // The bytes as `--asn-db` would read them from the file (`AsnDb::open` reads the file,
+    // then runs the same checks), without a temporary file per input.
+    let opened = AsnDb::from_bytes(data.to_vec());
     let Ok(db) = opened else {
         return;
     };

@@ -74,11 +74,18 @@ impl AsnDb {
     fn verify(bytes: Vec<u8>) -> Result<AsnDb, MaxMindDbError> {
         let invalid = |m: String| MaxMindDbError::InvalidDatabase(m);
         let tree = tree_layout(&bytes)?;
-        let addresses = walk_tree(&tree, &bytes)?;
+        let records = walk_tree(&tree, &bytes)?;
+        // Every data record is checked by a bounded walk before the reader's recursive decoder
+        // sees it (a pointer cycle would recurse until the stack overflows: found by fuzzing).
+        let data = &bytes[tree.data_start..tree.data_start + tree.data_len];
+        for &(ip, offset) in &records {
+            check_value(data, offset, 0, &mut VALUES_PER_RECORD.clone())
+                .map_err(|e| invalid(format!("data record of {ip}: {e}")))?;
+        }
         // In bounds now: the reader's own reads of the tree at open cannot fail.
         let reader = Reader::from_source(bytes)?;
         let db = AsnDb { reader };
-        for ip in addresses {
+        for (ip, _) in records {
             let decoded = catch_unwind(AssertUnwindSafe(|| db.reader.lookup::<geoip2::Asn>(ip)));
             match decoded {
                 Ok(Ok(_)) => {}
@@ -90,8 +97,9 @@ impl AsnDb {
     }
 }
 
-/// Checks every search tree record and returns one address per distinct data record.
-fn walk_tree(tree: &TreeLayout, buf: &[u8]) -> Result<Vec<IpAddr>, MaxMindDbError> {
+/// Checks every search tree record and returns one address per distinct data record, with the
+/// record's offset in the data section.
+fn walk_tree(tree: &TreeLayout, buf: &[u8]) -> Result<Vec<(IpAddr, usize)>, MaxMindDbError> {
     const UNSEEN: u8 = u8::MAX;
     const ACTIVE: u8 = u8::MAX - 1;
     let invalid = |m: String| MaxMindDbError::InvalidDatabase(m);
@@ -143,13 +151,14 @@ fn walk_tree(tree: &TreeLayout, buf: &[u8]) -> Result<Vec<IpAddr>, MaxMindDbErro
         }
     }
     Ok(data
-        .into_values()
-        .map(|path| {
-            if bits == 32 {
+        .into_iter()
+        .map(|(record, path)| {
+            let ip = if bits == 32 {
                 IpAddr::from(std::net::Ipv4Addr::from(path as u32))
             } else {
                 IpAddr::from(std::net::Ipv6Addr::from(path))
-            }
+            };
+            (ip, record - n - 16)
         })
         .collect())
 }
@@ -179,6 +188,8 @@ struct TreeLayout {
     node_count: usize,
     record_size: usize,
     bit_count: u32,
+    /// Where the data section starts (after the search tree and the 16-byte separator).
+    data_start: usize,
     /// Bytes of the data section (between the 16-byte separator and the metadata marker).
     data_len: usize,
 }
@@ -213,6 +224,13 @@ fn tree_layout(buf: &[u8]) -> Result<TreeLayout, MaxMindDbError> {
         .windows(METADATA_MARKER.len())
         .rposition(|w| w == METADATA_MARKER)
         .ok_or_else(|| invalid("no MaxMind DB metadata in the file".into()))?;
+    check_value(
+        &buf[marker + METADATA_MARKER.len()..],
+        0,
+        0,
+        &mut VALUES_PER_RECORD.clone(),
+    )
+    .map_err(|e| invalid(format!("metadata: {e}")))?;
     // The reader reads the first tree nodes at open: on a truncated file it can panic.
     let meta = catch_unwind(AssertUnwindSafe(|| Reader::from_source(buf)))
         .map_err(|_| {
@@ -255,8 +273,109 @@ fn tree_layout(buf: &[u8]) -> Result<TreeLayout, MaxMindDbError> {
         node_count,
         record_size,
         bit_count,
+        data_start: tree_bytes + 16,
         data_len: marker - tree_bytes - 16,
     })
+}
+
+/// Deepest nesting (maps, arrays, pointers) a value may have: real ASN records nest 2-3 deep.
+const MAX_DEPTH: u32 = 32;
+/// Most values one record (or the metadata) may hold, pointers followed.
+const VALUES_PER_RECORD: u32 = 100_000;
+
+/// Walks one value of the MaxMind DB data format (section = the data section, or the metadata
+/// section, which pointers are relative to) without recursing past [`MAX_DEPTH`] or decoding
+/// more than `budget` values, and checks every length, pointer and type against the spec.
+/// Returns where the value ends (for a pointer: after the pointer itself).
+fn check_value(section: &[u8], at: usize, depth: u32, budget: &mut u32) -> Result<usize, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "values nested deeper than {MAX_DEPTH} (a pointer cycle?)"
+        ));
+    }
+    *budget = budget
+        .checked_sub(1)
+        .ok_or_else(|| format!("more than {VALUES_PER_RECORD} values in one record"))?;
+    let byte = |i: usize| {
+        section
+            .get(i)
+            .copied()
+            .ok_or_else(|| format!("value at byte {at} runs past its section"))
+    };
+    let be = |from: usize, n: usize| -> Result<usize, String> {
+        (from..from + n).try_fold(0usize, |acc, i| Ok((acc << 8) | usize::from(byte(i)?)))
+    };
+    let ctrl = byte(at)?;
+    let mut pos = at + 1;
+    let mut kind = ctrl >> 5;
+    if kind == 1 {
+        let extra = usize::from((ctrl >> 3) & 3);
+        let low = usize::from(ctrl & 7);
+        let raw = be(pos, extra + 1)?;
+        let target = match extra {
+            0 => (low << 8) | raw,
+            1 => ((low << 16) | raw) + 2048,
+            2 => ((low << 24) | raw) + 526_336,
+            _ => raw,
+        };
+        if byte(target)? >> 5 == 1 {
+            return Err(format!("pointer at byte {at} points at another pointer"));
+        }
+        check_value(section, target, depth + 1, budget)?;
+        return Ok(pos + extra + 1);
+    }
+    if kind == 0 {
+        kind = 7u8.saturating_add(byte(pos)?);
+        pos += 1;
+        if kind < 8 {
+            return Err(format!("extended type {kind} at byte {at}"));
+        }
+    }
+    let size = match ctrl & 0x1f {
+        29 => 29 + be(pos, 1)?,
+        30 => 285 + be(pos, 2)?,
+        31 => 65_821 + be(pos, 3)?,
+        s => usize::from(s),
+    };
+    pos += match ctrl & 0x1f {
+        29 => 1,
+        30 => 2,
+        31 => 3,
+        _ => 0,
+    };
+    let payload = |max: Option<usize>| -> Result<usize, String> {
+        if max.is_some_and(|m| size > m) {
+            return Err(format!("type {kind} of {size} bytes at byte {at}"));
+        }
+        if pos + size > section.len() {
+            return Err(format!("value at byte {at} runs past its section"));
+        }
+        Ok(pos + size)
+    };
+    match kind {
+        2 | 4 => payload(None),
+        3 if size == 8 => payload(None),
+        15 if size == 4 => payload(None),
+        5 => payload(Some(2)),
+        6 | 8 => payload(Some(4)),
+        9 => payload(Some(8)),
+        10 => payload(Some(16)),
+        14 if size <= 1 => Ok(pos),
+        7 => {
+            for _ in 0..size {
+                pos = check_value(section, pos, depth + 1, budget)?;
+                pos = check_value(section, pos, depth + 1, budget)?;
+            }
+            Ok(pos)
+        }
+        11 => {
+            for _ in 0..size {
+                pos = check_value(section, pos, depth + 1, budget)?;
+            }
+            Ok(pos)
+        }
+        _ => Err(format!("type {kind} (size {size}) at byte {at}")),
+    }
 }
 
 #[cfg(test)]
@@ -336,6 +455,87 @@ mod tests {
             }
         }
         assert!(AsnDb::from_bytes(test_bytes()).is_ok());
+    }
+
+    /// MaxMind DB data-format encoding, enough for hand-made databases.
+    fn ctrl(kind: u8, size: usize) -> Vec<u8> {
+        assert!(size < 29);
+        if kind <= 7 {
+            vec![(kind << 5) | size as u8]
+        } else {
+            vec![size as u8, kind - 7]
+        }
+    }
+    fn string(s: &str) -> Vec<u8> {
+        [ctrl(2, s.len()), s.as_bytes().to_vec()].concat()
+    }
+    fn uint16(v: u16) -> Vec<u8> {
+        [ctrl(5, 2), v.to_be_bytes().to_vec()].concat()
+    }
+    fn map(pairs: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut out = ctrl(7, pairs.len());
+        for (k, v) in pairs {
+            out.extend(string(k));
+            out.extend(v);
+        }
+        out
+    }
+
+    /// An IPv4 database of one tree node whose two records point at the data section's first
+    /// value, `data`.
+    fn one_node_db(data: &[u8]) -> Vec<u8> {
+        let mut b = vec![0, 0, 17, 0, 0, 17]; // 24-bit records: node_count 1 + 16 + offset 0
+        b.extend([0u8; 16]);
+        b.extend(data);
+        b.extend(METADATA_MARKER);
+        b.extend(map(&[
+            ("node_count", [ctrl(6, 1), vec![1]].concat()),
+            ("record_size", uint16(24)),
+            ("ip_version", uint16(4)),
+            ("database_type", string("GeoLite2-ASN")),
+            ("languages", ctrl(11, 0)),
+            ("binary_format_major_version", uint16(2)),
+            ("binary_format_minor_version", uint16(0)),
+            ("build_epoch", [ctrl(9, 1), vec![1]].concat()),
+            ("description", map(&[])),
+        ]));
+        b
+    }
+
+    /// Found by fuzzing (once caught panics no longer ended the run): a data record holding a
+    /// pointer back to itself made the reader's decoder recurse until the stack overflowed,
+    /// killing the process at open. The bounded walk refuses it first.
+    #[test]
+    fn a_data_record_that_points_at_itself_is_refused_not_a_stack_overflow() {
+        // {"a": <pointer to offset 0>}: the map contains itself.
+        let mut cyclic_map = ctrl(7, 1);
+        cyclic_map.extend(string("a"));
+        cyclic_map.extend([0x20, 0x00]);
+        let err = AsnDb::from_bytes(one_node_db(&cyclic_map)).expect_err("refused");
+        assert!(
+            err.source.to_string().contains("deeper than"),
+            "{}",
+            err.source
+        );
+        // The same database with a plain record opens and answers.
+        let good = map(&[(
+            "autonomous_system_number",
+            [ctrl(6, 2), vec![0xfb, 0xf4]].concat(),
+        )]);
+        let db = AsnDb::from_bytes(one_node_db(&good)).expect("a well-formed database opens");
+        assert_eq!(db.lookup("10.0.0.1".parse().expect("ip")), Some(64500));
+        // A cycle in the metadata is refused the same way, before the reader parses it.
+        let mut meta_cycle = vec![0, 0, 17, 0, 0, 17];
+        meta_cycle.extend([0u8; 16]);
+        meta_cycle.extend(&good);
+        meta_cycle.extend(METADATA_MARKER);
+        meta_cycle.extend(&cyclic_map);
+        let err = AsnDb::from_bytes(meta_cycle).expect_err("refused");
+        assert!(
+            err.source.to_string().contains("metadata"),
+            "{}",
+            err.source
+        );
     }
 
     #[test]

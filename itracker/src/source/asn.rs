@@ -538,6 +538,18 @@ mod tests {
         );
     }
 
+    /// The bounded walk accepts what MaxMind's writers produce, not only the ASN layout: the
+    /// GeoIP2 ISP test database (richer records, shared strings behind pointers) opens too.
+    #[test]
+    fn maxminds_isp_database_passes_the_full_check() {
+        let db = AsnDb::open(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/maxmind/GeoIP2-ISP-Test.mmdb"
+        ))
+        .expect("MaxMind's ISP test database opens");
+        assert!(db.reader.metadata.node_count > 0);
+    }
+
     #[test]
     fn a_missing_file_is_an_error_naming_it() {
         let err = AsnDb::open("/nonexistent/asn.mmdb").expect_err("missing");

@@ -79,9 +79,15 @@ pub fn import(text: &str, isp: Option<&str>) -> Result<String, GraphmlError> {
         order.push(id);
     }
     let mut out = String::new();
+    // The network's name goes into a TOML comment, where control characters are not allowed
+    // (a DEL in a GraphML attribute made the output unparsable: found by fuzzing).
+    let shown: String = network
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let _ = writeln!(
         out,
-        "# Skeleton imported from Topology Zoo GraphML ({network})."
+        "# Skeleton imported from Topology Zoo GraphML ({shown})."
     );
     let _ = writeln!(
         out,
@@ -181,6 +187,21 @@ fn distance_km(a: &Node, b: &Node) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    /// Found by fuzzing: control characters in the network's name (DEL, newline) went into the
+    /// header comment and made the TOML unparsable.
+    #[test]
+    fn control_characters_in_the_network_name_keep_the_output_valid() {
+        let graph = "<graphml><graph><data key=\"d\">x</data>\
+            <node id=\"a\"><data key=\"label\">A</data></node>\
+            <node id=\"b\"><data key=\"label\">B</data></node>\
+            <edge source=\"a\" target=\"b\"/></graph></graphml>";
+        for network in ["http://\u{7f}ww.example", "line\nbreak", "tab\there"] {
+            let toml = super::import(graph, Some(network)).expect("imports");
+            crate::Topology::from_toml_str(&toml)
+                .unwrap_or_else(|e| panic!("{network:?}: {e}\n{toml}"));
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -124,7 +124,9 @@ pub fn import(text: &str, isp: Option<&str>) -> Result<String, GraphmlError> {
         for (x, y) in [(a, b), (b, a)] {
             let _ = writeln!(
                 out,
-                "[[link]]\nfrom = {:?}\nto = {:?}\ncapacity = {capacity}\nweight = {weight}\n",
+                // `{:?}` writes large floats with an exponent (`1e300`), which TOML reads as a
+                // float; `{}` writes every digit, an integer TOML cannot hold (found by fuzzing).
+                "[[link]]\nfrom = {:?}\nto = {:?}\ncapacity = {capacity:?}\nweight = {weight:?}\n",
                 x.name, y.name
             );
         }
@@ -163,9 +165,15 @@ fn pid_name(label: &str) -> String {
     s
 }
 
+/// A link's capacity in Gbit/s: finite and positive (1 when the GraphML says nothing usable).
 fn capacity_gbps(raw: Option<String>, link_type: Option<String>) -> f64 {
-    if let Some(bps) = raw.and_then(|r| r.parse::<f64>().ok()).filter(|b| *b > 0.0) {
-        return bps / 1e9;
+    let usable = |c: &f64| c.is_finite() && *c > 0.0;
+    if let Some(gbps) = raw
+        .and_then(|r| r.parse::<f64>().ok())
+        .map(|bps| bps / 1e9)
+        .filter(usable)
+    {
+        return gbps;
     }
     // SONET OC-n carries n x 51.84 Mbit/s.
     link_type
@@ -174,7 +182,9 @@ fn capacity_gbps(raw: Option<String>, link_type: Option<String>) -> f64 {
                 .strip_prefix("OC-")
                 .and_then(|n| n.parse::<f64>().ok())
         })
-        .map_or(1.0, |n| (n * 51.84 / 1000.0 * 1000.0).round() / 1000.0)
+        .map(|n| (n * 51.84 / 1000.0 * 1000.0).round() / 1000.0)
+        .filter(usable)
+        .unwrap_or(1.0)
 }
 
 fn distance_km(a: &Node, b: &Node) -> Option<f64> {
@@ -189,6 +199,29 @@ fn distance_km(a: &Node, b: &Node) -> Option<f64> {
 mod tests {
     /// Found by fuzzing: control characters in the network's name (DEL, newline) went into the
     /// header comment and made the TOML unparsable.
+    /// Found by fuzzing: a huge LinkSpeedRaw was written as a 130-digit integer, which TOML
+    /// cannot hold; odd speeds (inf, NaN, negative OC-n) fall back to 1 Gbit/s.
+    #[test]
+    fn huge_or_odd_link_speeds_keep_the_output_valid() {
+        for speed in ["9.98784e140", "1e308", "inf", "NaN", "-5"] {
+            let graph = format!(
+                "<graphml><key id=\"s\" for=\"edge\" attr.name=\"LinkSpeedRaw\"/>\
+                 <key id=\"t\" for=\"edge\" attr.name=\"LinkType\"/><graph>\
+                 <node id=\"a\"/><node id=\"b\"/>\
+                 <edge source=\"a\" target=\"b\"><data key=\"s\">{speed}</data>\
+                 <data key=\"t\">OC-{speed}</data></edge></graph></graphml>"
+            );
+            let toml = super::import(&graph, Some("isp")).expect("imports");
+            crate::Topology::from_toml_str(&toml)
+                .map(|_| ())
+                .or_else(|e| match e {
+                    crate::model::TopologyError::Syntax(_) => Err(e),
+                    _ => Ok(()),
+                })
+                .unwrap_or_else(|e| panic!("{speed}: {e}\n{toml}"));
+        }
+    }
+
     #[test]
     fn control_characters_in_the_network_name_keep_the_output_valid() {
         let graph = "<graphml><graph><data key=\"d\">x</data>\

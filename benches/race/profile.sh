@@ -9,6 +9,8 @@
 #       --udp-bind 127.0.0.1:3900 --http-bind 127.0.0.1:3901 --udp-workers 1 \
 #       --topology benches/race/race-topology.toml --max-numwant 30
 #
+# PERF_FREQ (default 2000) and PERF_CG (default -g; e.g. "--call-graph dwarf,16384" for stacks
+# through inlined code) change the sampling. PROFILE_TMP=DIR keeps perf.data there.
 # Needs perf (Debian: linux-perf) and the race's tools (run race.sh once). Loopback only.
 set -euo pipefail
 out="$1" name="$2" port="$3"
@@ -36,7 +38,7 @@ sleep 1.5
 taskset -c 1 timeout 60 "$tester" -c "$tmp/lt.toml" >"$tmp/tester.log" 2>&1 &
 tester_pid=$!
 sleep 8
-timeout 30 perf record -q -e cpu-clock -F 2000 -g -o "$tmp/perf.data" -p "$tracker" -- sleep 10
+timeout 30 perf record -q -e cpu-clock -F ${PERF_FREQ:-2000} ${PERF_CG:--g} -o "$tmp/perf.data" -p "$tracker" -- sleep 10
 wait "$tester_pid" || true
 kill "$tracker" 2>/dev/null || true
 wait "$runner" 2>/dev/null || true
@@ -44,7 +46,7 @@ wait "$runner" 2>/dev/null || true
 # `head` closes its pipe early: that is not a failure here.
 set +o pipefail
 {
-  echo "# perf record -e cpu-clock -F 2000 -g, 10 s under aquatic_udp_load_test (2 workers), tracker on CPU 0"
+  echo "# perf record -e cpu-clock -F ${PERF_FREQ:-2000} ${PERF_CG:--g}, 10 s under aquatic_udp_load_test (2 workers), tracker on CPU 0"
   grep -m1 "Average responses per second" "$tmp/tester.log" || true
   echo "# by DSO:"
   perf report -i "$tmp/perf.data" --stdio --no-children --sort dso 2>/dev/null | grep -E '^ +[0-9]'

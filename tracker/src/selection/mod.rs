@@ -82,6 +82,9 @@ pub trait Buckets {
     fn size(&self, bucket: usize) -> usize;
     /// The peer at a position of the bucket.
     fn peer(&self, bucket: usize, index: usize) -> SocketAddr;
+    /// A hint that [`Buckets::peer`] will soon be asked for this position: a store whose
+    /// records lie in memory starts loading them, so that an answer's reads overlap.
+    fn will_read(&self, _bucket: usize, _index: usize) {}
     /// Whether peers at adjacent positions are cheaper to read together than apart (records
     /// side by side in memory): selection then draws a uniform random subset of a group, or
     /// runs of adjacent peers in a group of [`RUN_MIN_GROUP`] or more. A store that hands out
@@ -497,6 +500,7 @@ pub const RUN_MIN_GROUP: usize = 4096;
 /// Draws `take` distinct peers from a group of `size` eligible peers spread over `members`
 /// buckets, skipping the requester's position, and passes each to `out`. Every peer has the
 /// same chance; how pairs come together depends on the store (see the module docs):
+/// - the whole group, from a random starting point, when `take` covers it;
 /// - a uniform random subset (Floyd's algorithm: `take` random numbers, no retries);
 /// - in a large group of a store whose adjacent reads pay, one run of [`RUN`] adjacent peers
 ///   per stratum of the group;
@@ -519,7 +523,12 @@ fn sample_group<B: Buckets, R: Rng>(
 ) {
     picks.clear();
     let mut push = |pick: usize| picks.push(locate(buckets, members, pick, skip));
-    if !buckets.adjacent_reads_pay() {
+    if take >= size {
+        // The whole group (the usual case in small swarms): nothing to draw but where the
+        // answer starts, so that the first peers of a group are not always the same.
+        let offset = rng.random_range(0..size);
+        (offset..size).chain(0..offset).for_each(push);
+    } else if !buckets.adjacent_reads_pay() {
         stratified(size, take, 1, rng, &mut push);
     } else if size >= RUN_MIN_GROUP && take >= 2 * RUN && size >= RUN * take.div_ceil(RUN) {
         stratified(size, take, RUN, rng, &mut push);
@@ -535,6 +544,9 @@ fn sample_group<B: Buckets, R: Rng>(
             };
             push(pick);
         }
+    }
+    for &(bucket, index) in picks.iter() {
+        buckets.will_read(bucket, index);
     }
     for &(bucket, index) in picks.iter() {
         out(buckets.peer(bucket, index), bucket);

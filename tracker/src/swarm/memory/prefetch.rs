@@ -29,6 +29,11 @@ fn prefetch_line(addr: usize) {
     let _ = addr;
 }
 
+/// Requests the cache line(s) of one record (selection's [`crate::selection::Buckets::will_read`]).
+pub(crate) fn prefetch_record<T>(rec: &T) {
+    prefetch_span(rec as *const T as usize, std::mem::size_of::<T>());
+}
+
 /// Requests every cache line of `s` (at most 16; the rest is left to the hardware prefetcher).
 fn prefetch_slice<T>(s: &[T]) {
     prefetch_span(s.as_ptr() as usize, std::mem::size_of_val(s));

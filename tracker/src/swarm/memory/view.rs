@@ -7,6 +7,7 @@ use p4p_itracker::PidId;
 
 use super::entry::{Entry, PeerPos, Peers};
 use super::family::Family;
+use super::prefetch::prefetch_record;
 use super::record::{BucketKey, Peer4, Peer6, Record};
 use crate::selection::Buckets;
 
@@ -98,6 +99,15 @@ impl Buckets for View<'_> {
             (true, _, Some(f)) => f.seg(r.seg as usize)[at].socket(),
             (false, Some(f), _) => f.seg(r.seg as usize)[at].socket(),
             _ => self.small[at].socket(),
+        }
+    }
+    fn will_read(&self, bucket: usize, index: usize) {
+        let r = &self.runs[bucket];
+        let at = r.start as usize + index;
+        match (r.v6, self.v4, self.v6) {
+            (true, _, Some(f)) => prefetch_record(&f.seg(r.seg as usize)[at]),
+            (false, Some(f), _) => prefetch_record(&f.seg(r.seg as usize)[at]),
+            _ => {}
         }
     }
     fn adjacent_reads_pay(&self) -> bool {

@@ -457,11 +457,12 @@ impl Proxy {
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16 * 1024];
                         while let Ok(n) = from.read(&mut buf) {
-                            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
+                            // Logged before it is forwarded: what the client read is logged.
                             if let Some(log) = &log {
                                 log.lock().expect("log").extend_from_slice(&buf[..n]);
+                            }
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
                             }
                         }
                         let _ = to.shutdown(std::net::Shutdown::Both);
@@ -567,11 +568,26 @@ fn metrics_count_the_open_update_streams() {
             .expect("the update_streams gauge")
     };
     assert_eq!(gauge(), 0);
-    let request = json!({"add": {"cm": {"resource-id": "routingcost-num"}}});
-    let mut a = open(&t.base, &request);
-    let mut b = open(&t.base, &request);
-    let _ = next(&mut *a);
-    let _ = next(&mut *b);
+    let addr = t.server.addr();
+    let body = r#"{"add": {"cm": {"resource-id": "routingcost-num"}}}"#;
+    let open = || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            s,
+            "POST /updates/stream HTTP/1.1\r\nHost: t\r\nContent-Type: {PARAMS}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send");
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).expect("status line");
+        assert_eq!(&head, b"HTTP/1.1 200");
+        s
+    };
+    let a = open();
+    let b = open();
     assert_eq!(gauge(), 2);
     drop(a);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -403,7 +403,7 @@ fn a_server_that_goes_silent_ends_the_stream_after_the_idle_timeout() {
     std::thread::spawn(move || {
         let started = std::time::Instant::now();
         let mut s = client
-            .open_stream_with(options, None)
+            .open_stream_with(options, &mut None)
             .expect("open")
             .expect("offered");
         let ended = s.next_map().map(|_| ());
@@ -528,7 +528,22 @@ fn a_resumed_stream_names_its_tags_and_gets_no_full_map_again() {
     let ended = s.next_map();
     assert!(ended.is_err(), "the cut ends the stream");
     assert!(s.resumable());
-    let mut s = client.reopen_stream(s).expect("reopen").expect("offered");
+    let mut held = Some(s);
+    // The server unreachable: the attempt fails and what the client holds is kept.
+    let gone = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let down = AltoClient::new(format!("http://{gone}/directory"));
+    assert!(down.reopen_stream(&mut held).is_err());
+    assert!(
+        held.is_some(),
+        "a failed attempt keeps the stream to resume"
+    );
+    let mut s = client
+        .reopen_stream(&mut held)
+        .expect("reopen")
+        .expect("offered");
+    assert!(held.is_none(), "taken by the new stream");
     let r = post(
         &format!("{}/admin/link-load", t.base),
         "application/json",

@@ -161,28 +161,33 @@ impl AltoClient {
     /// none. Blocks until the stream's headers came (not the first map: see
     /// [`UpdateStream::next_map`]).
     pub fn open_stream(&self) -> Result<Option<UpdateStream>, StreamError> {
-        self.open_stream_with(StreamOptions::default(), None)
+        self.open_stream_with(StreamOptions::default(), &mut None)
     }
 
-    /// Opens a stream again after `previous` ended. When `previous` only broke (its messages
-    /// all applied, see [`UpdateStream::resumable`]), its maps are kept and their tags sent:
-    /// the server skips the full message of every resource the client still holds, and the
-    /// next map is delivered only when something changed. Otherwise as
-    /// [`AltoClient::open_stream`], from full messages.
+    /// Opens a stream again after `previous` ended (with its options; as
+    /// [`AltoClient::open_stream`] when there is none). When `previous` only broke (its
+    /// messages all applied, see [`UpdateStream::resumable`]), its maps are kept and their
+    /// tags sent: the server skips the full message of every resource the client still holds,
+    /// and the next map is delivered only when something changed. Otherwise from full
+    /// messages. `previous` is taken only once the new stream is open: after a failed attempt
+    /// (the server still down) the next one can resume it.
     pub fn reopen_stream(
         &self,
-        previous: UpdateStream,
+        previous: &mut Option<UpdateStream>,
     ) -> Result<Option<UpdateStream>, StreamError> {
-        let options = previous.options;
-        let previous = previous.resumable().then_some(previous);
+        if previous.as_ref().is_some_and(|p| !p.resumable()) {
+            *previous = None;
+        }
+        let options = previous.as_ref().map(|p| p.options).unwrap_or_default();
         self.open_stream_with(options, previous)
     }
 
-    /// [`AltoClient::open_stream`] with options, resuming `previous` when given.
+    /// [`AltoClient::open_stream`] with options, resuming `previous` when it holds a stream of
+    /// the same resources (taken once the new stream is open).
     pub fn open_stream_with(
         &self,
         options: StreamOptions,
-        previous: Option<UpdateStream>,
+        previous: &mut Option<UpdateStream>,
     ) -> Result<Option<UpdateStream>, StreamError> {
         let ird_url = self.ird_url.clone();
         let ird: DirectoryMessage = match self.get(&ird_url, media::DIRECTORY, None)? {
@@ -200,16 +205,19 @@ impl AltoClient {
         };
         offer.url = self.resource_url(&uri)?;
         // What the previous stream holds, if it streamed the same resources from here.
-        let held = previous.filter(|p| {
+        let same = previous.as_ref().is_some_and(|p| {
             p.offer.url == offer.url
                 && p.offer.network_map == offer.network_map
                 && p.offer.cost_map == offer.cost_map
                 && p.offer.properties == offer.properties
         });
+        if !same {
+            *previous = None;
+        }
         let mut add = std::collections::BTreeMap::new();
         let req = |sub: &str, id: &str| AddUpdateReq {
             resource_id: id.to_string(),
-            tag: held.as_ref().and_then(|p| p.tags.get(sub).cloned()),
+            tag: previous.as_ref().and_then(|p| p.tags.get(sub).cloned()),
             incremental_changes: true,
             input: None,
         };
@@ -248,7 +256,7 @@ impl AltoClient {
             delivered: 0,
             control_uri: None,
         };
-        if let Some(p) = held {
+        if let Some(p) = previous.take() {
             // Its maps as last delivered (or being completed): the server sends what differs.
             stream.network_map = p.network_map;
             stream.cost_map = p.cost_map;

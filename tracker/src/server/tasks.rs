@@ -157,10 +157,8 @@ fn follow_stream(
             return;
         }
         let mut delivered = false;
-        let opened = match previous.take() {
-            Some(p) => client.reopen_stream(p),
-            None => client.open_stream(),
-        };
+        // Resumes the last stream (kept through failed attempts) or opens a new one.
+        let opened = client.reopen_stream(&mut previous);
         let result: Result<(), StreamError> = match opened {
             Ok(None) => {
                 tracing::debug!(

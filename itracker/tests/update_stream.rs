@@ -348,3 +348,270 @@ fn closing_ends_every_stream_and_refuses_new_ones() {
     assert_eq!(r.status, 503);
     assert!(r.content_type.starts_with("application/alto-error+json"));
 }
+
+/// Issue 17: a server that accepts the stream, sends its first event, then goes silent
+/// without closing (a host gone, a path cut): the client gives it up after its idle timeout
+/// instead of waiting forever.
+#[test]
+fn a_server_that_goes_silent_ends_the_stream_after_the_idle_timeout() {
+    let t = start("loopback.toml", |_| {});
+    let ird = get(&format!("{}/directory", t.base), &[]).body;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(4) {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            if request_line.starts_with("GET /directory") {
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/alto-directory+json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{ird}",
+                    ird.len()
+                );
+            } else {
+                // Headers and one event, then nothing, the connection left open.
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n{}",
+                    event(CONTROL, r#"{"control-uri": "/updates/control/x"}"#)
+                );
+                let _ = conn.flush();
+                let _ = held_tx.send(conn);
+            }
+        }
+    });
+    let client = AltoClient::new(format!("http://{addr}/directory"));
+    let idle = Duration::from_millis(300);
+    let options = p4p_itracker::client::StreamOptions { idle_timeout: idle };
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let mut s = client
+            .open_stream_with(options, &mut None)
+            .expect("open")
+            .expect("offered");
+        let ended = s.next_map().map(|_| ());
+        let _ = done_tx.send((ended, started.elapsed(), s.control_uri().map(String::from)));
+    });
+    let (ended, took, control) = done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the silent stream was never given up");
+    assert!(
+        matches!(ended, Err(StreamError::Idle(d)) if d == idle),
+        "{ended:?}"
+    );
+    assert!(took >= idle, "gave up after {took:?}, before the timeout");
+    assert_eq!(
+        control.as_deref(),
+        Some("/updates/control/x"),
+        "the event before the silence was read"
+    );
+    // The connection was still open on the server's side all along.
+    assert!(held_rx.try_recv().is_ok());
+}
+
+/// A loopback TCP proxy in front of a server: forwards every connection, records what the
+/// server sent on each, and can cut every connection open at once (a network failure that
+/// the server does not see as the client leaving cleanly).
+struct Proxy {
+    url: String,
+    conns: Conns,
+}
+
+/// The proxy's connections: the client side, and what the server sent on it.
+type Conns = std::sync::Arc<std::sync::Mutex<Vec<(std::net::TcpStream, Log)>>>;
+type Log = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+impl Proxy {
+    fn new(upstream: std::net::SocketAddr) -> Proxy {
+        use std::net::TcpStream;
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let conns: Conns = Arc::default();
+        let list = conns.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().take(64) {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    return;
+                };
+                let seen = Arc::new(Mutex::new(Vec::new()));
+                let pipe = |mut from: TcpStream, mut to: TcpStream, log: Option<Log>| {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            // Logged before it is forwarded: what the client read is logged.
+                            if let Some(log) = &log {
+                                log.lock().expect("log").extend_from_slice(&buf[..n]);
+                            }
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pipe(
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                    None,
+                );
+                pipe(
+                    server.try_clone().expect("clone"),
+                    client.try_clone().expect("clone"),
+                    Some(seen.clone()),
+                );
+                list.lock().expect("list").push((client, seen));
+            }
+        });
+        Proxy {
+            url: format!("http://{addr}/directory"),
+            conns,
+        }
+    }
+
+    /// Cuts every connection open now.
+    fn cut(&self) {
+        for (c, _) in self.conns.lock().expect("list").iter() {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// What the server sent on the last connection that answered with an event stream.
+    fn last_stream(&self) -> String {
+        let conns = self.conns.lock().expect("list");
+        conns
+            .iter()
+            .rev()
+            .map(|(_, seen)| String::from_utf8_lossy(&seen.lock().expect("log")).into_owned())
+            .find(|s| s.contains("text/event-stream"))
+            .unwrap_or_default()
+    }
+}
+
+/// Issue 17: a stream cut by the network is resumed with the tags of the maps held: the
+/// server sends no full map again (the client is current), and the next change arrives as a
+/// patch and is delivered.
+#[test]
+fn a_resumed_stream_names_its_tags_and_gets_no_full_map_again() {
+    let t = start("loopback.toml", |_| {});
+    let proxy = Proxy::new(t.server.addr());
+    let client = AltoClient::new(proxy.url.clone());
+    let mut s = client.open_stream().expect("open").expect("offered");
+    let first = s.next_map().expect("the first map");
+    let full = proxy.last_stream();
+    assert!(
+        full.contains("event: application/alto-costmap+json,cm\nid: "),
+        "{full}"
+    );
+    assert!(full.contains("event: application/alto-networkmap+json,nm\nid: "));
+
+    proxy.cut();
+    let ended = s.next_map();
+    assert!(ended.is_err(), "the cut ends the stream");
+    assert!(s.resumable());
+    let mut held = Some(s);
+    // The server unreachable: the attempt fails and what the client holds is kept.
+    let gone = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let down = AltoClient::new(format!("http://{gone}/directory"));
+    assert!(down.reopen_stream(&mut held).is_err());
+    assert!(
+        held.is_some(),
+        "a failed attempt keeps the stream to resume"
+    );
+    let mut s = client
+        .reopen_stream(&mut held)
+        .expect("reopen")
+        .expect("offered");
+    assert!(held.is_none(), "taken by the new stream");
+    let r = post(
+        &format!("{}/admin/link-load", t.base),
+        "application/json",
+        r#"{"links": [{"from": "a1", "to": "a2", "utilisation": 0.95}]}"#,
+        &[("Authorization", &bearer())],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let next = s.next_map().expect("the change, delivered");
+    assert_eq!(next.pids, first.pids);
+    assert!(
+        !next.costs().eq(first.costs()),
+        "the link load changed a cost"
+    );
+    let resumed = proxy.last_stream();
+    assert!(
+        resumed.contains("event: application/merge-patch+json,cm"),
+        "{resumed}"
+    );
+    for full in [
+        "alto-networkmap+json,nm",
+        "alto-costmap+json,cm",
+        "alto-propmap+json,pm",
+    ] {
+        assert!(!resumed.contains(full), "{full} sent again:\n{resumed}");
+    }
+}
+
+/// Issue 17: `/metrics` counts the update streams open.
+#[test]
+fn metrics_count_the_open_update_streams() {
+    let t = start("loopback.toml", |_| {});
+    let gauge = || -> i64 {
+        let text = get(&format!("{}/metrics", t.base), &[]).body;
+        text.lines()
+            .find_map(|l| l.strip_prefix("p4p_itracker_update_streams "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the update_streams gauge")
+    };
+    assert_eq!(gauge(), 0);
+    let addr = t.server.addr();
+    let body = r#"{"add": {"cm": {"resource-id": "routingcost-num"}}}"#;
+    let open = || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            s,
+            "POST /updates/stream HTTP/1.1\r\nHost: t\r\nContent-Type: {PARAMS}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send");
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).expect("status line");
+        assert_eq!(&head, b"HTTP/1.1 200");
+        s
+    };
+    let a = open();
+    let b = open();
+    assert_eq!(gauge(), 2);
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while gauge() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed stream is still counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(b);
+}

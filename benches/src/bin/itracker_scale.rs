@@ -12,7 +12,9 @@
 //! - `POST /endpointcost/lookup` 1 x 1 and 1,000 x 1,000 (to the last byte);
 //! - `POST /admin/link-load` (one link, and 100 links): recompute and swap, to the answer;
 //! - `PUT /admin/topology` with the same file (validate, recompute, rewrite, swap);
-//! - the server's resident memory (VmRSS) after start and at the end, and its peak (VmHWM).
+//! - the server's resident memory (VmRSS) after start and at the end, and its peak (VmHWM);
+//!   and the peak during each step (`[peak N MB]`: VmHWM reset through `/proc/<pid>/clear_refs`
+//!   before the step, read after it), to see which step sets the overall peak.
 //!
 //! `cargo build --release -p p4p-itracker -p p4p-benches` then
 //! `target/release/itracker_scale --pids 2000 --prefixes 250000` (`--itracker PATH` to measure
@@ -115,6 +117,7 @@ fn run(cli: &Cli, binary: &Path, dir: &Path) -> anyhow::Result<()> {
         format!("{} ({} CPU)", secs(t.elapsed()), secs(server.cpu())),
     ));
     rows.push(Row("RSS after start".into(), server.memory()?));
+    server.reset_peak();
     measure(cli, &server, &isp, &topo, &mut rows)?;
     rows.push(Row("RSS at the end (peak)".into(), server.memory()?));
     println!(
@@ -212,6 +215,7 @@ fn measure(
                 plain.bytes as f64 / 1e6
             ),
         ));
+        server.mark_peak(rows);
         rows.push(Row(
             format!("{name}, gzip accepted"),
             format!(
@@ -222,10 +226,12 @@ fn measure(
                 gz.encoding
             ),
         ));
+        server.mark_peak(rows);
         rows.push(Row(
             format!("{name}, If-None-Match"),
             format!("{} ({})", ms(cond.total), cond.status),
         ));
+        server.mark_peak(rows);
     }
     let names = &isp.pid_names;
     let (src, dst) = (&names[isp.internal - 1], &names[isp.internal / 2]);
@@ -261,6 +267,7 @@ fn measure(
             format!("POST {label}"),
             format!("{} ({}, {} B)", ms(r.total), r.status, r.bytes),
         ));
+        server.mark_peak(rows);
     }
     for n in [1usize, 1000] {
         let addrs = |skip: usize| -> String {
@@ -297,6 +304,7 @@ fn measure(
                 r.bytes as f64 / 1e6
             ),
         ));
+        server.mark_peak(rows);
     }
     for n in [1usize, 100] {
         let loads: Vec<String> = (0..n)
@@ -318,6 +326,7 @@ fn measure(
                 ms(server.cpu().saturating_sub(cpu) / k as u32)
             ),
         ));
+        server.mark_peak(rows);
     }
     let text = std::fs::read(topo)?;
     let cpu = server.cpu();
@@ -332,6 +341,7 @@ fn measure(
             ms(server.cpu().saturating_sub(cpu) / k as u32)
         ),
     ));
+    server.mark_peak(rows);
     Ok(())
 }
 
@@ -370,6 +380,27 @@ impl Server {
     /// CPU time (user + system) the server process has used so far.
     fn cpu(&self) -> Duration {
         cpu_time(&self.child.id().to_string()).unwrap_or_default()
+    }
+
+    /// Resets the process's peak RSS (`VmHWM`) to its current RSS (Linux: `5` into
+    /// `clear_refs`), so that the next reading is the peak of what follows.
+    fn reset_peak(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
+    }
+
+    /// Appends the peak RSS since the last reset to the last row, then resets it.
+    fn mark_peak(&self, rows: &mut [Row]) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let hwm = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok());
+        if let (Some(kb), Some(Row(_, value))) = (hwm, rows.last_mut()) {
+            value.push_str(&format!(" [peak {:.0} MB]", kb / 1024.0));
+        }
+        self.reset_peak();
     }
 
     /// `VmRSS` and `VmHWM` of the server process.

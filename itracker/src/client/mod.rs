@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use combine::{combine, try_combine};
 pub use map::{IspMap, IspPid};
-pub use stream::{StreamError, UpdateStream};
+pub use stream::{StreamError, StreamOptions, UpdateStream, DEFAULT_IDLE_TIMEOUT};
 
 use self::http::{read_json, Got};
 use self::map::{parse_cost_map, pid_index, ParsedCostMap};

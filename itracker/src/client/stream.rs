@@ -8,6 +8,11 @@
 //! Anything unexpected (an event that is not JSON, names a substream not asked for, a patch
 //! before any full message, a map that fails validation, the server stopping a substream)
 //! ends the stream with an error: the caller reconnects and starts again from full messages.
+//! A stream that only broke (the connection dropped, the server went silent) is resumed
+//! instead ([`AltoClient::reopen_stream`]): the client names the version it holds of each
+//! resource (`tag`, learnt from each event's SSE `id`), and the server sends only what
+//! changed since. A server that sends nothing, not even its keep-alives, for
+//! [`StreamOptions::idle_timeout`] counts as gone ([`StreamError::Idle`]).
 //! Blocking (ureq): run it on its own thread.
 
 use std::io::BufRead;
@@ -58,6 +63,31 @@ pub enum StreamError {
     /// The server ended the stream.
     #[error("the update stream ended")]
     Ended,
+    /// Nothing came, not even a keep-alive, for this long: the server or the path to it is
+    /// gone without closing the connection.
+    #[error("no data on the update stream for {0:?} (keep-alives missing): presumed dead")]
+    Idle(Duration),
+}
+
+/// How long a stream may stay silent before the client gives it up: three of the iTracker's
+/// 15 s keep-alive intervals.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// How an update stream is followed.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamOptions {
+    /// No byte for this long ends the stream with [`StreamError::Idle`] (a socket read
+    /// timeout: a server that vanished without closing must not leave the reader waiting
+    /// forever). Default [`DEFAULT_IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
 }
 
 impl StreamError {
@@ -76,6 +106,18 @@ struct Offer {
     network_map: String,
     cost_map: String,
     properties: Option<String>,
+}
+
+/// Whether a read failed because the socket read timeout ran out (ureq wraps its own
+/// timeout error in the `io::Error` its body reader returns).
+fn is_read_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    ) || e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
 }
 
 fn offer(ird: &DirectoryMessage) -> Result<Option<(String, Offer)>, ClientError> {
@@ -119,6 +161,34 @@ impl AltoClient {
     /// none. Blocks until the stream's headers came (not the first map: see
     /// [`UpdateStream::next_map`]).
     pub fn open_stream(&self) -> Result<Option<UpdateStream>, StreamError> {
+        self.open_stream_with(StreamOptions::default(), &mut None)
+    }
+
+    /// Opens a stream again after `previous` ended (with its options; as
+    /// [`AltoClient::open_stream`] when there is none). When `previous` only broke (its
+    /// messages all applied, see [`UpdateStream::resumable`]), its maps are kept and their
+    /// tags sent: the server skips the full message of every resource the client still holds,
+    /// and the next map is delivered only when something changed. Otherwise from full
+    /// messages. `previous` is taken only once the new stream is open: after a failed attempt
+    /// (the server still down) the next one can resume it.
+    pub fn reopen_stream(
+        &self,
+        previous: &mut Option<UpdateStream>,
+    ) -> Result<Option<UpdateStream>, StreamError> {
+        if previous.as_ref().is_some_and(|p| !p.resumable()) {
+            *previous = None;
+        }
+        let options = previous.as_ref().map(|p| p.options).unwrap_or_default();
+        self.open_stream_with(options, previous)
+    }
+
+    /// [`AltoClient::open_stream`] with options, resuming `previous` when it holds a stream of
+    /// the same resources (taken once the new stream is open).
+    pub fn open_stream_with(
+        &self,
+        options: StreamOptions,
+        previous: &mut Option<UpdateStream>,
+    ) -> Result<Option<UpdateStream>, StreamError> {
         let ird_url = self.ird_url.clone();
         let ird: DirectoryMessage = match self.get(&ird_url, media::DIRECTORY, None)? {
             super::http::Got::Fresh(mut res, url) => {
@@ -134,17 +204,27 @@ impl AltoClient {
             return Ok(None);
         };
         offer.url = self.resource_url(&uri)?;
+        // What the previous stream holds, if it streamed the same resources from here.
+        let same = previous.as_ref().is_some_and(|p| {
+            p.offer.url == offer.url
+                && p.offer.network_map == offer.network_map
+                && p.offer.cost_map == offer.cost_map
+                && p.offer.properties == offer.properties
+        });
+        if !same {
+            *previous = None;
+        }
         let mut add = std::collections::BTreeMap::new();
-        let req = |id: &str| AddUpdateReq {
+        let req = |sub: &str, id: &str| AddUpdateReq {
             resource_id: id.to_string(),
-            tag: None,
+            tag: previous.as_ref().and_then(|p| p.tags.get(sub).cloned()),
             incremental_changes: true,
             input: None,
         };
-        add.insert(NM.to_string(), req(&offer.network_map));
-        add.insert(CM.to_string(), req(&offer.cost_map));
+        add.insert(NM.to_string(), req(NM, &offer.network_map));
+        add.insert(CM.to_string(), req(CM, &offer.cost_map));
         if let Some(pm) = &offer.properties {
-            add.insert(PM.to_string(), req(pm));
+            add.insert(PM.to_string(), req(PM, pm));
         }
         let body = serde_json::to_vec(&UpdateStreamParams {
             add,
@@ -154,30 +234,49 @@ impl AltoClient {
             url: offer.url.clone(),
             source,
         })?;
-        let reader = self.post_stream(&offer.url, &body)?;
+        let reader = self.post_stream(&offer.url, &body, options.idle_timeout)?;
         let limit = self
             .limits
             .max_cost_map_bytes
             .max(self.limits.max_network_map_bytes)
             .max(self.limits.max_property_map_bytes);
-        Ok(Some(UpdateStream {
+        let mut stream = UpdateStream {
             reader,
             limit,
             max_pids: self.limits.max_pids,
             fallback_isp: host_of(&self.ird_url),
             offer,
+            options,
             network_map: None,
             cost_map: None,
             properties: None,
+            tags: std::collections::BTreeMap::new(),
             dirty: false,
+            broken: false,
             delivered: 0,
             control_uri: None,
-        }))
+        };
+        if let Some(p) = previous.take() {
+            // Its maps as last delivered (or being completed): the server sends what differs.
+            stream.network_map = p.network_map;
+            stream.cost_map = p.cost_map;
+            stream.properties = p.properties;
+            stream.tags = p.tags;
+            stream.dirty = p.dirty;
+            stream.delivered = p.delivered;
+        }
+        Ok(Some(stream))
     }
 
     /// POSTs the stream request; the response's body is read as it comes, without the
     /// agent's whole-request timeout (a stream lasts).
-    fn post_stream(&self, url: &str, body: &[u8]) -> Result<Box<dyn BufRead + Send>, StreamError> {
+    /// `idle`: the socket read timeout (see [`StreamOptions::idle_timeout`]).
+    fn post_stream(
+        &self,
+        url: &str,
+        body: &[u8],
+        idle: Duration,
+    ) -> Result<Box<dyn BufRead + Send>, StreamError> {
         let mut req = self
             .agent
             .post(url)
@@ -187,6 +286,7 @@ impl AltoClient {
             .timeout_global(None)
             .timeout_per_call(None)
             .timeout_recv_body(None)
+            .timeout_per_read(Some(idle))
             .timeout_connect(Some(Duration::from_secs(10)))
             .timeout_recv_response(Some(Duration::from_secs(10)))
             .build()
@@ -233,11 +333,16 @@ pub struct UpdateStream {
     max_pids: usize,
     fallback_isp: String,
     offer: Offer,
+    options: StreamOptions,
     network_map: Option<Value>,
     cost_map: Option<Value>,
     properties: Option<Value>,
+    /// Substream id -> the tag of the version held (the SSE `id` of the last event applied).
+    tags: std::collections::BTreeMap<&'static str, String>,
     /// Something changed since the last map delivered.
     dirty: bool,
+    /// An event or the map it made was refused: what is held may be wrong, never resumed.
+    broken: bool,
     delivered: u64,
     control_uri: Option<String>,
 }
@@ -263,18 +368,45 @@ impl UpdateStream {
     }
 
     /// Blocks until the maps are consistent with a change applied, and returns the new map.
-    /// Any error ends the stream (reconnect to resynchronise).
+    /// Any error ends the stream (reconnect to resynchronise, or resume with
+    /// [`AltoClient::reopen_stream`]).
     pub fn next_map(&mut self) -> Result<IspMap, StreamError> {
         loop {
-            let event = sse::read_event(&mut self.reader, self.limit)?.ok_or(StreamError::Ended)?;
-            self.apply(&event)?;
-            if self.dirty && self.consistent() {
-                let map = self.build()?;
-                self.dirty = false;
-                self.delivered += 1;
-                return Ok(map);
+            let event = match sse::read_event(&mut self.reader, self.limit) {
+                Ok(Some(event)) => event,
+                Ok(None) => return Err(StreamError::Ended),
+                Err(EventError::Io(e)) if is_read_timeout(&e) => {
+                    return Err(StreamError::Idle(self.options.idle_timeout))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let built = self.apply(&event).and_then(|()| {
+                if self.dirty && self.consistent() {
+                    self.build().map(Some)
+                } else {
+                    Ok(None)
+                }
+            });
+            match built {
+                Ok(Some(map)) => {
+                    self.dirty = false;
+                    self.delivered += 1;
+                    return Ok(map);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
             }
         }
+    }
+
+    /// Whether a new stream may start from what this one holds: every event it received
+    /// applied and made a valid map (it ended by a transport failure, silence, or the server
+    /// closing it), so its tags name versions it really holds.
+    pub fn resumable(&self) -> bool {
+        !self.broken
     }
 
     fn apply(&mut self, event: &sse::Event) -> Result<(), StreamError> {
@@ -327,6 +459,15 @@ impl UpdateStream {
         } else {
             return Err(StreamError::garbage(name, "unexpected media type"));
         }
+        let sub: &'static str = match sub {
+            NM => NM,
+            CM => CM,
+            _ => PM,
+        };
+        match &event.id {
+            Some(tag) => self.tags.insert(sub, tag.clone()),
+            None => self.tags.remove(sub),
+        };
         self.dirty = true;
         Ok(())
     }

@@ -34,60 +34,96 @@ pub fn p_distances(pids: &[Pid], links: &[Link], d: &CostDefaults) -> CostMatrix
 /// (the dense search with a link scan per step it replaces took minutes at 2,000 PIDs).
 /// [`Routing::costs`] then sums link costs along these paths in one pass per source, with no
 /// heap: a link-load recomputes costs without searching again.
+///
+/// Kept compact, as every topology version holds one (and an update holds two): per source
+/// the visiting order (`u16` PID indices), one bit per intradomain link saying whether it
+/// lies on a shortest path from that source, and the routing distances to the few PIDs that
+/// egress links leave from (what the interdomain rule compares). At 2,000 PIDs that is about
+/// 10 MB where the full distance matrix with `u32` orders took 48 MB. Valid for the links it
+/// was made from: their prices may change, never their weights or ends.
 #[derive(Debug)]
 pub struct Routing {
     n: usize,
-    /// `dist[s * n + t]`: routing distance from internal PID `s` (infinite: unreachable,
-    /// and every row of an external PID).
-    dist: Vec<f64>,
-    /// `order[s * n ..][.. reached[s]]`: the PIDs `s` reaches, nearest first.
-    order: Vec<u32>,
+    /// `order[s * n ..][.. reached[s]]`: the PIDs `s` reaches, nearest first (`s` first).
+    order: Vec<u16>,
     reached: Vec<u32>,
+    /// Bit `k` of source `s`'s `words` words: the `k`-th intradomain link (in link order)
+    /// is on a shortest path from `s` (it ends nearer than it starts by exactly its weight).
+    on_path: Vec<u64>,
+    words: usize,
+    /// PIDs that egress links leave from, ascending.
+    origins: Vec<usize>,
+    /// `origin_dist[s * origins.len() + i]`: routing distance from `s` to `origins[i]`.
+    origin_dist: Vec<f64>,
+}
+
+/// One thread's share of [`Routing::new`]: the rows of sources `lo..hi`.
+struct RoutingRows {
+    order: Vec<u16>,
+    reached: Vec<u32>,
+    on_path: Vec<u64>,
+    origin_dist: Vec<f64>,
 }
 
 impl Routing {
     /// Shortest routing distances from every internal PID over the intradomain links.
+    ///
+    /// # Panics
+    /// With more than 65,536 PIDs (indices are kept as `u16`; a [`super::Topology`] refuses
+    /// such maps before routing them).
     pub fn new(pids: &[Pid], links: &[Link]) -> Routing {
         let n = pids.len();
+        assert!(n <= 1 << 16, "Routing: {n} PIDs, at most 65,536");
         let mut out: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
+        let mut weighted: Vec<(usize, usize, f64)> = Vec::new();
         for link in links {
             if let Some(w) = link.weight {
                 out[link.from].push((link.to, w));
+                weighted.push((link.from, link.to, w));
             }
         }
-        let mut r = Routing {
-            n,
-            dist: vec![f64::INFINITY; n * n],
-            order: vec![0; n * n],
-            reached: vec![0; n],
-        };
+        let mut origins: Vec<usize> = links
+            .iter()
+            .filter(|l| l.weight.is_none())
+            .map(|l| l.from)
+            .collect();
+        origins.sort_unstable();
+        origins.dedup();
+        let words = weighted.len().div_ceil(64);
         // Sources are independent: split them over the cores (each thread owns whole rows).
         let threads = std::thread::available_parallelism()
             .map_or(1, |t| t.get())
             .min(n / 256 + 1);
         let rows = n.div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            let chunks = r
-                .dist
-                .chunks_mut(rows * n.max(1))
-                .zip(r.order.chunks_mut(rows * n.max(1)))
-                .zip(r.reached.chunks_mut(rows));
-            for (i, ((dist, order), reached)) in chunks.enumerate() {
-                let out = &out;
-                scope.spawn(move || {
-                    let mut heap = std::collections::BinaryHeap::new();
-                    for (k, reached) in reached.iter_mut().enumerate() {
-                        let s = i * rows + k;
-                        if pids[s].kind == PidKind::External {
-                            continue;
-                        }
-                        let dist = &mut dist[k * n..(k + 1) * n];
-                        let order = &mut order[k * n..(k + 1) * n];
-                        *reached = search(out, s, dist, order, &mut heap);
-                    }
-                });
-            }
+        let parts: Vec<RoutingRows> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..n)
+                .step_by(rows)
+                .map(|lo| {
+                    let hi = (lo + rows).min(n);
+                    let (out, weighted, origins) = (&out, &weighted, &origins);
+                    scope.spawn(move || route_rows(pids, out, weighted, origins, words, lo..hi))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
         });
+        let mut r = Routing {
+            n,
+            order: Vec::with_capacity(n * n),
+            reached: Vec::with_capacity(n),
+            on_path: Vec::with_capacity(n * words),
+            words,
+            origin_dist: Vec::with_capacity(n * origins.len()),
+            origins,
+        };
+        for part in parts {
+            r.order.extend_from_slice(&part.order);
+            r.reached.extend_from_slice(&part.reached);
+            r.on_path.extend_from_slice(&part.on_path);
+            r.origin_dist.extend_from_slice(&part.origin_dist);
+        }
         r
     }
 
@@ -96,30 +132,46 @@ impl Routing {
     /// PID from its neighbours one step nearer, exactly as the search would have summed them.
     pub fn costs(&self, pids: &[Pid], links: &[Link], d: &CostDefaults) -> CostMatrix {
         let n = self.n;
-        let mut inbound: Vec<Vec<(usize, f64, f64)>> = vec![Vec::new(); n];
+        // Inbound intradomain links: (from, bit index, cost).
+        let mut inbound: Vec<Vec<(usize, usize, f64)>> = vec![Vec::new(); n];
         let mut egress: Vec<Vec<&Link>> = vec![Vec::new(); n];
+        let mut k = 0;
         for link in links {
             match link.weight {
-                Some(w) => inbound[link.to].push((link.from, w, link.cost(d))),
+                Some(_) => {
+                    inbound[link.to].push((link.from, k, link.cost(d)));
+                    k += 1;
+                }
                 None => egress[link.to].push(link),
             }
         }
         let mut costs = vec![d.interdomain; n * n];
         let mut cost = vec![f64::INFINITY; n];
+        let mut reached = vec![false; n];
+        // Routing distances to the egress origins only: all `interdomain_cost` looks at.
+        let mut dist = vec![f64::INFINITY; n];
+        let k_origins = self.origins.len();
         for s in 0..n {
             if pids[s].kind == PidKind::External {
                 costs[s * n + s] = d.interdomain;
                 continue;
             }
-            let dist = &self.dist[s * n..(s + 1) * n];
             let order = &self.order[s * n..s * n + self.reached[s] as usize];
+            let bits = &self.on_path[s * self.words..(s + 1) * self.words];
+            let on_path = |k: usize| bits[k / 64] & (1 << (k % 64)) != 0;
+            for (i, &o) in self.origins.iter().enumerate() {
+                dist[o] = self.origin_dist[s * k_origins + i];
+            }
             cost.fill(f64::INFINITY);
+            reached.fill(false);
             cost[s] = 0.0;
+            reached[s] = true;
             for &v in order.iter().skip(1) {
-                let v = v as usize;
+                let v = usize::from(v);
+                reached[v] = true;
                 cost[v] = inbound[v]
                     .iter()
-                    .filter(|&&(u, w, _)| dist[u] < dist[v] && dist[u] + w == dist[v])
+                    .filter(|&&(_, k, _)| on_path(k))
                     .map(|&(u, _, c)| cost[u] + c)
                     .fold(f64::INFINITY, f64::min);
             }
@@ -127,14 +179,57 @@ impl Routing {
             for (t, slot) in row.iter_mut().enumerate() {
                 *slot = match pids[t].kind {
                     _ if s == t => d.intra_pid,
-                    PidKind::Internal if dist[t].is_finite() => cost[t],
+                    PidKind::Internal if reached[t] => cost[t],
                     PidKind::Internal => d.inter_pid,
-                    PidKind::External => interdomain_cost(d, &egress[t], dist, &cost, s),
+                    PidKind::External => interdomain_cost(d, &egress[t], &dist, &cost, s),
                 };
             }
         }
         CostMatrix { n, costs }
     }
+}
+
+/// [`Routing::new`] for the sources `range`: a search from each internal one, kept compact.
+fn route_rows(
+    pids: &[Pid],
+    out: &[Vec<(usize, f64)>],
+    weighted: &[(usize, usize, f64)],
+    origins: &[usize],
+    words: usize,
+    range: std::ops::Range<usize>,
+) -> RoutingRows {
+    let n = pids.len();
+    let rows = range.len();
+    let mut part = RoutingRows {
+        order: vec![0; rows * n],
+        reached: vec![0; rows],
+        on_path: vec![0; rows * words],
+        origin_dist: vec![f64::INFINITY; rows * origins.len()],
+    };
+    let mut heap = std::collections::BinaryHeap::new();
+    let mut dist = vec![f64::INFINITY; n];
+    for (k, s) in range.enumerate() {
+        if pids[s].kind == PidKind::External {
+            continue;
+        }
+        let order = &mut part.order[k * n..(k + 1) * n];
+        let reached = search(out, s, &mut dist, order, &mut heap);
+        part.reached[k] = reached;
+        let bits = &mut part.on_path[k * words..(k + 1) * words];
+        for (i, &(u, v, w)) in weighted.iter().enumerate() {
+            if dist[u] < dist[v] && dist[u] + w == dist[v] {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        let row = &mut part.origin_dist[k * origins.len()..(k + 1) * origins.len()];
+        for (slot, &o) in row.iter_mut().zip(origins) {
+            *slot = dist[o];
+        }
+        for &v in &order[..reached as usize] {
+            dist[usize::from(v)] = f64::INFINITY;
+        }
+    }
+    part
 }
 
 impl CostMatrix {
@@ -185,7 +280,7 @@ fn search(
     out: &[Vec<(usize, f64)>],
     s: usize,
     dist: &mut [f64],
-    order: &mut [u32],
+    order: &mut [u16],
     heap: &mut std::collections::BinaryHeap<Tentative>,
 ) -> u32 {
     let mut reached = 0;
@@ -197,7 +292,8 @@ fn search(
         if d > dist[u] {
             continue;
         }
-        order[reached] = u as u32;
+        // `u` < 65,536 (checked in `Routing::new`).
+        order[reached] = u as u16;
         reached += 1;
         for &(v, w) in &out[u] {
             let nd = d + w;

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub pids: Gauge,
     /// Links in the served topology.
     pub links: Gauge,
+    /// Update streams (RFC 8895) open now.
+    pub update_streams: Gauge,
 }
 
 impl Default for Metrics {
@@ -28,6 +30,7 @@ impl Default for Metrics {
         let requests = Family::<Labels, Counter>::default();
         let updates = Family::<Labels, Counter>::default();
         let (pids, links) = (Gauge::default(), Gauge::default());
+        let update_streams = Gauge::default();
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -40,12 +43,18 @@ impl Default for Metrics {
         );
         registry.register("pids", "PIDs in the served network map", pids.clone());
         registry.register("links", "Links in the served topology", links.clone());
+        registry.register(
+            "update_streams",
+            "Update streams (RFC 8895) open now",
+            update_streams.clone(),
+        );
         Self {
             registry,
             requests,
             updates,
             pids,
             links,
+            update_streams,
         }
     }
 }

@@ -170,7 +170,7 @@ impl AppState {
         record_gauges(&metrics, &served);
         Ok(AppState {
             current: ArcSwap::from(served.clone()),
-            updates: stream::Hub::new(served),
+            updates: stream::Hub::new(served, metrics.update_streams.clone()),
             writer: Mutex::new(()),
             asn,
             topology_path: config.topology.clone(),

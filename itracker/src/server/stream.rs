@@ -19,6 +19,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
+use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -106,6 +107,8 @@ type Control = (UpdateStreamParams, oneshot::Sender<Result<(), FieldError>>);
 pub struct Hub {
     tx: watch::Sender<Arc<Update>>,
     open: Arc<AtomicUsize>,
+    /// `open`, as the `update_streams` gauge in /metrics.
+    open_gauge: Gauge,
     controls: Mutex<HashMap<String, mpsc::Sender<Control>>>,
     ids: RandomState,
     /// Turns true when the server stops: every stream ends (a graceful stop would otherwise
@@ -114,8 +117,9 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub serving `served` until the next [`Hub::publish`].
-    pub fn new(served: Arc<Served>) -> Hub {
+    /// A hub serving `served` until the next [`Hub::publish`]; `open_gauge` follows the
+    /// number of open streams.
+    pub fn new(served: Arc<Served>, open_gauge: Gauge) -> Hub {
         let (tx, _) = watch::channel(Arc::new(Update {
             seq: 0,
             served,
@@ -124,6 +128,7 @@ impl Hub {
         Hub {
             tx,
             open: Arc::new(AtomicUsize::new(0)),
+            open_gauge,
             controls: Mutex::new(HashMap::new()),
             ids: RandomState::new(),
             closing: watch::channel(false).0,
@@ -253,6 +258,7 @@ impl Drop for OpenGuard {
         let hub = &self.state.updates;
         hub.controls().remove(&self.control_id);
         hub.open.fetch_sub(1, Ordering::Relaxed);
+        hub.open_gauge.dec();
     }
 }
 
@@ -339,6 +345,7 @@ async fn open_stream(
             "too many update streams open; retry later",
         ));
     }
+    hub.open_gauge.inc();
     let control_id = hub.new_control_id();
     let guard = OpenGuard {
         state: state.clone(),
@@ -412,10 +419,11 @@ fn emit_sub(out: &Out, id: &str, sub: &mut Sub, update: &Update, follows: bool) 
         ),
     };
     sub.sent = Some(now.etag.clone());
+    let name = sse::event_name(kind, Some(id));
     emit(
         out,
         [
-            Bytes::from(sse::frame_start(&sse::event_name(kind, Some(id)))),
+            Bytes::from(sse::frame_start_tagged(&name, now.etag.trim_matches('"'))),
             data,
             Bytes::from_static(sse::FRAME_END),
         ],
@@ -603,4 +611,45 @@ pub(super) async fn close_on_signal(state: Arc<AppState>) {
         _ = int.recv() => {}
     }
     state.close_update_streams();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_out() -> (Out, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(BUFFER_CHUNKS);
+        let queued = Arc::new(AtomicUsize::new(0));
+        (Out { tx, queued }, rx)
+    }
+
+    /// A reader that takes nothing: once its buffer holds [`BUFFER_CHUNKS`] chunks, the next
+    /// message is refused (the stream then ends), and a reader that catches up is served again.
+    #[test]
+    fn a_reader_that_takes_nothing_is_closed_once_its_buffer_is_full() {
+        let (out, mut rx) = new_out();
+        let chunk = || [Bytes::from_static(b": keep-alive\n\n")];
+        for i in 0..BUFFER_CHUNKS {
+            assert!(emit(&out, chunk()), "chunk {i} fits");
+        }
+        assert!(!emit(&out, chunk()), "one chunk too many");
+        let (a, b) = new_out();
+        drop(b);
+        assert!(!emit(&a, chunk()), "a reader gone is refused too");
+        while rx.try_recv().is_ok() {}
+        out.queued.store(0, Ordering::Relaxed);
+        assert!(emit(&out, chunk()), "room again");
+    }
+
+    /// The byte bound: a message that would take the queue past [`MAX_QUEUED_BYTES`] is
+    /// refused, but a lone one of any size always goes (a full map must reach a new stream).
+    #[test]
+    fn queued_bytes_are_bounded_but_a_lone_message_always_fits() {
+        let big = Bytes::from(vec![b'x'; MAX_QUEUED_BYTES]);
+        let (out, _rx) = new_out();
+        assert!(emit(&out, [big.clone()]), "alone, it fits");
+        let (out, _rx) = new_out();
+        assert!(emit(&out, [Bytes::from_static(b"x")]));
+        assert!(!emit(&out, [big]), "behind another, it is too much");
+    }
 }

@@ -13,12 +13,15 @@
 //! ([`follow_stream`]) and hands each new map to the same combine-and-swap step a polling round
 //! ends with, so a re-priced link reaches the answers within a round trip. Polling keeps
 //! running as the fallback; a failed stream is retried with backoff (1 s doubling to 60 s),
-//! logged at most once per backoff step, and counted (`topology_stream_*` in /metrics).
+//! logged at most once per backoff step, and counted (`topology_stream_*` in /metrics). A
+//! stream silent for 45 s (three of the iTracker's keep-alive intervals) counts as failed; a
+//! stream that only broke is resumed with the tags of the maps held, so an iTracker that did
+//! not change sends no full map again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use p4p_itracker::client::{combine, AltoClient, FetchOutcome, IspMap, StreamError};
+use p4p_itracker::client::{combine, AltoClient, FetchOutcome, IspMap, StreamError, UpdateStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::service::Tracker;
@@ -147,12 +150,16 @@ fn follow_stream(
     const FIRST: Duration = Duration::from_secs(1);
     const MAX: Duration = Duration::from_secs(60);
     let mut backoff = FIRST;
+    // The last stream, to resume from (its maps and their tags).
+    let mut previous: Option<UpdateStream> = None;
     loop {
         if out.is_closed() {
             return;
         }
         let mut delivered = false;
-        let result: Result<(), StreamError> = match client.open_stream() {
+        // Resumes the last stream (kept through failed attempts) or opens a new one.
+        let opened = client.reopen_stream(&mut previous);
+        let result: Result<(), StreamError> = match opened {
             Ok(None) => {
                 tracing::debug!(
                     url = client.ird_url(),
@@ -177,6 +184,7 @@ fn follow_stream(
                     }
                 };
                 tracker.metrics.topology_stream_connected.dec();
+                previous = Some(stream);
                 Err(ended)
             }
             Err(e) => Err(e),

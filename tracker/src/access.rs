@@ -534,6 +534,18 @@ pub async fn watch(tracker: Arc<Tracker>, mut shutdown: signal::Receiver<bool>) 
 }
 
 #[cfg(test)]
+impl AccessControl {
+    /// Puts `hashes` in use under `generation` as is (the tracker swaps through
+    /// [`Tracker::swap_access_list`], which numbers the lists): the store's tests use it to hand
+    /// an announce a list that disagrees with the generation a swarm holds.
+    pub(crate) fn put_for_test(&self, hashes: &[InfoHash], generation: u16) {
+        let mut list = AccessList::from_hashes(hashes);
+        list.generation = generation;
+        self.list.store(Arc::new(list));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

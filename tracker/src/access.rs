@@ -625,4 +625,92 @@ mod tests {
         assert_eq!(std::fs::read(&path).expect("read"), b"new");
         let _ = std::fs::remove_file(&path);
     }
+
+    /// A tracker over the memory store with an access list in `mode` read from a file of its
+    /// own listing `listed`.
+    fn tracker_with(tag: &str, mode: AccessMode, listed: &[&str]) -> (Tracker, PathBuf) {
+        let path = std::env::temp_dir().join(format!("p4p-access-{tag}-{}", std::process::id()));
+        std::fs::write(&path, listed.join("\n")).expect("write the list");
+        let mut config = crate::config::Config::default();
+        config.access_list.file = Some(path.clone());
+        config.access_list.mode = mode;
+        let tracker = Tracker::new(
+            config,
+            crate::clock::Clock::new(),
+            p4p_itracker::Snapshot::single_pid(),
+            true,
+        );
+        tracker.load_access_list().expect("the list loads");
+        (tracker, path)
+    }
+
+    async fn announce(
+        tracker: &Tracker,
+        ws: &mut crate::service::Workspace,
+        hash: InfoHash,
+        peer: &str,
+    ) -> Result<crate::types::SwarmStats, crate::swarm::StoreError> {
+        let a = crate::types::Announce {
+            info_hash: hash,
+            peer: peer.parse().expect("socket address"),
+            event: crate::types::Event::Started,
+            left: 5,
+            numwant: 10,
+        };
+        tracker.announce(&a, crate::types::Families::Both, ws).await
+    }
+
+    #[tokio::test]
+    async fn reloads_decide_the_next_announce_to_an_existing_swarm() {
+        let b = "b".repeat(40);
+        let c = "c".repeat(40);
+        let (listed, other) = (InfoHash([0xbb; 20]), InfoHash([0xcc; 20]));
+        let (tracker, path) = tracker_with("reload-allow", AccessMode::Allow, &[&b]);
+        let mut ws = crate::service::Workspace::default();
+        assert!(announce(&tracker, &mut ws, listed, "10.0.0.1:1").await.is_ok());
+        let refused = announce(&tracker, &mut ws, other, "10.0.0.1:1").await;
+        assert_eq!(refused, Err(crate::swarm::StoreError::NotAllowed));
+        // A reload that drops the torrent refuses the next announce to its swarm; the swarm
+        // keeps its peers until they expire, and a scrape shows zeros for it.
+        std::fs::write(&path, &c).expect("rewrite the list");
+        assert_eq!(tracker.reload_access_list(), Ok(Some(1)));
+        let refused = announce(&tracker, &mut ws, listed, "10.0.0.1:1").await;
+        assert_eq!(refused, Err(crate::swarm::StoreError::NotAllowed));
+        let memory = tracker.store().memory().expect("memory store");
+        assert_eq!(memory.scrape(&listed).incomplete, 1);
+        let mut out = Vec::new();
+        tracker.scrape(&[listed], &mut out).await.expect("scrape");
+        assert_eq!(out[0].1.incomplete, 0);
+        // A reload that adds one admits it.
+        assert!(announce(&tracker, &mut ws, other, "10.0.0.1:1").await.is_ok());
+        std::fs::write(&path, format!("{b}\n{c}")).expect("rewrite the list");
+        assert_eq!(tracker.reload_access_list(), Ok(Some(2)));
+        let back = announce(&tracker, &mut ws, listed, "10.0.0.2:1").await;
+        assert_eq!(back.map(|s| s.incomplete), Ok(2));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_wrapping_generation_makes_every_swarm_look_its_torrent_up_again() {
+        let b = "b".repeat(40);
+        let listed = InfoHash([0xbb; 20]);
+        // Deny mode with nothing denied: the torrent is admitted under the list's generation.
+        let (tracker, path) = tracker_with("wrap", AccessMode::Deny, &[]);
+        let access = tracker.access.as_ref().expect("configured");
+        let mut ws = crate::service::Workspace::default();
+        assert!(announce(&tracker, &mut ws, listed, "10.0.0.1:1").await.is_ok());
+        let first = access.list.load().generation;
+        assert_eq!(first, 2, "the list at start, then the loaded one");
+        // As many swaps later as the counter holds (65,535), the list that denies it takes the
+        // same generation again: the swarm must not count as admitted under it.
+        *access.generation.lock().expect("lock") = u16::MAX - 1;
+        std::fs::write(&path, &b).expect("rewrite the list");
+        for _ in 0..3 {
+            assert_eq!(tracker.reload_access_list(), Ok(Some(1)));
+        }
+        assert_eq!(access.list.load().generation, first);
+        let refused = announce(&tracker, &mut ws, listed, "10.0.0.1:1").await;
+        assert_eq!(refused, Err(crate::swarm::StoreError::NotAllowed));
+        let _ = std::fs::remove_file(&path);
+    }
 }

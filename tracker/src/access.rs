@@ -13,9 +13,16 @@
 //! has no swarm there). The zeros also hide a swarm that a `deny` entry added since cut off:
 //! its peers expire after `swarm.peer_timeout`.
 //!
-//! The list in use sits behind an [`ArcSwap`]: an announce pays one atomic load and one hash
-//! lookup when a list is configured, nothing when none is. A reload builds the whole new set
-//! first and swaps it in at once; a file that fails to load leaves the list in use serving, is
+//! The list in use sits behind an [`ArcSwap`], read through each worker's cache. On the memory
+//! store (alone or in a cluster) each swarm remembers the generation of the list that last
+//! admitted it, and the list is read only for a torrent without a swarm or on the first
+//! announce to a swarm after a reload (see [`Admission`]): a million-hash list costs one more
+//! cache miss per lookup, not per announce. When a reload drops a torrent, the next announce to
+//! its swarm is refused and the swarm is left to expire, as said for scrapes above; a swarm
+//! another cluster node created is looked up at its first local announce. The Redis store, a
+//! network round trip per announce anyway, gets every announce looked up before it. Nothing
+//! is read when no list is configured. A reload builds the whole new set first and swaps it in
+//! at once; a file that fails to load leaves the list in use serving, is
 //! logged and counted (`access_list_reloads_total{outcome="refused"}`). Reloads come from
 //! SIGHUP (with [`Tracker::reload`]), from the file changing (polled every second, see
 //! [`watch`]) and from the ops listener's admin API.
@@ -667,7 +674,9 @@ mod tests {
         let (listed, other) = (InfoHash([0xbb; 20]), InfoHash([0xcc; 20]));
         let (tracker, path) = tracker_with("reload-allow", AccessMode::Allow, &[&b]);
         let mut ws = crate::service::Workspace::default();
-        assert!(announce(&tracker, &mut ws, listed, "10.0.0.1:1").await.is_ok());
+        assert!(announce(&tracker, &mut ws, listed, "10.0.0.1:1")
+            .await
+            .is_ok());
         let refused = announce(&tracker, &mut ws, other, "10.0.0.1:1").await;
         assert_eq!(refused, Err(crate::swarm::StoreError::NotAllowed));
         // A reload that drops the torrent refuses the next announce to its swarm; the swarm
@@ -682,7 +691,9 @@ mod tests {
         tracker.scrape(&[listed], &mut out).await.expect("scrape");
         assert_eq!(out[0].1.incomplete, 0);
         // A reload that adds one admits it.
-        assert!(announce(&tracker, &mut ws, other, "10.0.0.1:1").await.is_ok());
+        assert!(announce(&tracker, &mut ws, other, "10.0.0.1:1")
+            .await
+            .is_ok());
         std::fs::write(&path, format!("{b}\n{c}")).expect("rewrite the list");
         assert_eq!(tracker.reload_access_list(), Ok(Some(2)));
         let back = announce(&tracker, &mut ws, listed, "10.0.0.2:1").await;
@@ -698,7 +709,9 @@ mod tests {
         let (tracker, path) = tracker_with("wrap", AccessMode::Deny, &[]);
         let access = tracker.access.as_ref().expect("configured");
         let mut ws = crate::service::Workspace::default();
-        assert!(announce(&tracker, &mut ws, listed, "10.0.0.1:1").await.is_ok());
+        assert!(announce(&tracker, &mut ws, listed, "10.0.0.1:1")
+            .await
+            .is_ok());
         let first = access.list.load().generation;
         assert_eq!(first, 2, "the list at start, then the loaded one");
         // As many swaps later as the counter holds (65,535), the list that denies it takes the

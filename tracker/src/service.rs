@@ -145,9 +145,7 @@ impl Tracker {
         // up only when its swarm was not admitted under the list in use (see
         // `access::Admission`); before any other store, every announce is looked up here.
         let access = match &self.access {
-            Some(access) if self.store.memory().is_some() => {
-                Some(access.admission(&mut ws.access))
-            }
+            Some(access) if self.store.memory().is_some() => Some(access.admission(&mut ws.access)),
             Some(access) => {
                 if !access.allows_cached(&a.info_hash, &mut ws.access) {
                     return Err(StoreError::NotAllowed);

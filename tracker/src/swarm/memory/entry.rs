@@ -51,7 +51,10 @@ impl SmallLen {
     }
 }
 
-const _: () = assert!(SMALL == 2, "SmallLen has a value for each length up to SMALL");
+const _: () = assert!(
+    SMALL == 2,
+    "SmallLen has a value for each length up to SMALL"
+);
 
 impl Small {
     pub(super) fn slice(&self) -> &[Peer4] {

@@ -1162,7 +1162,10 @@ mod access {
             ..ann("10.0.0.1:1", 5, Event::Started)
         };
         let got = env.announce_with(&store, other, Some(deny.admission(&mut cache)));
-        assert!(got.is_ok(), "an unlisted torrent is served in deny mode: {got:?}");
+        assert!(
+            got.is_ok(),
+            "an unlisted torrent is served in deny mode: {got:?}"
+        );
         assert_eq!(admitted(&store, &OTHER), Some(2));
 
         let allow = control(AccessMode::Allow);

@@ -1209,4 +1209,33 @@ mod access {
         let got = env.announce_with(&store, a, Some(allow.admission(&mut cache)));
         assert_eq!(got, Err(StoreError::NotAllowed));
     }
+
+    #[test]
+    fn a_swarm_another_node_created_is_looked_up_at_its_first_local_announce() {
+        let store = store();
+        let snap = Snapshot::single_pid();
+        let remote = crate::swarm::memory::RemotePeer {
+            info_hash: HASH,
+            peer: "10.0.0.1:1".parse().expect("addr"),
+            seeder: false,
+            completed: false,
+            stopped: false,
+            pid: snap.pids()[0].id,
+            expires_in: 100,
+        };
+        assert!(store.apply_remote(&remote, &snap));
+        assert_eq!(admitted(&store, &HASH), Some(UNCHECKED));
+        let mut env = Env::new(snap);
+        let deny = control(AccessMode::Deny);
+        let mut cache = SwapCache::default();
+        deny.put_for_test(&[HASH], 2);
+        let a = ann("10.0.0.2:1", 5, Event::Started);
+        let got = env.announce_with(&store, a, Some(deny.admission(&mut cache)));
+        assert_eq!(got, Err(StoreError::NotAllowed));
+        assert_eq!(
+            store.scrape(&HASH).incomplete,
+            1,
+            "the other node's peer stays"
+        );
+    }
 }

@@ -36,6 +36,7 @@ fn filled_store(peers: u32, selector: &Selector, snap: &p4p_itracker::Snapshot) 
             rng: &mut rng,
             scratch: &mut scratch,
             sink: &mut sink,
+            access: None,
         };
         store.announce(&announce(0, i, 0), ctx).expect("fill");
     }
@@ -85,6 +86,7 @@ fn bench_announce(c: &mut Criterion) {
                         rng: &mut rng,
                         scratch: &mut scratch,
                         sink: &mut sink,
+                        access: None,
                     };
                     let (stats, _) = store.announce(&a, ctx).expect("announce");
                     body.clear();

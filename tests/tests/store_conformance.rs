@@ -73,6 +73,7 @@ impl Subject {
             rng: &mut self.rng,
             scratch: &mut self.scratch,
             sink: &mut self.sink,
+            access: None,
         };
         let (stats, _) = self.store.announce(&a, ctx).await?;
         let mut peers: Vec<SocketAddr> = self.sink.v4.iter().map(|&p| p.into()).collect();

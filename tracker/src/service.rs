@@ -141,11 +141,19 @@ impl Tracker {
         ws: &mut Workspace,
     ) -> Result<SwarmStats, StoreError> {
         ws.sink.clear();
-        if let Some(access) = &self.access {
-            if !access.allows_cached(&a.info_hash, &mut ws.access) {
-                return Err(StoreError::NotAllowed);
+        // The memory store (alone or in a cluster) applies the list itself and looks a torrent
+        // up only when its swarm was not admitted under the list in use (see
+        // `access::Admission`); before any other store, every announce is looked up here.
+        let access = match &self.access {
+            Some(access) if self.store.memory().is_some() => Some(access.admission(&mut ws.access)),
+            Some(access) => {
+                if !access.allows_cached(&a.info_hash, &mut ws.access) {
+                    return Err(StoreError::NotAllowed);
+                }
+                None
             }
-        }
+            None => None,
+        };
         let ctx = AnnounceContext {
             // A cached `Arc`, not a guard: it may be held across a Redis round trip.
             snapshot: self.topology.cached(&mut ws.snapshot),
@@ -154,6 +162,7 @@ impl Tracker {
             rng: &mut ws.rng,
             scratch: &mut ws.scratch,
             sink: &mut ws.sink,
+            access,
         };
         let (stats, selection) = self.store.announce(a, ctx).await.inspect_err(|e| {
             self.metrics.quota_refusal(e);
@@ -162,11 +171,11 @@ impl Tracker {
         Ok(stats)
     }
 
-    /// Starts loading what announces of `reqs` (info hash, announcing peer) will read.
+    /// Starts loading what announces of `reqs` (info hash, announcing peer) will read. Not the
+    /// access list: the memory store reads it only for a torrent not admitted under the list in
+    /// use (see `access::Admission`), and prefetching a slot for every announce cost more
+    /// memory traffic than those few lookups save.
     pub fn prefetch(&self, reqs: &[(InfoHash, SocketAddr)]) {
-        if let Some(access) = &self.access {
-            access.prefetch(reqs);
-        }
         self.store.prefetch(reqs);
     }
 

@@ -41,6 +41,7 @@ fn main() {
             rng: &mut rng,
             scratch: &mut scratch,
             sink: &mut sink,
+            access: None,
         };
         store
             .announce(&announce(i % torrents, i / torrents, 0), ctx)

@@ -20,8 +20,6 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use p4p_itracker::{PidId, Snapshot};
 use rand::Rng;
 
-/// Cache-line prefetching, shared with other tables the announce path reads (the access list).
-pub(crate) use memory::prefetch_span;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
@@ -186,6 +184,10 @@ pub struct AnnounceContext<'a, R> {
     pub rng: &'a mut R,
     pub scratch: &'a mut Scratch,
     pub sink: &'a mut PeerSink,
+    /// The access list, for the memory store to apply with its per-swarm cache of verdicts (see
+    /// [`crate::access::Admission`]); `None` admits every torrent. The Redis store ignores it:
+    /// the tracker looks the torrent up before calling that store.
+    pub access: Option<crate::access::Admission<'a>>,
 }
 
 /// Why an announce was refused. [`StoreError::message`] is what the client sees.

@@ -15,7 +15,11 @@ const SMALL: usize = 2;
 /// Up to [`SMALL`] IPv4 peers, sorted like a family, stored inside the entry.
 #[derive(Copy, Clone, Debug, Default)]
 pub(super) struct Small {
-    len: u8,
+    /// A type with three values, not a `u8`: its spare values hold the tag of [`Peers`], which
+    /// keeps `Peers` at 24 bytes with [`Small::admitted`] inside.
+    len: SmallLen,
+    /// The access-list generation the torrent was last admitted under (see [`Entry::admitted`]).
+    admitted: u16,
     /// Low 8 bits of the snapshot generation the PIDs were resolved under. A false match (256
     /// snapshots between two sweeps) only delays re-bucketing to the peer's next announce, as a
     /// small swarm is always searched in full.
@@ -23,38 +27,68 @@ pub(super) struct Small {
     peers: [Peer4; SMALL],
 }
 
+/// How many peers a [`Small`] holds: 0 to [`SMALL`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+enum SmallLen {
+    #[default]
+    Zero = 0,
+    One = 1,
+    Two = 2,
+}
+
+impl SmallLen {
+    fn get(self) -> usize {
+        self as usize
+    }
+
+    fn of(n: usize) -> Self {
+        match n {
+            0 => SmallLen::Zero,
+            1 => SmallLen::One,
+            _ => SmallLen::Two,
+        }
+    }
+}
+
+const _: () = assert!(
+    SMALL == 2,
+    "SmallLen has a value for each length up to SMALL"
+);
+
 impl Small {
     pub(super) fn slice(&self) -> &[Peer4] {
-        &self.peers[..usize::from(self.len)]
+        &self.peers[..self.len.get()]
     }
 
     fn slice_mut(&mut self) -> &mut [Peer4] {
-        &mut self.peers[..usize::from(self.len)]
+        &mut self.peers[..self.len.get()]
     }
 
     /// Inserts in order; `None` when full.
     fn insert(&mut self, rec: Peer4) -> Option<usize> {
-        let len = usize::from(self.len);
+        let len = self.len.get();
         if len == SMALL {
             return None;
         }
         let at = self.slice().partition_point(|p| p.order() < rec.order());
         self.peers.copy_within(at..len, at + 1);
         self.peers[at] = rec;
-        self.len += 1;
+        self.len = SmallLen::of(len + 1);
         Some(at)
     }
 
     fn remove(&mut self, at: usize) -> Peer4 {
         let rec = self.peers[at];
-        self.peers.copy_within(at + 1..usize::from(self.len), at);
-        self.len -= 1;
+        let len = self.len.get();
+        self.peers.copy_within(at + 1..len, at);
+        self.len = SmallLen::of(len - 1);
         rec
     }
 
     fn counts(&self) -> (u32, u32) {
         let seeders = self.slice().iter().filter(|p| p.bucket.seeders()).count() as u32;
-        (seeders, u32::from(self.len) - seeders)
+        (seeders, self.len.get() as u32 - seeders)
     }
 }
 
@@ -68,6 +102,8 @@ pub(super) struct Large {
     pub(super) leechers: u32,
     /// Snapshot generation the peers' PIDs were resolved under (low 32 bits).
     generation: u32,
+    /// The access-list generation the torrent was last admitted under (in what was padding).
+    admitted: u16,
 }
 
 impl Large {
@@ -86,6 +122,7 @@ impl Large {
             seeders,
             leechers,
             generation: snap.generation() as u32,
+            admitted: small.admitted,
         }
     }
 
@@ -132,14 +169,35 @@ impl PeerPos {
 }
 
 impl Entry {
-    pub(super) fn new(hash: [u8; 20], generation: u32) -> Self {
+    /// A torrent without peers; `generation` is the snapshot's, `admitted` the access list's
+    /// (see [`Entry::admitted`]).
+    pub(super) fn new(hash: [u8; 20], generation: u32, admitted: u16) -> Self {
         Entry {
             hash,
             downloaded: 0,
             peers: Peers::Small(Small {
                 generation: generation as u8,
+                admitted,
                 ..Small::default()
             }),
+        }
+    }
+
+    /// The generation of the access list the torrent was last admitted under
+    /// ([`crate::access::Admission::generation`]); [`crate::access::UNCHECKED`] when it never
+    /// was (no access list, or a swarm another cluster node created). An announce under that
+    /// same list needs no lookup in it.
+    pub(super) fn admitted(&self) -> u16 {
+        match &self.peers {
+            Peers::Small(s) => s.admitted,
+            Peers::Large(l) => l.admitted,
+        }
+    }
+
+    pub(super) fn set_admitted(&mut self, generation: u16) {
+        match &mut self.peers {
+            Peers::Small(s) => s.admitted = generation,
+            Peers::Large(l) => l.admitted = generation,
         }
     }
 
@@ -325,13 +383,13 @@ impl Entry {
             Peers::Small(s) => {
                 let before = s.counts();
                 let mut n = 0;
-                for i in 0..usize::from(s.len) {
+                for i in 0..s.len.get() {
                     if !expired(s.peers[i].expires, now) {
                         s.peers[n] = s.peers[i];
                         n += 1;
                     }
                 }
-                s.len = n as u8;
+                s.len = SmallLen::of(n);
                 let after = s.counts();
                 (before.0 - after.0, before.1 - after.1)
             }
@@ -384,12 +442,15 @@ impl Entry {
         }
         let mut small = Small {
             generation: l.generation as u8,
+            admitted: l.admitted,
             ..Small::default()
         };
+        let mut n = 0;
         for p in l.v4.all() {
-            small.peers[usize::from(small.len)] = p;
-            small.len += 1;
+            small.peers[n] = p;
+            n += 1;
         }
+        small.len = SmallLen::of(n);
         // Sorted already when the family is, but a small swarm must be whatever it came from.
         small.slice_mut().sort_unstable_by_key(Peer4::order);
         self.peers = Peers::Small(small);

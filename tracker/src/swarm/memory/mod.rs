@@ -84,7 +84,6 @@ mod entry;
 mod family;
 mod index;
 mod prefetch;
-pub(crate) use prefetch::prefetch_span;
 mod record;
 mod remote;
 pub use remote::RemotePeer;
@@ -105,6 +104,7 @@ use self::shard::{read, search, write, Shard};
 use self::view::{View, RUNS};
 use super::quota::SourceBudget;
 use super::{AnnounceContext, StoreError, StoreTotals, SweepReport};
+use crate::access::UNCHECKED;
 use crate::clock::Clock;
 use crate::config::SwarmConfig;
 use crate::selection::{Requester, SelectionStats};
@@ -199,16 +199,33 @@ impl MemoryStore {
         let (pid_index, pid) = crate::topology::location(snap, a.peer.ip());
         let here = self.shard(&a.info_hash);
         let mut shard = write(here);
+        let found = search(&shard, &a.info_hash);
+        let admitted = match (&ctx.access, found) {
+            (None, _) => UNCHECKED,
+            (Some(access), Ok(at)) => {
+                let generation = access.generation();
+                if shard[at].admitted() != generation {
+                    if !access.allows(&a.info_hash) {
+                        return Err(StoreError::NotAllowed);
+                    }
+                    shard[at].set_admitted(generation);
+                }
+                generation
+            }
+            (Some(access), Err(_)) if access.allows(&a.info_hash) => access.generation(),
+            (Some(_), Err(_)) => return Err(StoreError::NotAllowed),
+        };
         if a.event == Event::Stopped {
-            let stats = self.stop(&mut shard, a);
-            return Ok((stats, SelectionStats::default()));
+            let stats = found.map(|at| self.stop(&mut shard[at], a));
+            return Ok((stats.unwrap_or_default(), SelectionStats::default()));
         }
         let at = self.swarm_at(
             here,
             &mut shard,
+            found,
             &a.info_hash,
             Some(a.peer.ip()),
-            snap.generation() as u32,
+            (snap.generation() as u32, admitted),
         )?;
         let swarm = &mut shard[at];
         let pos = self.record(swarm, a, pid, snap)?;
@@ -240,16 +257,19 @@ impl MemoryStore {
 
     /// Index of the entry of a torrent, created when new (and the torrent cap and, for an
     /// announcing `source`, its budget of new torrents allow; deltas another node replicates
-    /// were admitted there and pass no source); `entries` are `shard`'s, write-locked.
+    /// were admitted there and pass no source); `entries` are `shard`'s, write-locked, and
+    /// `found` is [`search`]'s answer in them. A new entry takes `generations`: the snapshot's
+    /// and the access list's it was admitted under (see [`Entry::new`]).
     fn swarm_at(
         &self,
         shard: &Shard,
         entries: &mut Vec<Entry>,
+        found: Result<usize, usize>,
         hash: &InfoHash,
         source: Option<std::net::IpAddr>,
-        generation: u32,
+        (generation, admitted): (u32, u16),
     ) -> Result<usize, StoreError> {
-        match search(entries, hash) {
+        match found {
             Ok(at) => Ok(at),
             Err(at) => {
                 if self.torrents.fetch_add(1, Ordering::Relaxed) >= self.limits.max_torrents {
@@ -261,7 +281,7 @@ impl MemoryStore {
                     return Err(StoreError::SourceBudgetSpent);
                 }
                 reserve_one(entries, 2);
-                entries.insert(at, Entry::new(hash.0, generation));
+                entries.insert(at, Entry::new(hash.0, generation, admitted));
                 shard.publish(entries);
                 Ok(at)
             }
@@ -310,11 +330,7 @@ impl MemoryStore {
         }
     }
 
-    fn stop(&self, shard: &mut [Entry], a: &Announce) -> SwarmStats {
-        let Ok(at) = search(shard, &a.info_hash) else {
-            return SwarmStats::default();
-        };
-        let swarm = &mut shard[at];
+    fn stop(&self, swarm: &mut Entry, a: &Announce) -> SwarmStats {
         if let Some(pos) = swarm.find(a.peer) {
             let bucket = swarm.remove(pos);
             self.gauge(bucket.seeders(), -1);
@@ -345,6 +361,17 @@ impl MemoryStore {
         for shard in self.shards.iter() {
             for swarm in read(shard).iter() {
                 f(InfoHash(swarm.hash), swarm.stats());
+            }
+        }
+    }
+
+    /// Makes every swarm forget the access-list generation it was admitted under, so its next
+    /// announce looks the torrent up (see [`crate::access::Admission`]: before the generation
+    /// counter wraps). One shard at a time, under its write lock.
+    pub fn forget_admissions(&self) {
+        for shard in self.shards.iter() {
+            for swarm in write(shard).iter_mut() {
+                swarm.set_admitted(UNCHECKED);
             }
         }
     }

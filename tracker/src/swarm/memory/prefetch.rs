@@ -40,7 +40,7 @@ fn prefetch_slice<T>(s: &[T]) {
 }
 
 /// Requests the cache lines of `len` bytes from `addr` (at most 16).
-pub(crate) fn prefetch_span(addr: usize, len: usize) {
+fn prefetch_span(addr: usize, len: usize) {
     for line in (addr & !63..addr.wrapping_add(len)).step_by(64).take(16) {
         prefetch_line(line);
     }

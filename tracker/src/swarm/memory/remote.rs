@@ -16,6 +16,7 @@ use p4p_itracker::{PidId, Snapshot};
 use super::record::BucketKey;
 use super::shard::{search, write};
 use super::MemoryStore;
+use crate::access::UNCHECKED;
 use crate::types::InfoHash;
 
 /// One peer's change made by another node.
@@ -68,12 +69,16 @@ impl MemoryStore {
         if expires_in == 0 {
             return false;
         }
+        // Admitted on the node that published it: the local access list is looked up at this
+        // swarm's first local announce.
+        let found = search(&shard, &r.info_hash);
         let Ok(at) = self.swarm_at(
             here,
             &mut shard,
+            found,
             &r.info_hash,
             None,
-            snap.generation() as u32,
+            (snap.generation() as u32, UNCHECKED),
         ) else {
             return false;
         };

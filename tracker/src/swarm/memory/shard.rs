@@ -129,7 +129,7 @@ mod tests {
                 let mut hashes: Vec<[u8; 20]> = (0..n).map(|_| hash(&mut rng)).collect();
                 hashes.sort_unstable();
                 hashes.dedup();
-                let entries: Vec<Entry> = hashes.iter().map(|&h| Entry::new(h, 0)).collect();
+                let entries: Vec<Entry> = hashes.iter().map(|&h| Entry::new(h, 0, 0)).collect();
                 let mut probes: Vec<[u8; 20]> = (0..50).map(|_| hash(&mut rng)).collect();
                 probes.extend_from_slice(&hashes);
                 probes.push([0; 20]);

@@ -52,6 +52,16 @@ impl Env {
     }
 
     fn announce(&mut self, store: &MemoryStore, a: Announce) -> Result<SwarmStats, StoreError> {
+        self.announce_with(store, a, None)
+    }
+
+    /// An announce under the access list `access` applies (`None`: every torrent admitted).
+    fn announce_with(
+        &mut self,
+        store: &MemoryStore,
+        a: Announce,
+        access: Option<crate::access::Admission<'_>>,
+    ) -> Result<SwarmStats, StoreError> {
         self.sink.clear();
         let ctx = AnnounceContext {
             snapshot: &self.snap,
@@ -60,6 +70,7 @@ impl Env {
             rng: &mut self.rng,
             scratch: &mut self.scratch,
             sink: &mut self.sink,
+            access,
         };
         store.announce(&a, ctx).map(|(s, _)| s)
     }
@@ -1053,4 +1064,178 @@ fn one_source_gets_a_budget_of_new_torrents_per_minute() {
         .expect("a new minute");
     store.sweep(&env.snap);
     assert_eq!(store.budget.sources(), 1, "past minutes are forgotten");
+}
+
+mod access {
+    use super::*;
+    use crate::access::{AccessControl, AccessMode, UNCHECKED};
+    use crate::swap::SwapCache;
+
+    const OTHER: InfoHash = InfoHash([2; 20]);
+
+    fn control(mode: AccessMode) -> AccessControl {
+        AccessControl::new(mode, std::env::temp_dir().join("p4p-unused-access-list"))
+    }
+
+    /// The access-list generation the torrent's swarm holds (`None`: no swarm).
+    fn admitted(store: &MemoryStore, hash: &InfoHash) -> Option<u16> {
+        let shard = read(store.shard(hash));
+        search(&shard, hash).ok().map(|at| shard[at].admitted())
+    }
+
+    #[test]
+    fn a_swarm_admitted_under_the_list_in_use_is_not_looked_up_again() {
+        let store = store();
+        let mut env = Env::new(Snapshot::single_pid());
+        let allow = control(AccessMode::Allow);
+        let mut cache = SwapCache::default();
+        allow.put_for_test(&[HASH], 2);
+        let ok = env.announce_with(
+            &store,
+            ann("10.0.0.1:1", 5, Event::Started),
+            Some(allow.admission(&mut cache)),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        assert_eq!(admitted(&store, &HASH), Some(2));
+        // A list that refuses the torrent but carries the generation the swarm was admitted
+        // under: the announce is answered, so the list was not read.
+        allow.put_for_test(&[], 2);
+        let skipped = env.announce_with(
+            &store,
+            ann("10.0.0.2:1", 5, Event::Started),
+            Some(allow.admission(&mut cache)),
+        );
+        assert_eq!(skipped.map(|s| s.incomplete), Ok(2));
+        // The same list under a new generation is read, and refuses.
+        allow.put_for_test(&[], 3);
+        let refused = env.announce_with(
+            &store,
+            ann("10.0.0.3:1", 5, Event::Started),
+            Some(allow.admission(&mut cache)),
+        );
+        assert_eq!(refused, Err(StoreError::NotAllowed));
+    }
+
+    #[test]
+    fn a_new_list_that_drops_a_torrent_refuses_its_swarm_and_keeps_its_peers() {
+        let store = store();
+        let mut env = Env::new(Snapshot::single_pid());
+        let allow = control(AccessMode::Allow);
+        let mut cache = SwapCache::default();
+        allow.put_for_test(&[HASH], 2);
+        for peer in ["10.0.0.1:1", "10.0.0.2:1"] {
+            let a = ann(peer, 5, Event::Started);
+            let got = env.announce_with(&store, a, Some(allow.admission(&mut cache)));
+            assert!(got.is_ok(), "{got:?}");
+        }
+        allow.put_for_test(&[OTHER], 3);
+        for event in [Event::None, Event::Stopped] {
+            let a = ann("10.0.0.1:1", 5, event);
+            let got = env.announce_with(&store, a, Some(allow.admission(&mut cache)));
+            assert_eq!(got, Err(StoreError::NotAllowed), "{event:?}");
+        }
+        // As before the verdict was cached: the refused swarm keeps its peers (they expire
+        // after the peer timeout) and its generation.
+        assert_eq!(store.scrape(&HASH).incomplete, 2);
+        assert_eq!(admitted(&store, &HASH), Some(2));
+        // A list that lists it again admits it under its own generation.
+        allow.put_for_test(&[HASH, OTHER], 4);
+        let a = ann("10.0.0.3:1", 5, Event::Started);
+        let back = env.announce_with(&store, a, Some(allow.admission(&mut cache)));
+        assert_eq!(back.map(|s| s.incomplete), Ok(3));
+        assert_eq!(admitted(&store, &HASH), Some(4));
+    }
+
+    #[test]
+    fn a_refused_torrent_gets_no_swarm_in_either_mode() {
+        let store = store();
+        let mut env = Env::new(Snapshot::single_pid());
+        let mut cache = SwapCache::default();
+        let deny = control(AccessMode::Deny);
+        deny.put_for_test(&[HASH], 2);
+        let a = ann("10.0.0.1:1", 5, Event::Started);
+        let got = env.announce_with(&store, a, Some(deny.admission(&mut cache)));
+        assert_eq!(got, Err(StoreError::NotAllowed));
+        assert_eq!(admitted(&store, &HASH), None);
+        let other = Announce {
+            info_hash: OTHER,
+            ..ann("10.0.0.1:1", 5, Event::Started)
+        };
+        let got = env.announce_with(&store, other, Some(deny.admission(&mut cache)));
+        assert!(
+            got.is_ok(),
+            "an unlisted torrent is served in deny mode: {got:?}"
+        );
+        assert_eq!(admitted(&store, &OTHER), Some(2));
+
+        let allow = control(AccessMode::Allow);
+        let mut cache = SwapCache::default();
+        allow.put_for_test(&[OTHER], 5);
+        let a = ann("10.0.0.1:1", 5, Event::Started);
+        let got = env.announce_with(&store, a, Some(allow.admission(&mut cache)));
+        assert_eq!(got, Err(StoreError::NotAllowed));
+        assert_eq!(admitted(&store, &HASH), None);
+        assert_eq!(store.totals().torrents, 1);
+        // A deny list that no longer lists it admits it.
+        deny.put_for_test(&[], 6);
+        let a = ann("10.0.0.1:1", 5, Event::Started);
+        let got = env.announce_with(&store, a, Some(deny.admission(&mut cache)));
+        assert!(got.is_ok(), "{got:?}");
+        assert_eq!(admitted(&store, &HASH), Some(6));
+    }
+
+    #[test]
+    fn forgotten_admissions_are_looked_up_again() {
+        let store = store();
+        let mut env = Env::new(Snapshot::single_pid());
+        // Without an access list nothing is admitted, and a swarm grown to a large one keeps
+        // its generation.
+        let plain = env.announce(&store, ann("10.0.0.9:1", 5, Event::Started));
+        assert!(plain.is_ok());
+        assert_eq!(admitted(&store, &HASH), Some(UNCHECKED));
+        let allow = control(AccessMode::Allow);
+        let mut cache = SwapCache::default();
+        allow.put_for_test(&[HASH], 7);
+        for i in 1..=5 {
+            let a = ann(&format!("10.0.0.{i}:1"), 5, Event::Started);
+            let got = env.announce_with(&store, a, Some(allow.admission(&mut cache)));
+            assert!(got.is_ok(), "{got:?}");
+        }
+        assert_eq!(admitted(&store, &HASH), Some(7));
+        store.forget_admissions();
+        assert_eq!(admitted(&store, &HASH), Some(UNCHECKED));
+        allow.put_for_test(&[], 7);
+        let a = ann("10.0.0.1:1", 5, Event::None);
+        let got = env.announce_with(&store, a, Some(allow.admission(&mut cache)));
+        assert_eq!(got, Err(StoreError::NotAllowed));
+    }
+
+    #[test]
+    fn a_swarm_another_node_created_is_looked_up_at_its_first_local_announce() {
+        let store = store();
+        let snap = Snapshot::single_pid();
+        let remote = crate::swarm::memory::RemotePeer {
+            info_hash: HASH,
+            peer: "10.0.0.1:1".parse().expect("addr"),
+            seeder: false,
+            completed: false,
+            stopped: false,
+            pid: snap.pids()[0].id,
+            expires_in: 100,
+        };
+        assert!(store.apply_remote(&remote, &snap));
+        assert_eq!(admitted(&store, &HASH), Some(UNCHECKED));
+        let mut env = Env::new(snap);
+        let deny = control(AccessMode::Deny);
+        let mut cache = SwapCache::default();
+        deny.put_for_test(&[HASH], 2);
+        let a = ann("10.0.0.2:1", 5, Event::Started);
+        let got = env.announce_with(&store, a, Some(deny.admission(&mut cache)));
+        assert_eq!(got, Err(StoreError::NotAllowed));
+        assert_eq!(
+            store.scrape(&HASH).incomplete,
+            1,
+            "the other node's peer stays"
+        );
+    }
 }

@@ -157,7 +157,7 @@ impl AltoClient {
         let reader = self.post_stream(&offer.url, &body)?;
         let limit = self
             .limits
-            .max_cost_map_bytes
+            .cost_map_bytes()
             .max(self.limits.max_network_map_bytes)
             .max(self.limits.max_property_map_bytes);
         Ok(Some(UpdateStream {

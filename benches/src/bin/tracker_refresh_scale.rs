@@ -163,7 +163,16 @@ fn run(cli: &Cli, binary: &Path, dir: &Path) -> anyhow::Result<()> {
         refresh(&mut client, &mut last, &handle)?;
         let mut costs = Vec::new();
         for _ in 0..rounds {
-            link_load(addr, &isp, load)?;
+            // A link off every shortest path changes no cost (and no ETag): try the next one.
+            let old = last.cost_etag.trim_matches('"').to_string();
+            let mut tries = 0;
+            while link_load(addr, &isp, load)?.contains(&old) {
+                load += 1;
+                tries += 1;
+                if tries == 20 {
+                    bail!("20 link-loads changed no cost");
+                }
+            }
             load += 1;
             costs.push(refresh(&mut client, &mut last, &handle)?);
         }
@@ -188,7 +197,7 @@ fn refresh(
     let (t, cpu) = (Instant::now(), cpu_time().unwrap_or_default());
     let map = match client.fetch()? {
         FetchOutcome::Updated(map) => map,
-        FetchOutcome::Unchanged => bail!("expected a new map"),
+        FetchOutcome::Unchanged => bail!("expected a new map, the iTracker says unchanged"),
     };
     let fetch = t.elapsed();
     let t2 = Instant::now();
@@ -224,13 +233,14 @@ fn report(kind: &str, encoding: &str, samples: &[Sample]) {
     );
 }
 
-/// A new utilisation on one internal link (a different one each call): the iTracker recomputes
-/// its costs, the network map stays.
-fn link_load(addr: SocketAddr, isp: &SyntheticIsp, n: usize) -> anyhow::Result<()> {
+/// A new utilisation on one internal link (a different one each call), above the MLU target so
+/// that its price rises: the iTracker recomputes its costs, the network map stays. Returns the
+/// answer (it names the new cost map ETag).
+fn link_load(addr: SocketAddr, isp: &SyntheticIsp, n: usize) -> anyhow::Result<String> {
     let (from, to) = &isp.internal_links[(n * 37) % isp.internal_links.len()];
     let body = format!(
         r#"{{"links":[{{"from":"{from}","to":"{to}","utilisation":{}}}]}}"#,
-        0.5 + (n % 5) as f64 / 10.0
+        1.2 + (n % 7) as f64 / 10.0
     );
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -244,7 +254,8 @@ fn link_load(addr: SocketAddr, isp: &SyntheticIsp, n: usize) -> anyhow::Result<(
     if res.status() != 200 {
         bail!("link-load: HTTP {}", res.status());
     }
-    Ok(())
+    let mut res = res;
+    Ok(res.body_mut().read_to_string()?)
 }
 
 /// Body sizes of the network map and the numerical cost map, identity and gzip.

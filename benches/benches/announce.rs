@@ -1,21 +1,44 @@
 //! The HTTP announce path end to end, minus sockets: parse the query, update the store, select,
 //! encode. Swarms of 10 to 1 M peers, `random` versus `p4p` on the same swarm.
+//!
+//! `announce_map_scale` (issue 17, item 3): the same path with `p4p` on an ISP-scale map (the
+//! synthetic 2,000-PID / 250,000-prefix ISP of `p4p_benches::synthetic_isp`) against a 2-PID
+//! map, on the same swarm: the same peers, every address inside one of the big map's internal
+//! prefixes (so each announce's IP -> PID lookup walks the 250 k-prefix trie), spread over all
+//! of them. `cargo bench -p p4p-benches --bench announce -- announce_map_scale`.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use p4p_benches::{announce, fill_order, loopback_snapshot, peer_addr};
+use std::net::SocketAddr;
+
+use p4p_benches::synthetic_isp::{generate, Params};
+use p4p_benches::{
+    addresses_in, announce, fill_order, loopback_snapshot, peer_addr, two_pid_snapshot,
+};
+use p4p_itracker::model::Topology;
+use p4p_itracker::snapshot::Snapshot;
 use p4p_tracker::clock::Clock;
 use p4p_tracker::config::{PolicyKind, SelectionConfig, SwarmConfig};
 use p4p_tracker::protocol::http::{encode_announce, parse_announce, AnnounceAnswer};
 use p4p_tracker::selection::{Scratch, Selector};
 use p4p_tracker::swarm::AnnounceContext;
 use p4p_tracker::swarm::{MemoryStore, PeerSink};
-use p4p_tracker::types::Families;
+use p4p_tracker::types::{Announce, Families};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-fn filled_store(peers: u32, selector: &Selector, snap: &p4p_itracker::Snapshot) -> MemoryStore {
+fn filled_store(peers: u32, selector: &Selector, snap: &Snapshot) -> MemoryStore {
+    filled_store_at(fill_order(peers), selector, snap, peer_addr)
+}
+
+/// A swarm of the peers in `order`, peer `i` announcing from `at(i)`.
+fn filled_store_at(
+    order: Vec<u32>,
+    selector: &Selector,
+    snap: &Snapshot,
+    at: impl Fn(u32) -> SocketAddr,
+) -> MemoryStore {
     let store = MemoryStore::new(
         SwarmConfig {
             max_peers_per_swarm: 2_000_000,
@@ -28,7 +51,7 @@ fn filled_store(peers: u32, selector: &Selector, snap: &p4p_itracker::Snapshot) 
     let mut rng = SmallRng::seed_from_u64(1);
     let mut scratch = Scratch::default();
     let mut sink = PeerSink::default();
-    for i in fill_order(peers) {
+    for i in order {
         let ctx = AnnounceContext {
             snapshot: snap,
             selector,
@@ -38,7 +61,11 @@ fn filled_store(peers: u32, selector: &Selector, snap: &p4p_itracker::Snapshot) 
             sink: &mut sink,
             access: None,
         };
-        store.announce(&announce(0, i, 0), ctx).expect("fill");
+        let a = Announce {
+            peer: at(i),
+            ..announce(0, i, 0)
+        };
+        store.announce(&a, ctx).expect("fill");
     }
     store
 }
@@ -66,48 +93,91 @@ fn bench_announce(c: &mut Criterion) {
                 ..SelectionConfig::default()
             });
             let store = filled_store(peers, &selector, &snap);
-            let queries: Vec<String> = (0..256).map(|i| query_for(i % peers)).collect();
-            let mut rng = SmallRng::seed_from_u64(2);
-            let mut scratch = Scratch::default();
-            let mut sink = PeerSink::default();
-            let mut body = Vec::with_capacity(4096);
             let id = BenchmarkId::new(format!("{policy:?}").to_lowercase(), peers);
-            group.bench_function(id, |b| {
-                b.iter(|| {
-                    let i = rng.random_range(0..peers);
-                    let q = parse_announce(queries[(i % 256) as usize].as_bytes()).expect("query");
-                    let mut a = announce(0, i, 50);
-                    a.left = q.left;
-                    sink.clear();
-                    let ctx = AnnounceContext {
-                        snapshot: &snap,
-                        selector: &selector,
-                        families: Families::Both,
-                        rng: &mut rng,
-                        scratch: &mut scratch,
-                        sink: &mut sink,
-                        access: None,
-                    };
-                    let (stats, _) = store.announce(&a, ctx).expect("announce");
-                    body.clear();
-                    encode_announce(
-                        &AnnounceAnswer {
-                            stats,
-                            interval: 1800,
-                            min_interval: 900,
-                            v4: &sink.v4,
-                            v6: &sink.v6,
-                            compact: q.compact,
-                        },
-                        &mut body,
-                    );
-                    black_box(&body);
-                })
-            });
+            announce_loop(&mut group, id, &snap, &selector, &store, peers, peer_addr);
         }
     }
     group.finish();
 }
 
-criterion_group!(benches, bench_announce);
+/// Measures one announce (parse, store, select, encode) by a random peer of the `peers` in
+/// `store`, peer `i` announcing from `at(i)`.
+fn announce_loop(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: BenchmarkId,
+    snap: &Snapshot,
+    selector: &Selector,
+    store: &MemoryStore,
+    peers: u32,
+    at: impl Fn(u32) -> SocketAddr,
+) {
+    let queries: Vec<String> = (0..256).map(|i| query_for(i % peers)).collect();
+    let mut rng = SmallRng::seed_from_u64(2);
+    let mut scratch = Scratch::default();
+    let mut sink = PeerSink::default();
+    let mut body = Vec::with_capacity(4096);
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            let i = rng.random_range(0..peers);
+            let q = parse_announce(queries[(i % 256) as usize].as_bytes()).expect("query");
+            let mut a = announce(0, i, 50);
+            a.peer = at(i);
+            a.left = q.left;
+            sink.clear();
+            let ctx = AnnounceContext {
+                snapshot: snap,
+                selector,
+                families: Families::Both,
+                rng: &mut rng,
+                scratch: &mut scratch,
+                sink: &mut sink,
+                access: None,
+            };
+            let (stats, _) = store.announce(&a, ctx).expect("announce");
+            body.clear();
+            encode_announce(
+                &AnnounceAnswer {
+                    stats,
+                    interval: 1800,
+                    min_interval: 900,
+                    v4: &sink.v4,
+                    v6: &sink.v6,
+                    compact: q.compact,
+                },
+                &mut body,
+            );
+            black_box(&body);
+        })
+    });
+}
+
+fn bench_map_scale(c: &mut Criterion) {
+    let isp = generate(&Params::new(2_000, 250_000)).expect("synthetic ISP");
+    let topology = Topology::from_toml_str(&isp.toml).expect("synthetic topology");
+    let maps = [
+        ("2_pids", two_pid_snapshot()),
+        ("2000_pids_250k_prefixes", topology.snapshot()),
+    ];
+    let selector = Selector::new(SelectionConfig {
+        policy: PolicyKind::P4p,
+        ..SelectionConfig::default()
+    });
+    let mut group = c.benchmark_group("announce_map_scale");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(30);
+    group.measurement_time(std::time::Duration::from_secs(3));
+    group.warm_up_time(std::time::Duration::from_secs(1));
+    for &peers in &[1_000u32, 100_000] {
+        let addrs = addresses_in(&topology, peers);
+        let at = |i: u32| addrs[i as usize];
+        for (name, snap) in &maps {
+            let store = filled_store_at((0..peers).collect(), &selector, snap, at);
+            let id = BenchmarkId::new(*name, peers);
+            announce_loop(&mut group, id, snap, &selector, &store, peers, at);
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_announce, bench_map_scale);
 criterion_main!(benches);

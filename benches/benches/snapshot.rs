@@ -1,11 +1,18 @@
 //! Snapshot lookups with 100 k prefixes: IP -> PID (longest-prefix match) and PID x PID ->
 //! cost. Figures are in itracker/README.md.
+//!
+//! `snapshot_map_scale` (issue 17, item 3): the lookups an announce makes, on the synthetic
+//! 2,000-PID / 250,000-prefix ISP against a 2-PID map, for the same addresses (each inside one
+//! of the big map's internal prefixes, spread over all of them).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ipnetwork::IpNetwork;
+use p4p_benches::synthetic_isp::{generate, Params};
+use p4p_benches::{addresses_in, two_pid_snapshot};
+use p4p_itracker::model::Topology;
 use p4p_itracker::snapshot::{PidSpec, Snapshot, SnapshotBuilder};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -100,5 +107,54 @@ fn lookups(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lookups);
+fn map_scale(c: &mut Criterion) {
+    let isp = generate(&Params::new(2_000, 250_000)).expect("synthetic ISP");
+    let topology = Topology::from_toml_str(&isp.toml).expect("synthetic topology");
+    // 64 k addresses: more than the caches hold of the big map's trie, as announces from
+    // many peers are.
+    let mut addrs: Vec<IpAddr> = addresses_in(&topology, 1 << 16)
+        .into_iter()
+        .map(|a| a.ip())
+        .collect();
+    // Sorted by `addresses_in`; shuffle so that neighbours are not looked up in turn.
+    let mut rng = SmallRng::seed_from_u64(11);
+    for i in (1..addrs.len()).rev() {
+        addrs.swap(i, rng.random_range(0..=i));
+    }
+    let maps = [
+        ("2_pids", two_pid_snapshot()),
+        ("2000_pids_250k_prefixes", topology.snapshot()),
+    ];
+    let mask = addrs.len() - 1;
+    let mut g = c.benchmark_group("snapshot_map_scale");
+    g.throughput(Throughput::Elements(1));
+    for (name, snap) in &maps {
+        let mut i = 0usize;
+        g.bench_function(BenchmarkId::new("locate_ipv4", name), |b| {
+            b.iter(|| {
+                i = (i + 1) & mask;
+                black_box(snap.locate(black_box(addrs[i])))
+            })
+        });
+        let pids: Vec<u16> = addrs.iter().map(|&a| snap.locate(a)).collect();
+        g.bench_function(BenchmarkId::new("cost_and_by_cost", name), |b| {
+            b.iter(|| {
+                i = (i + 1) & mask;
+                let (f, t) = (pids[i], pids[(i + 1) & mask]);
+                black_box(snap.cost(black_box(f), black_box(t)));
+                black_box(snap.by_cost(black_box(f)).first().copied())
+            })
+        });
+        g.bench_function(BenchmarkId::new("locate_both_then_cost", name), |b| {
+            b.iter(|| {
+                i = (i + 1) & mask;
+                let (x, y) = (snap.locate(addrs[i]), snap.locate(addrs[(i + 1) & mask]));
+                black_box(snap.cost(x, y))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, lookups, map_scale);
 criterion_main!(benches);

@@ -15,6 +15,12 @@ Three races:
                opentracker (Debian, whitelist) and aquatic_udp (io_uring).
   http         wrk, keep-alive, varying info_hash and port: p4p-tracker and opentracker.
 
+With --topology FILE, the udp-own race adds 'p4p-tracker p4p big-map': the same p4p run with
+FILE as its map (the generator classifies its returned peers with FILE too). For an ISP-scale
+map whose PIDs hold the generator's source networks (issue 17):
+  target/release/synthetic_isp --pids 2000 --prefixes 250000 \
+      --loopback-nets 127.1.0,127.3.0,127.2.0,127.4.0,127.5.0 -o /tmp/isp-2000.toml
+
 Measured per run: responses/s over the counted part of the run (after the warmup), the
 tracker's own CPU time per answer (utime+stime of the tracker process from /proc over the same
 window), peers per announce answer, peak RSS (VmHWM) and, for udp-own, the share of returned
@@ -460,6 +466,8 @@ def contenders(race, cfg):
             out.append(("aquatic_udp mio", lambda t, l, u, h: start_aquatic(cfg, t, l, u, "mio")))
     elif race == "udp-own":
         out.append(("p4p-tracker p4p", lambda t, l, u, h: start_p4p(cfg, t, l, u, h, "p4p", loopback)))
+        if cfg.topology:
+            out.append((BIG_MAP, lambda t, l, u, h: start_p4p(cfg, t, l, u, h, "p4p", cfg.topology)))
         out.append(("p4p-tracker random", lambda t, l, u, h: start_p4p(cfg, t, l, u, h, "random", loopback)))
         if cfg.opentracker:
             out.append(("opentracker debian-whitelist", lambda t, l, u, h: start_opentracker(cfg, t, l, u, h, wl)))
@@ -496,7 +504,7 @@ def one_run(cfg, race, label, starter, round_no, rawdir):
         if race == "udp-aquatic":
             res = run_aquatic_tester(cfg, tracker, udp_port, tmp, gen_log)
         elif race == "udp-own":
-            res = run_own_generator(cfg, tracker, udp_port, gen_log, topology_for(label))
+            res = run_own_generator(cfg, tracker, udp_port, gen_log, topology_for(label, cfg))
         elif race == "memory":
             res = run_fill(cfg, tracker, udp_port, gen_log)
         else:
@@ -511,7 +519,13 @@ def one_run(cfg, race, label, starter, round_no, rawdir):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def topology_for(label):
+BIG_MAP = "p4p-tracker p4p big-map"
+
+
+def topology_for(label, cfg=None):
+    """The map udp_load classifies returned peers with: the contender's own."""
+    if label == BIG_MAP and cfg is not None and cfg.topology:
+        return cfg.topology
     return REPO / "topology-data" / "loopback.toml"
 
 
@@ -539,6 +553,8 @@ def main():
     ap.add_argument("--p4p-bin", default="", help="p4p-tracker binary (default: target/release)")
     ap.add_argument("--baseline-bin", default="",
                     help="another p4p-tracker binary raced as 'p4p-tracker baseline p4p' (A/B of a change)")
+    ap.add_argument("--topology", default="",
+                    help="a topology file raced as 'p4p-tracker p4p big-map' in udp-own (see above)")
     ap.add_argument("--out", default=str(REPO / "results" / "race"))
     ap.add_argument("--tag", default="", help="suffix of the result file names")
     cfg = ap.parse_args()
@@ -550,6 +566,9 @@ def main():
     cfg.p4p_tracker = Path(cfg.p4p_bin) if cfg.p4p_bin else target / "p4p-tracker"
     cfg.udp_load = target / "udp_load"
     cfg.baseline_bin = Path(cfg.baseline_bin) if cfg.baseline_bin else None
+    cfg.topology = Path(cfg.topology).resolve() if cfg.topology else None
+    if cfg.topology and not cfg.topology.is_file():
+        sys.exit(f"--topology {cfg.topology}: no such file")
     cfg.aquatic_load_test = tools / "aquatic-lt" / "bin" / "aquatic_udp_load_test"
     cfg.aquatic_uring = tools / "aquatic-uring" / "bin" / "aquatic_udp"
     cfg.aquatic_mio = tools / "aquatic-mio" / "bin" / "aquatic_udp"

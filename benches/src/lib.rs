@@ -2,8 +2,10 @@
 
 pub mod synthetic_isp;
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
+use ipnetwork::IpNetwork;
+use p4p_itracker::model::{PidKind, Topology};
 use p4p_itracker::snapshot::PidSpec;
 use p4p_itracker::{Snapshot, SnapshotBuilder};
 use p4p_tracker::types::{Announce, Event, InfoHash};
@@ -45,6 +47,60 @@ pub fn loopback_snapshot() -> Snapshot {
         }
     }
     b.build().expect("bench snapshot")
+}
+
+/// A 2-PID map covering all of IPv4 (one half each, one ISP, costs 0 and 5).
+pub fn two_pid_snapshot() -> Snapshot {
+    let mut b = SnapshotBuilder::new("two-pids", 100.0);
+    let isp = b.add_isp("small");
+    let ids: Vec<usize> = ["0.0.0.0/1", "128.0.0.0/1"]
+        .iter()
+        .enumerate()
+        .map(|(i, prefix)| {
+            b.add_pid(PidSpec {
+                name: format!("half-{i}"),
+                isp,
+                internal: true,
+                prefixes: vec![prefix.parse().expect("prefix")],
+            })
+        })
+        .collect();
+    for &x in &ids {
+        for &y in &ids {
+            b.set_cost(x, y, if x == y { 0.0 } else { 5.0 });
+        }
+    }
+    b.build().expect("two-PID snapshot")
+}
+
+/// `n` peer addresses inside the internal IPv4 prefixes of `topology`, dealt over all of them
+/// (peer `i` in prefix `i * 7919 mod prefixes`, a stride coprime with nearly any count), a
+/// different host and port each, sorted (filling a swarm in address order appends).
+pub fn addresses_in(topology: &Topology, n: u32) -> Vec<SocketAddr> {
+    let prefixes: Vec<(u32, u32)> = topology
+        .pids()
+        .iter()
+        .filter(|p| p.kind == PidKind::Internal)
+        .flat_map(|p| p.prefixes.iter())
+        .filter_map(|net| match net {
+            IpNetwork::V4(v4) => Some((u32::from(v4.network()), v4.size())),
+            IpNetwork::V6(_) => None,
+        })
+        .collect();
+    if prefixes.is_empty() {
+        return Vec::new();
+    }
+    let len = prefixes.len() as u64;
+    let mut out: Vec<SocketAddr> = (0..u64::from(n))
+        .map(|i| {
+            let (base, size) = prefixes[((i * 7919) % len) as usize];
+            let host = 1 + (i / len) as u32 % size.saturating_sub(2).max(1);
+            let ip = Ipv4Addr::from(base + host);
+            SocketAddr::new(IpAddr::V4(ip), 6881 + (i % 1000) as u16)
+        })
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// The `i`-th peer address, spread over the four PIDs of [`loopback_snapshot`] (second octet

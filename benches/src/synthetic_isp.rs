@@ -41,6 +41,11 @@ pub struct Params {
     pub prefixes_v6: usize,
     /// Seed of the random stream.
     pub seed: u64,
+    /// Loopback /24s (first three octets, `[127, x, y]`) to add, one to each of as many
+    /// access PIDs spread over the list: a load generator on one machine sends from 127/8,
+    /// which the unicast allocation never uses, and must land in internal PIDs for the
+    /// tracker's IP -> PID lookup to walk the big map (default none).
+    pub loopback_nets: Vec<[u8; 3]>,
 }
 
 impl Params {
@@ -51,6 +56,7 @@ impl Params {
             prefixes_v4: prefixes,
             prefixes_v6: prefixes / 10,
             seed: 17,
+            loopback_nets: Vec::new(),
         }
     }
 }
@@ -83,6 +89,9 @@ pub enum GenerateError {
     /// The unicast address space ran out before every prefix was placed.
     #[error("the {0} address space ran out: ask for fewer prefixes")]
     SpaceExhausted(&'static str),
+    /// A loopback net outside 127/8 (it could overlap the unicast prefixes).
+    #[error("{0}: loopback nets must be in 127.0.0.0/8")]
+    NotLoopback(String),
     /// The embedded Abilene graph did not import (a bug).
     #[error("the Abilene backbone does not import: {0}")]
     Backbone(String),
@@ -133,6 +142,9 @@ struct LinkOut {
 pub fn generate(p: &Params) -> Result<SyntheticIsp, GenerateError> {
     if p.pids < 40 {
         return Err(GenerateError::TooFewPids);
+    }
+    if let Some([a, b, c]) = p.loopback_nets.iter().find(|n| n[0] != 127) {
+        return Err(GenerateError::NotLoopback(format!("{a}.{b}.{c}.0/24")));
     }
     let mut rng = Rng(p.seed);
     let backbone = p4p_itracker::source::graphml::import(ABILENE, Some("abilene-synthetic"))
@@ -299,6 +311,13 @@ pub fn generate(p: &Params) -> Result<SyntheticIsp, GenerateError> {
             access_ids[rng.below(access_ids.len() as u64) as usize]
         };
         pids[owner].v6.push(net);
+    }
+    let n = p.loopback_nets.len();
+    for (k, &[a, b, c]) in p.loopback_nets.iter().enumerate() {
+        let owner = access_ids[k * access_ids.len() / n];
+        pids[owner]
+            .v4
+            .push((u32::from(Ipv4Addr::new(a, b, c, 0)), 24));
     }
     Ok(render(pids, links, internal, access_ids))
 }
@@ -535,6 +554,28 @@ mod tests {
         assert_eq!(a, generate(&p).expect("b").toml);
         let other = Params { seed: 18, ..p };
         assert_ne!(a, generate(&other).expect("c").toml);
+    }
+
+    #[test]
+    fn loopback_nets_land_in_distinct_internal_pids() {
+        let mut p = Params::new(120, 3_000);
+        p.loopback_nets = vec![[127, 1, 0], [127, 3, 0], [127, 2, 0]];
+        let isp = generate(&p).expect("generates");
+        let snap = p4p_itracker::Topology::from_toml_str(&isp.toml)
+            .expect("valid topology")
+            .snapshot();
+        let at = |ip: &str| snap.locate(ip.parse().expect("ip"));
+        let pids = [at("127.1.0.5"), at("127.3.0.5"), at("127.2.0.200")];
+        for &pid in &pids {
+            assert!(snap.pid(pid).internal, "{}", snap.pid(pid).name);
+        }
+        assert!(pids[0] != pids[1] && pids[1] != pids[2] && pids[0] != pids[2]);
+        assert!(
+            !snap.pid(at("127.4.0.1")).internal,
+            "only the nets asked for"
+        );
+        p.loopback_nets = vec![[10, 0, 0]];
+        assert!(matches!(generate(&p), Err(GenerateError::NotLoopback(_))));
     }
 
     #[test]

@@ -192,6 +192,53 @@ fn the_client_round_trips_against_the_real_server() {
 }
 
 #[test]
+fn the_client_reads_the_real_servers_gzip_maps_like_its_identity_ones() {
+    // 60 PIDs of 4 prefixes: both maps are over the server's gzip threshold (4 KiB), so it
+    // compresses them.
+    let dir = scratch("gzip-maps");
+    let file = dir.join("sixty.toml");
+    let mut toml = String::from("isp = \"isp-g\"\n");
+    for i in 0..60 {
+        let prefixes: Vec<String> = (0..4)
+            .map(|k| format!("\"127.{}.{k}.0/24\"", 10 + i))
+            .collect();
+        toml.push_str(&format!(
+            "[[pid]]\nname = \"p{i}\"\nkind = \"internal\"\nprefixes = [{}]\n",
+            prefixes.join(", ")
+        ));
+    }
+    for i in 0..60 {
+        toml.push_str(&format!(
+            "[[link]]\nfrom = \"p{i}\"\nto = \"p{}\"\ncapacity = 10\nweight = 1\n",
+            (i + 1) % 60
+        ));
+    }
+    std::fs::write(&file, toml).expect("topology");
+    let t = start("loopback.toml", |c| c.topology = Some(file));
+    for path in ["/networkmap", "/costmap/routingcost/numerical"] {
+        let res = agent()
+            .get(&format!("{}{path}", t.base))
+            .header("Accept-Encoding", "gzip")
+            .call()
+            .expect("GET");
+        let coding = res.headers().get("content-encoding");
+        assert_eq!(coding.and_then(|v| v.to_str().ok()), Some("gzip"), "{path}");
+    }
+    let url = format!("{}/directory", t.base);
+    let gzipped = updated(AltoClient::new(&url).fetch().expect("gzip fetch"));
+    let identity = updated(
+        AltoClient::new(&url)
+            .accept_gzip(false)
+            .fetch()
+            .expect("identity fetch"),
+    );
+    assert_eq!(gzipped.pids.len(), 61, "60 and the default PID");
+    assert_eq!(gzipped.pids, identity.pids);
+    assert!(gzipped.costs().eq(identity.costs()));
+    assert!(gzipped.known_costs() >= 60 * 60);
+}
+
+#[test]
 fn two_isps_combine_into_one_snapshot_each_authoritative_for_its_own_prefixes() {
     let a = start("loopback.toml", |_| {});
     let b = start("loopback-isp-b.toml", |_| {});

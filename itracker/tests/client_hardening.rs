@@ -23,6 +23,12 @@ enum Resource {
     },
     /// A 302 to this location.
     Redirect(String),
+    /// A 200 with this media type and `Content-Encoding`, whatever the request accepts.
+    Encoded {
+        media_type: String,
+        encoding: String,
+        body: Vec<u8>,
+    },
 }
 
 /// One request as the fake server saw it.
@@ -61,6 +67,17 @@ impl Fake {
                 media_type: media_type.to_string(),
                 etag: etag.map(str::to_string),
                 body: body.into(),
+            },
+        );
+    }
+
+    fn set_encoded(&self, path: &str, media_type: &str, encoding: &str, body: Vec<u8>) {
+        self.routes.lock().expect("routes").insert(
+            path.to_string(),
+            Resource::Encoded {
+                media_type: media_type.to_string(),
+                encoding: encoding.to_string(),
+                body,
             },
         );
     }
@@ -142,6 +159,19 @@ fn serve(stream: TcpStream, routes: &Mutex<HashMap<String, Resource>>, hits: &Mu
     let (status, extra, ctype, body): (u16, Vec<(String, String)>, &str, Vec<u8>) = match resource {
         None => (404, vec![], "application/json", b"{}".to_vec()),
         Some(Resource::Redirect(to)) => (302, vec![("Location".into(), to)], "text/plain", vec![]),
+        Some(Resource::Encoded {
+            media_type,
+            encoding,
+            body,
+        }) => {
+            let ctype: &'static str = Box::leak(media_type.into_boxed_str());
+            (
+                200,
+                vec![("Content-Encoding".into(), encoding)],
+                ctype,
+                body,
+            )
+        }
         Some(Resource::Body {
             media_type,
             etag,
@@ -535,7 +565,7 @@ fn bodies_over_their_limits_are_refused() {
     );
     fake.serve_maps(&network_map(2, "v1"), &cost_map("v1", &table), "1");
     let limits = ClientLimits {
-        max_cost_map_bytes: 1_000,
+        max_cost_map_bytes: Some(1_000),
         ..ClientLimits::default()
     };
     let err = fake.client().with_limits(limits).fetch().expect_err("big");
@@ -554,6 +584,188 @@ fn bodies_over_their_limits_are_refused() {
         matches!(err, ClientError::TooLarge { limit, .. } if limit == 1 << 20),
         "{err}"
     );
+}
+
+// Issue 17, item 3: gzip asked for and inflated within the limits; the cost map's limit
+// follows the PID cap.
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(body).expect("gzip");
+    enc.finish().expect("gzip")
+}
+
+/// A cost map with one real cost and `pad` bytes of JSON whitespace before its end: valid
+/// JSON that only a byte limit can stop.
+fn padded_cost_map(vtag: &str, pad: usize) -> Vec<u8> {
+    cost_map(
+        vtag,
+        &format!("{{\"p0\": {{\"p1\": 7}}{}}}", " ".repeat(pad)),
+    )
+    .into_bytes()
+}
+
+#[test]
+fn gzip_is_asked_for_and_inflated_and_identity_still_works() {
+    let fake = Fake::start();
+    let nm = network_map(3, "v1");
+    let cm = cost_map("v1", r#"{"p0": {"p1": 1, "p2": 2}, "p1": {"p0": 3}}"#);
+    fake.serve_maps(&nm, &cm, "1");
+    let identity = updated(fake.client().fetch());
+    fake.set_encoded(
+        "/networkmap",
+        media::NETWORK_MAP,
+        "gzip",
+        gzip(nm.as_bytes()),
+    );
+    fake.set_encoded("/costmap", media::COST_MAP, "gzip", gzip(cm.as_bytes()));
+    let gzipped = updated(fake.client().fetch());
+    assert_eq!(gzipped.pids, identity.pids);
+    assert!(gzipped.costs().eq(identity.costs()));
+    assert_eq!(gzipped.known_costs(), 3);
+    let hits = fake.hits();
+    assert!(!hits.is_empty());
+    for hit in &hits {
+        assert_eq!(
+            hit.headers.get("accept-encoding").map(String::as_str),
+            Some("gzip"),
+            "{hit:?}"
+        );
+    }
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_by_its_inflated_size_and_the_last_map_stays_valid() {
+    let fake = Fake::start();
+    let nm = network_map(2, "v1");
+    let good = padded_cost_map("v1", 0);
+    fake.serve_maps(&nm, std::str::from_utf8(&good).expect("utf8"), "1");
+    let limits = ClientLimits {
+        max_cost_map_bytes: Some(1 << 20),
+        ..ClientLimits::default()
+    };
+    let mut client = fake.client().with_limits(limits);
+    let first = updated(client.fetch());
+    // 64 MiB of JSON whitespace gzips to ~64 KiB: under the limit on the wire, 64 times over
+    // it inflated.
+    let bomb = gzip(&padded_cost_map("v1", 64 << 20));
+    assert!(bomb.len() < 1 << 20, "{} compressed bytes", bomb.len());
+    fake.set_encoded("/costmap", media::COST_MAP, "gzip", bomb);
+    for _ in 0..2 {
+        let err = client.fetch().expect_err("bomb");
+        assert!(
+            matches!(err, ClientError::Inflated { limit, .. } if limit == 1 << 20),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("gzip response body inflates to over 1048576 bytes"),
+            "{err}"
+        );
+    }
+    // The same padding within the limit is read: only the size was at fault.
+    fake.set_encoded(
+        "/costmap",
+        media::COST_MAP,
+        "gzip",
+        gzip(&padded_cost_map("v1", 1 << 19)),
+    );
+    let after = updated(client.fetch());
+    assert!(after.costs().eq(first.costs()));
+}
+
+#[test]
+fn gzip_that_never_ends_or_does_not_inflate_is_refused() {
+    let fake = Fake::start();
+    fake.serve_maps(&network_map(2, "v1"), &cost_map("v1", "{}"), "1");
+    let limits = ClientLimits {
+        max_cost_map_bytes: Some(1 << 20),
+        ..ClientLimits::default()
+    };
+    // A gzip header, then empty stored deflate blocks (5 bytes each, no output) past the limit:
+    // the inflated size never grows, the compressed bytes are bounded.
+    let mut endless = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    while endless.len() < 2 << 20 {
+        endless.extend_from_slice(&[0x00, 0x00, 0x00, 0xff, 0xff]);
+    }
+    fake.set_encoded("/costmap", media::COST_MAP, "gzip", endless);
+    let err = fake
+        .client()
+        .with_limits(limits)
+        .fetch()
+        .expect_err("endless");
+    assert!(
+        matches!(err, ClientError::TooLarge { limit, .. } if limit == 1 << 20),
+        "{err}"
+    );
+    fake.set_encoded(
+        "/costmap",
+        media::COST_MAP,
+        "gzip",
+        b"not gzip at all".to_vec(),
+    );
+    let err = fake.client().fetch().expect_err("corrupt");
+    assert!(matches!(err, ClientError::BadGzip { .. }), "{err:?}");
+    assert!(err.to_string().contains("invalid gzip body"), "{err}");
+    fake.set_encoded(
+        "/costmap",
+        media::COST_MAP,
+        "br",
+        cost_map("v1", "{}").into_bytes(),
+    );
+    let err = fake.client().fetch().expect_err("unasked coding");
+    assert!(
+        matches!(&err, ClientError::UnsupportedEncoding { encoding, .. } if encoding == "br"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn the_cost_map_limit_follows_the_pid_cap() {
+    let at = |max_pids| {
+        ClientLimits {
+            max_pids,
+            ..ClientLimits::default()
+        }
+        .cost_map_bytes()
+    };
+    // A full 2,000-PID map from our iTracker is 92.6 MB: it fits the rule (48 bytes a pair).
+    assert_eq!(at(2_000), 192_000_000);
+    assert!(at(2_000) > 92_600_000);
+    assert_eq!(ClientLimits::default().cost_map_bytes(), at(5_000));
+    assert_eq!(at(10), 1 << 20, "at least 1 MiB");
+    // A set limit wins.
+    let set = ClientLimits {
+        max_cost_map_bytes: Some(5),
+        ..ClientLimits::default()
+    };
+    assert_eq!(set.cost_map_bytes(), 5);
+
+    // A map over the derived limit is refused with the limit named; the previous map was
+    // delivered and nothing of the refused one is remembered.
+    let fake = Fake::start();
+    let nm = network_map(2, "v1");
+    fake.serve_maps(&nm, &cost_map("v1", r#"{"p0": {"p1": 7}}"#), "1");
+    let limits = ClientLimits {
+        max_pids: 10,
+        ..ClientLimits::default()
+    };
+    let mut client = fake.client().with_limits(limits);
+    let first = updated(client.fetch());
+    fake.set(
+        "/costmap",
+        media::COST_MAP,
+        Some("\"cm-2\""),
+        padded_cost_map("v1", 2 << 20),
+    );
+    let err = client.fetch().expect_err("too large");
+    assert!(
+        err.to_string()
+            .contains("response body over 1048576 bytes (the client's limit for it)"),
+        "{err}"
+    );
+    assert_eq!(first.known_costs(), 1);
 }
 
 // Item 10: a URL that is not an IRD is named for what it serves.

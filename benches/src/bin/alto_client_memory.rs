@@ -25,11 +25,11 @@ fn main() {
         |default: u64| -> u64 { args.next().and_then(|a| a.parse().ok()).unwrap_or(default) };
     let pids = arg(limits.max_pids as u64) as usize;
     let nm_bytes = arg(limits.max_network_map_bytes) as usize;
-    let cm_bytes = arg(limits.max_cost_map_bytes) as usize;
+    let cm_bytes = arg(limits.cost_map_bytes()) as usize;
     let limits = ClientLimits {
         max_pids: limits.max_pids.max(pids),
         max_network_map_bytes: limits.max_network_map_bytes.max(nm_bytes as u64),
-        max_cost_map_bytes: limits.max_cost_map_bytes.max(cm_bytes as u64),
+        max_cost_map_bytes: Some(limits.cost_map_bytes().max(cm_bytes as u64)),
         ..limits
     };
 

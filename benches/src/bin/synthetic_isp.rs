@@ -23,6 +23,10 @@ struct Cli {
     /// Seed: the same seed and sizes give the same file.
     #[arg(long, default_value_t = 17)]
     seed: u64,
+    /// Loopback /24s to add to access PIDs, as first three octets (`127.1.0,127.3.0`): where
+    /// a load generator on this machine sends from (`udp_load --nets`).
+    #[arg(long, value_delimiter = ',')]
+    loopback_nets: Vec<String>,
     /// Output file (default: standard output).
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -34,6 +38,17 @@ fn main() -> anyhow::Result<()> {
     params.seed = cli.seed;
     if let Some(n) = cli.prefixes6 {
         params.prefixes_v6 = n;
+    }
+    for net in &cli.loopback_nets {
+        let octets: Vec<u8> = net
+            .split('.')
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--loopback-nets {net}: {e}"))?;
+        let [a, b, c] = octets[..] else {
+            anyhow::bail!("--loopback-nets {net}: want three octets, like 127.1.0");
+        };
+        params.loopback_nets.push([a, b, c]);
     }
     let t = Instant::now();
     let isp = generate(&params)?;

@@ -109,6 +109,7 @@ pub(crate) fn parse_cost_map<R: std::io::Read>(
     let parsed = CostMapSeed {
         index,
         names: &names,
+        max_entries: index.len().saturating_mul(index.len()),
     }
     .deserialize(&mut de)?;
     de.end()?;
@@ -129,6 +130,9 @@ fn names_by_position<'a>(index: &HashMap<&'a str, u32>) -> Vec<&'a str> {
 struct CostMapSeed<'a> {
     index: &'a HashMap<&'a str, u32>,
     names: &'a [&'a str],
+    /// One cost per PID pair: more can only be repeated keys, refused so that what is kept
+    /// while parsing stays within 12 bytes per pair whatever the body's size.
+    max_entries: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for CostMapSeed<'_> {
@@ -276,6 +280,12 @@ impl<'de> Visitor<'de> for RowSeed<'_, '_> {
             };
             if !usable_cost(c) {
                 return Err(de::Error::custom(bad_cost(name(s), name(d), c)));
+            }
+            if self.out.len() >= self.outer.max_entries {
+                return Err(de::Error::custom(format!(
+                    "more costs than the {} PID pairs (repeated keys)",
+                    self.outer.max_entries
+                )));
             }
             self.out.push((s, d, c as f32));
         }

@@ -62,6 +62,20 @@ pub enum ClientError {
     /// A body is larger than its limit ([`ClientLimits`]).
     #[error("GET {url}: response body over {limit} bytes (the client's limit for it)")]
     TooLarge { url: String, limit: u64 },
+    /// A gzip body inflates to more than its limit ([`ClientLimits`]): a gzip bomb, or a map
+    /// too large for the limits.
+    #[error("GET {url}: gzip response body inflates to over {limit} bytes (the client's limit for it): refused")]
+    Inflated { url: String, limit: u64 },
+    /// A gzip body that does not inflate.
+    #[error("GET {url}: invalid gzip body: {source}")]
+    BadGzip {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The body comes in a content coding the client did not ask for (only gzip is asked).
+    #[error("GET {url}: unsupported Content-Encoding {encoding:?} (the client accepts gzip)")]
+    UnsupportedEncoding { url: String, encoding: String },
     /// The URL serves another media type than the one asked for; for the IRD, the `--alto`
     /// URL is not a directory.
     #[error("{}", wrong_media_type(url, found, expected))]
@@ -135,20 +149,23 @@ impl ClientError {
 }
 
 /// Bounds on what one server can make the client do. Every body is read through its limit
-/// (the transfer stops there) and parsed as a stream; the costs are kept sparse.
+/// (the transfer stops there; for a gzip body, both its compressed and its inflated bytes)
+/// and parsed as a stream; the costs are kept sparse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientLimits {
     /// PIDs in one network map (default 5,000). A [`Snapshot`] is dense: 6 bytes per PID pair
     /// (an `f32` cost and a `u16` in the by-cost order), so 5,000 PIDs is 150 MB and 10,000
     /// would be 600 MB (twice that while a new one is swapped in). A larger map is refused
-    /// before its cost map is requested.
+    /// before its cost map is requested. The cost map's default byte limit follows it
+    /// ([`ClientLimits::cost_map_bytes`]).
     pub max_pids: usize,
     /// Bytes of the IRD (default 1 MiB).
     pub max_ird_bytes: u64,
     /// Bytes of the network map (default 32 MiB: ~1.5 million prefixes).
     pub max_network_map_bytes: u64,
-    /// Bytes of the cost map (default 64 MiB: ~5 million costs, 60 MB kept at most).
-    pub max_cost_map_bytes: u64,
+    /// Bytes of the cost map (inflated, when gzipped); `None` (the default) follows
+    /// `max_pids`: see [`ClientLimits::cost_map_bytes`].
+    pub max_cost_map_bytes: Option<u64>,
     /// Bytes of the PID property map (default 8 MiB).
     pub max_property_map_bytes: u64,
     /// Redirects followed per request (default 5), within the allowed origins only.
@@ -161,10 +178,30 @@ impl Default for ClientLimits {
             max_pids: 5_000,
             max_ird_bytes: 1 << 20,
             max_network_map_bytes: 32 << 20,
-            max_cost_map_bytes: 64 << 20,
+            max_cost_map_bytes: None,
             max_property_map_bytes: 8 << 20,
             max_redirects: 5,
         }
+    }
+}
+
+impl ClientLimits {
+    /// JSON bytes allowed per PID pair of a full cost map when its limit follows `max_pids`.
+    /// Our iTracker writes 23 per pair at 2,000 PIDs (`"pid1234":12.345678,`); a large ISP's
+    /// production map (Benocs, 47 MB for 1.3 M pairs) 36. 48 leaves room for longer names.
+    pub const COST_MAP_BYTES_PER_PAIR: u64 = 48;
+
+    /// The cost map's byte limit: `max_cost_map_bytes` when set, else
+    /// `48 * max_pids^2` bytes ([`Self::COST_MAP_BYTES_PER_PAIR`]), at least 1 MiB: a full
+    /// map of `max_pids` PIDs fits. Default 5,000 PIDs: 1.2 GB, read as a stream (the client
+    /// keeps 12 bytes per distinct pair, at most `max_pids^2` pairs); 2,000 PIDs: 192 MB.
+    pub fn cost_map_bytes(&self) -> u64 {
+        self.max_cost_map_bytes.unwrap_or_else(|| {
+            let pids = self.max_pids as u64;
+            pids.saturating_mul(pids)
+                .saturating_mul(Self::COST_MAP_BYTES_PER_PAIR)
+                .max(1 << 20)
+        })
     }
 }
 
@@ -215,6 +252,8 @@ pub struct AltoClient {
     agent: ureq::Agent,
     token: Option<String>,
     limits: ClientLimits,
+    /// Whether GETs ask for gzip (`Accept-Encoding`); see [`AltoClient::accept_gzip`].
+    gzip: bool,
     origins: Origins,
     network_map: Option<CachedNetwork>,
     cost_map: Option<CachedCost>,
@@ -259,6 +298,7 @@ impl AltoClient {
             agent,
             token: None,
             limits: ClientLimits::default(),
+            gzip: true,
             origins: Origins::Listed(Vec::new()),
             network_map: None,
             cost_map: None,
@@ -279,6 +319,14 @@ impl AltoClient {
     /// Replaces the limits.
     pub fn with_limits(mut self, limits: ClientLimits) -> AltoClient {
         self.limits = limits;
+        self
+    }
+
+    /// Whether to ask for gzip bodies (default yes: a 2,000-PID cost map is 93 MB of JSON,
+    /// 23 MB gzipped). `false` asks for `identity`, for a server next door where the
+    /// transfer costs less than inflating.
+    pub fn accept_gzip(mut self, yes: bool) -> AltoClient {
+        self.gzip = yes;
         self
     }
 
@@ -520,10 +568,9 @@ impl AltoClient {
                     (None, Some(built)) => pid_index(built.pids.iter().map(|p| p.name.as_str())),
                     (None, None) => HashMap::new(),
                 };
-                let parsed =
-                    read_json(&final_url, &mut res, self.limits.max_cost_map_bytes, |r| {
-                        parse_cost_map(r, &index)
-                    })?;
+                let parsed = read_json(&final_url, &mut res, self.limits.cost_map_bytes(), |r| {
+                    parse_cost_map(r, &index)
+                })?;
                 drop(index);
                 self.cost_map = Some(CachedCost {
                     url: url.to_string(),

@@ -237,7 +237,7 @@ impl AltoClient {
         let reader = self.post_stream(&offer.url, &body, options.idle_timeout)?;
         let limit = self
             .limits
-            .max_cost_map_bytes
+            .cost_map_bytes()
             .max(self.limits.max_network_map_bytes)
             .max(self.limits.max_property_map_bytes);
         let mut stream = UpdateStream {

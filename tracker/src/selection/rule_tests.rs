@@ -246,7 +246,10 @@ fn seeders_take_far_peers_only_as_their_share() {
     let seeds_only = swarm(&[("sel-a1", 1, 3, 0), ("sel-b1", 2, 0, 60)]);
     let req = requester(&snap, &seeds_only, 1, true);
     let (far, most) = far_per_answer(&snap, &seeds_only, &req, 4, 20_000);
-    assert!((far - 0.4).abs() < 0.03, "seeds-only PID: far per answer {far}");
+    assert!(
+        (far - 0.4).abs() < 0.03,
+        "seeds-only PID: far per answer {far}"
+    );
     assert_eq!(most, 1);
     // A leecher's shortfall is still filled from far PIDs: a full answer.
     let req = Requester {

@@ -187,6 +187,9 @@ pub struct SelectionConfig {
     /// Counterparts (seeders for a leecher, leechers for a seeder) in the requester's own and
     /// near PIDs from which the remote share drops to its floor.
     pub seeded_pid_threshold: u32,
+    /// Whether a seeder's answer is filled up from far PIDs when its own and near PIDs run
+    /// short (off: a seeder takes far peers only as its far share; see the `selection` module).
+    pub seeder_far_fill: bool,
 }
 
 /// Swarm store backend (see `tracker/docs/redis.md` for the Redis store).
@@ -311,6 +314,7 @@ impl Default for SelectionConfig {
             remote_share: 0.10,
             remote_share_floor: 0.02,
             seeded_pid_threshold: 2,
+            seeder_far_fill: false,
         }
     }
 }

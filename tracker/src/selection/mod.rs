@@ -38,7 +38,7 @@
 //! PID is ever cut off from the rest of the swarm. A tier that runs short passes its shortfall
 //! on in preference order: own PID, near PIDs, far PIDs, each cheapest first. Without a near
 //! PID the near share thus goes back to the own PID. A seeder's shortfall stops at its near
-//! PIDs: it takes far peers only as its far share.
+//! PIDs: it takes far peers only as its far share (unless `seeder_far_fill`).
 //!
 //! Why: a share applied to every answer puts a distant peer in most small answers (measured
 //! with real clients: about 2x fewer inter-ISP bytes than `random` when each 4-peer answer
@@ -383,7 +383,7 @@ impl Selector {
         }
         let mut short: usize = left.iter().sum();
         for g in groups.iter_mut() {
-            if short == 0 || (req.seeder && g.tier == TIER_FAR) {
+            if short == 0 || (req.seeder && g.tier == TIER_FAR && !self.config.seeder_far_fill) {
                 break;
             }
             let extra = (g.size - g.take).min(short);

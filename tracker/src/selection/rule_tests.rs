@@ -259,6 +259,14 @@ fn seeders_take_far_peers_only_as_their_share() {
     };
     let (p, s) = run(&p4p(), &snap, &seeds_only, &req, 8, &mut rng);
     assert_eq!((p.len(), s.same_pid, s.remote), (8, 3, 5));
+    // `seeder_far_fill` restores the fill for seeders: full answers.
+    let fill = Selector::new(SelectionConfig {
+        seeder_far_fill: true,
+        ..SelectionConfig::default()
+    });
+    let req = requester(&snap, &b, 1, true);
+    let (p, s) = run(&fill, &snap, &b, &req, 4, &mut rng);
+    assert_eq!((p.len(), s.same_pid + s.same_isp), (4, 2));
 }
 
 /// Builder snapshot of PIDs `r0..r4` (127.1..5/16) with no boundary, costs from `cost`.

@@ -29,9 +29,12 @@ const PYTHON: &str = "/usr/bin/python3";
 /// The whole CI run (3 runs x 2 policies) takes about 2 minutes on 2 cores.
 const TIMEOUT: Duration = Duration::from_secs(480);
 /// Standard-ALTO mode: p4p/random inter-ISP bytes, at most: 3x fewer. Issue 15 asks for 4x at
-/// CI size; with the "costs decide" rule three CI runs measured 5.3x, 3.8x and 5.0x (medians of
-/// 3 same-run ratios), not comfortably above 4x, so the test holds 3x, which the old rule
-/// (2.5x) fails. Raise it to 0.25 once 4x holds with margin.
+/// CI size. With the "costs decide" rule ten CI experiments measured medians of 5.3x, 3.8x,
+/// 5.0x, 4.1x (session 6) and 5.2x, 4.7x, 5.0x, 4.9x, 4.3x, 4.4x (with the later cuts); the
+/// last six's 18 same-run ratios were 3.5x-6.0x, four of them below 4x, so a 4x bound would fail
+/// about one experiment in eight (the median of three runs is below 4x when two are). The test
+/// holds 3x, which the old rule (2.5x) fails and no run of the new one came near. Raise it to
+/// 0.25 once 4x holds with margin.
 const MAX_STANDARD_ALTO_RATIO: f64 = 1.0 / 3.0;
 
 fn workspace_root() -> PathBuf {

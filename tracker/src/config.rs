@@ -178,12 +178,18 @@ pub struct SelectionConfig {
     /// the `selection` module); near PIDs get `same_isp_share - same_pid_share` per swarm.
     pub same_isp_share: f64,
     /// Far share (neither own nor near PIDs), kept per swarm; raised to at least
-    /// `1 - same_isp_share` when the requester's PID has no seeder.
+    /// `1 - same_isp_share` when the requester's own and near PIDs hold no counterpart
+    /// (seeder for a leecher, leecher for a seeder).
     pub remote_share: f64,
-    /// Remote share once the requester's PID holds at least `seeded_pid_threshold` seeders.
+    /// Remote share once the requester's own and near PIDs hold at least
+    /// `seeded_pid_threshold` counterparts.
     pub remote_share_floor: f64,
-    /// Seeders in the requester's PID from which the remote share drops to its floor.
+    /// Counterparts (seeders for a leecher, leechers for a seeder) in the requester's own and
+    /// near PIDs from which the remote share drops to its floor.
     pub seeded_pid_threshold: u32,
+    /// Whether a seeder's answer is filled up from far PIDs when its own and near PIDs run
+    /// short (off: a seeder takes far peers only as its far share; see the `selection` module).
+    pub seeder_far_fill: bool,
 }
 
 /// Swarm store backend (see `tracker/docs/redis.md` for the Redis store).
@@ -308,6 +314,7 @@ impl Default for SelectionConfig {
             remote_share: 0.10,
             remote_share_floor: 0.02,
             seeded_pid_threshold: 2,
+            seeder_far_fill: false,
         }
     }
 }

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::tests::{addr, p4p, requester, run, swarm, VecBuckets};
+use super::tests::{addr, p4p, requester, run, snapshot, swarm, VecBuckets};
 use super::*;
 
 /// A map as a plain RFC 7285 server publishes it, read by our ALTO client: PIDs `pids` (name,
@@ -163,6 +163,110 @@ fn an_asn_pid_property_makes_the_pids_of_one_as_near() {
     assert!((near - 0.15).abs() < 0.01, "near share {near}");
     assert!((far - 0.10).abs() < 0.01, "far share {far}");
     assert_eq!(f64::from(stats.same_isp) / 80_000.0, near);
+}
+
+/// Mean far peers per answer of `numwant` to `req`, and the most in one answer.
+fn far_per_answer(
+    snap: &Snapshot,
+    b: &VecBuckets,
+    req: &Requester,
+    numwant: usize,
+    answers: u32,
+) -> (f64, u32) {
+    let mut rng = SmallRng::seed_from_u64(16);
+    let (mut far, mut most) = (0u32, 0u32);
+    for _ in 0..answers {
+        let s = run(&p4p(), snap, b, req, numwant, &mut rng).1;
+        far += s.remote;
+        most = most.max(s.remote);
+    }
+    (f64::from(far) / f64::from(answers), most)
+}
+
+/// The seeded threshold counts the seeders of the near PIDs too: a PID holding one seeder next
+/// to a near PID holding two is well seeded (far share at the floor, 0.02), as the same PID
+/// next to an unseeded one is not (0.10). Measured with real clients: PID a2 of the experiment
+/// (1 seed beside a1's 2) got the 0.10 share and took 37 % of what still crossed.
+#[test]
+fn near_seeders_count_toward_the_seeded_threshold() {
+    let snap = snapshot();
+    let share = |a1_seeds| {
+        let b = swarm(&[
+            ("sel-a1", 1, a1_seeds, 40),
+            ("sel-a2", 3, 1, 40),
+            ("sel-b1", 2, 3, 40),
+        ]);
+        let req = requester(&snap, &b, 3, false);
+        far_per_answer(&snap, &b, &req, 20, 4_000).0 / 20.0
+    };
+    let beside_seeded = share(2);
+    let beside_unseeded = share(0);
+    assert!(
+        (beside_seeded - 0.02).abs() < 0.005,
+        "a2 beside a seeded a1: far share {beside_seeded}"
+    );
+    assert!(
+        (beside_unseeded - 0.10).abs() < 0.01,
+        "a2 beside an unseeded a1: far share {beside_unseeded}"
+    );
+    // Without a stated boundary the neighbour is far, and its seeders do not count.
+    let cost = |f: usize, t: usize| Some(if f == t { 0.0 } else { 10.0 });
+    let plain = alto_snapshot(&[("p-a1", 1), ("p-a2", 3), ("p-b1", 2)], cost, None);
+    let b = swarm(&[("p-a1", 1, 2, 40), ("p-a2", 3, 1, 40), ("p-b1", 2, 3, 40)]);
+    let req = requester(&plain, &b, 3, false);
+    let far = far_per_answer(&plain, &b, &req, 20, 4_000).0 / 20.0;
+    assert!((far - 0.10).abs() < 0.01, "plain map: far share {far}");
+}
+
+/// A seeder's shortfall is filled from its own and near PIDs only: the far PIDs' leechers reach
+/// it through their own answers. Its far share stays, raised when its own and near PIDs hold no
+/// leecher at all, so a PID of seeders only is never cut off.
+#[test]
+fn seeders_take_far_peers_only_as_their_share() {
+    let snap = snapshot();
+    // One leecher in the seeder's PID, one in the near PID, plenty far.
+    let b = swarm(&[
+        ("sel-a1", 1, 3, 1),
+        ("sel-a2", 3, 0, 1),
+        ("sel-b1", 2, 0, 60),
+    ]);
+    let req = requester(&snap, &b, 1, true);
+    let mut rng = SmallRng::seed_from_u64(17);
+    for _ in 0..200 {
+        let (p, s) = run(&p4p(), &snap, &b, &req, 4, &mut rng);
+        assert_eq!(s.same_pid + s.same_isp, 2, "own and near leechers: {p:?}");
+        assert!(s.remote <= 1, "no far fill: {p:?}");
+        assert_eq!(p.len(), 2 + s.remote as usize);
+    }
+    // Two leechers on its side: the floor (0.02 x 4 = 0.08 far peers per answer).
+    let (far, most) = far_per_answer(&snap, &b, &req, 4, 20_000);
+    assert!((far - 0.08).abs() < 0.015, "far per answer {far}");
+    assert_eq!(most, 1);
+    // Seeders only in ISP A: the far share is raised to 0.10 (0.4 per 4-peer answer).
+    let seeds_only = swarm(&[("sel-a1", 1, 3, 0), ("sel-b1", 2, 0, 60)]);
+    let req = requester(&snap, &seeds_only, 1, true);
+    let (far, most) = far_per_answer(&snap, &seeds_only, &req, 4, 20_000);
+    assert!(
+        (far - 0.4).abs() < 0.03,
+        "seeds-only PID: far per answer {far}"
+    );
+    assert_eq!(most, 1);
+    // A leecher's shortfall is still filled from far PIDs: a full answer.
+    let req = Requester {
+        seeder: false,
+        position: None,
+        ..req
+    };
+    let (p, s) = run(&p4p(), &snap, &seeds_only, &req, 8, &mut rng);
+    assert_eq!((p.len(), s.same_pid, s.remote), (8, 3, 5));
+    // `seeder_far_fill` restores the fill for seeders: full answers.
+    let fill = Selector::new(SelectionConfig {
+        seeder_far_fill: true,
+        ..SelectionConfig::default()
+    });
+    let req = requester(&snap, &b, 1, true);
+    let (p, s) = run(&fill, &snap, &b, &req, 4, &mut rng);
+    assert_eq!((p.len(), s.same_pid + s.same_isp), (4, 2));
 }
 
 /// Builder snapshot of PIDs `r0..r4` (127.1..5/16) with no boundary, costs from `cost`.

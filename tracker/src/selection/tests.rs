@@ -39,7 +39,7 @@ impl Buckets for VecBuckets {
 
 /// ISP A: PIDs sel-a1 (127.1/16), sel-a2 (127.3/16, cost 2 from a1), sel-a3 (127.5/16, cost 5);
 /// ISP B: sel-b1 (127.2/16). Everything else: default.
-fn snapshot() -> Snapshot {
+pub(super) fn snapshot() -> Snapshot {
     let mut b = SnapshotBuilder::new("sel", 100.0);
     let a = b.add_isp("A");
     let isp_b = b.add_isp("B");
@@ -396,7 +396,21 @@ proptest! {
             .filter(|p| *p != me)
             .collect();
         prop_assert!(peers.len() <= numwant);
-        prop_assert_eq!(peers.len(), numwant.min(eligible.len()), "full answer when peers exist");
+        if seeder && !use_random {
+            // A seeder's answer is full from its own ISP's PIDs (own and near; 127.9 is in
+            // none), far peers only as its share (see `seeders_take_far_peers_only_as_their_share`).
+            let side: &[u8] = match net {
+                1 | 3 | 5 => &[1, 3, 5],
+                2 => &[2],
+                _ => &[],
+            };
+            let on_side = eligible.iter()
+                .filter(|p| matches!(p.ip(), std::net::IpAddr::V4(v) if side.contains(&v.octets()[1])))
+                .count();
+            prop_assert!(peers.len() >= numwant.min(on_side), "full from its side");
+        } else {
+            prop_assert_eq!(peers.len(), numwant.min(eligible.len()), "full answer when peers exist");
+        }
         let unique: HashSet<SocketAddr> = peers.iter().copied().collect();
         prop_assert_eq!(unique.len(), peers.len(), "no duplicates");
         prop_assert!(!unique.contains(&me), "never the requester");

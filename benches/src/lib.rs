@@ -137,8 +137,48 @@ pub fn announce(t: u32, i: u32, numwant: usize) -> Announce {
 
 /// Resident set size of this process in bytes (Linux `/proc/self/status`).
 pub fn rss_bytes() -> Option<u64> {
+    status_kib("VmRSS:").map(|kib| kib * 1024)
+}
+
+/// A field of `/proc/self/status` in KiB (`"VmRSS:"`, `"VmHWM:"`); `None` off Linux.
+pub fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resets this process's peak RSS (VmHWM) to its current RSS (Linux `clear_refs` 5) and
+/// returns that RSS in KiB (0 when unknown), so a later VmHWM is the peak of what follows.
+pub fn reset_peak_kib() -> u64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    status_kib("VmRSS:").unwrap_or(0)
+}
+
+/// `explicit`, or the binary `name` beside the running one (how the bench tools find the
+/// release `p4p-itracker` they start).
+pub fn sibling_binary(
+    explicit: Option<&std::path::Path>,
+    name: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("{} has no directory", exe.display()))?;
+    Ok(dir.join(name))
+}
+
+/// Runs `f` with a fresh temporary directory named after `prefix` and this process, removed
+/// afterwards whatever `f` returns.
+pub fn in_temp_dir<T>(
+    prefix: &str,
+    f: impl FnOnce(&std::path::Path) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = f(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }

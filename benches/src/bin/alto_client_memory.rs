@@ -54,13 +54,16 @@ fn main() {
     let base = serve(Arc::new(ird), Arc::new(nm), Arc::new(cm));
 
     let mut client = AltoClient::new(format!("{base}/directory")).with_limits(limits);
-    let (start_rss, t) = (reset_peak(), Instant::now());
+    let (start_rss, t) = (p4p_benches::reset_peak_kib(), Instant::now());
     let map = match client.fetch() {
         Ok(FetchOutcome::Updated(map)) => map,
         other => panic!("fetch: {other:?}"),
     };
     let elapsed = t.elapsed();
-    let (peak, after) = (status_kib("VmHWM:"), status_kib("VmRSS:"));
+    let (peak, after) = (
+        p4p_benches::status_kib("VmHWM:").unwrap_or(0),
+        p4p_benches::status_kib("VmRSS:").unwrap_or(0),
+    );
     println!(
         "fetch: {:.2} s, peak_rss_growth_mib={:.1} resident_after_mib={:.1} (map + client cache), known_costs={}",
         elapsed.as_secs_f64(),
@@ -69,10 +72,13 @@ fn main() {
         map.known_costs()
     );
 
-    let (start_rss, t) = (reset_peak(), Instant::now());
+    let (start_rss, t) = (p4p_benches::reset_peak_kib(), Instant::now());
     let snapshot = map.snapshot(100.0);
     let elapsed = t.elapsed();
-    let (peak, after) = (status_kib("VmHWM:"), status_kib("VmRSS:"));
+    let (peak, after) = (
+        p4p_benches::status_kib("VmHWM:").unwrap_or(0),
+        p4p_benches::status_kib("VmRSS:").unwrap_or(0),
+    );
     println!(
         "snapshot: {:.2} s, peak_rss_growth_mib={:.1} resident_after_mib={:.1}, pids={}",
         elapsed.as_secs_f64(),
@@ -168,24 +174,6 @@ fn serve(ird: Arc<Vec<u8>>, nm: Arc<Vec<u8>>, cm: Arc<Vec<u8>>) -> String {
         }
     });
     base
-}
-
-/// Resets VmHWM to the current RSS (Linux `clear_refs` 5) and returns VmRSS in KiB.
-fn reset_peak() -> u64 {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    status_kib("VmRSS:")
-}
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn mib(kib: u64) -> f64 {

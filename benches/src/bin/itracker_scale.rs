@@ -57,18 +57,8 @@ const TOKEN: &str = "itracker-scale-bench-token";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let binary = match &cli.itracker {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no directory")?
-            .join("p4p-itracker"),
-    };
-    let dir = std::env::temp_dir().join(format!("p4p-itracker-scale-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = run(&cli, &binary, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    let binary = p4p_benches::sibling_binary(cli.itracker.as_deref(), "p4p-itracker")?;
+    p4p_benches::in_temp_dir("p4p-itracker-scale", |dir| run(&cli, &binary, dir))
 }
 
 /// One line of the report.

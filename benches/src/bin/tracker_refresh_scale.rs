@@ -55,18 +55,8 @@ const INTERDOMAIN: f64 = 100.0;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let binary = match &cli.itracker {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no directory")?
-            .join("p4p-itracker"),
-    };
-    let dir = std::env::temp_dir().join(format!("p4p-refresh-scale-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = run(&cli, &binary, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    let binary = p4p_benches::sibling_binary(cli.itracker.as_deref(), "p4p-itracker")?;
+    p4p_benches::in_temp_dir("p4p-refresh-scale", |dir| run(&cli, &binary, dir))
 }
 
 /// The server process we started; killed (by its own pid) when dropped.
@@ -143,7 +133,7 @@ fn run(cli: &Cli, binary: &Path, dir: &Path) -> anyhow::Result<()> {
     );
     println!(
         "baseline RSS with one map and its snapshot held: {:.0} MiB",
-        mib(status_kib("VmRSS:"))
+        mib(p4p_benches::status_kib("VmRSS:").unwrap_or(0))
     );
     println!(
         "\n| refresh | encoding | fetch | snapshot build + swap | wall | CPU | peak extra memory |"
@@ -180,8 +170,8 @@ fn run(cli: &Cli, binary: &Path, dir: &Path) -> anyhow::Result<()> {
     }
     println!(
         "\nRSS at the end: {:.0} MiB (peak of the process {:.0} MiB)",
-        mib(status_kib("VmRSS:")),
-        mib(status_kib("VmHWM:"))
+        mib(p4p_benches::status_kib("VmRSS:").unwrap_or(0)),
+        mib(p4p_benches::status_kib("VmHWM:").unwrap_or(0))
     );
     Ok(())
 }
@@ -193,7 +183,7 @@ fn refresh(
     last: &mut IspMap,
     handle: &TopologyHandle,
 ) -> anyhow::Result<Sample> {
-    let start_rss = reset_peak();
+    let start_rss = p4p_benches::reset_peak_kib();
     let (t, cpu) = (Instant::now(), cpu_time().unwrap_or_default());
     let map = match client.fetch()? {
         FetchOutcome::Updated(map) => map,
@@ -212,7 +202,9 @@ fn refresh(
         build,
         wall,
         cpu,
-        peak_extra_kib: status_kib("VmHWM:").saturating_sub(start_rss),
+        peak_extra_kib: p4p_benches::status_kib("VmHWM:")
+            .unwrap_or(0)
+            .saturating_sub(start_rss),
     })
 }
 
@@ -279,24 +271,6 @@ fn body_sizes(base: &str) -> anyhow::Result<[u64; 4]> {
         }
     }
     Ok(out)
-}
-
-/// Resets VmHWM to the current RSS (Linux `clear_refs` 5) and returns VmRSS in KiB.
-fn reset_peak() -> u64 {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    status_kib("VmRSS:")
-}
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// User + system CPU time of this process (`/proc/self/stat`, 10 ms ticks).

@@ -236,6 +236,7 @@ impl Selector {
                 );
             }
             PolicyKind::P4p => {
+                order_groups(&mut scratch.groups, n + 1);
                 self.quotas(req, n, counterparts, rng, &mut scratch.groups);
                 for g in scratch.groups.iter().filter(|g| g.take > 0) {
                     let members = &scratch.members[g.start..g.end];
@@ -318,7 +319,11 @@ impl Selector {
         scratch
             .members
             .extend((0..buckets.count()).filter(|&b| eligible(b)));
-        scratch.members[start..].sort_unstable_by_key(|&b| buckets.pid(b));
+        // A store whose buckets already come ordered by PID (the memory store's, within a
+        // family) is not sorted again: with thousands of PIDs the sort was most of an announce.
+        if !scratch.members[start..].is_sorted_by_key(|&b| buckets.pid(b)) {
+            scratch.members[start..].sort_unstable_by_key(|&b| buckets.pid(b));
+        }
         let (mut total, mut counterparts) = (0, 0);
         let mut i = 0;
         while i < scratch.members.len() {
@@ -356,11 +361,6 @@ impl Selector {
             total += size;
             i = j;
         }
-        scratch.groups.sort_unstable_by(|a, b| {
-            (a.tier.cmp(&b.tier))
-                .then(a.key.total_cmp(&b.key))
-                .then(a.tiebreak.cmp(&b.tiebreak))
-        });
         (total, counterparts)
     }
 
@@ -394,6 +394,56 @@ impl Selector {
             short -= extra;
         }
     }
+}
+
+/// Puts `groups` in preference order (tier, then cost, then a random tie-break) and keeps
+/// only the `keep` first of each tier. An answer of `n` peers takes at most `n` of a tier's
+/// non-empty groups (its quota and any shortfall it fills are each at most `n`), and at most
+/// one group is empty (the requester's own, when it is alone there), so `keep = n + 1` changes
+/// no answer: it spares a swarm spread over thousands of PIDs a sort of all of them per
+/// announce (a partition by tier, then one selection per tier, both linear).
+fn order_groups(groups: &mut Vec<Group>, keep: usize) {
+    let cmp = |a: &Group, b: &Group| {
+        (a.tier.cmp(&b.tier))
+            .then(a.key.total_cmp(&b.key))
+            .then(a.tiebreak.cmp(&b.tiebreak))
+    };
+    if groups.len() <= 3 * keep {
+        groups.sort_unstable_by(cmp);
+        return;
+    }
+    // Own | near | far, in one pass (three-way partition).
+    let (mut lo, mut mid, mut hi) = (0, 0, groups.len());
+    while mid < hi {
+        match groups[mid].tier {
+            TIER_OWN => {
+                groups.swap(lo, mid);
+                lo += 1;
+                mid += 1;
+            }
+            TIER_NEAR => mid += 1,
+            _ => {
+                hi -= 1;
+                groups.swap(mid, hi);
+            }
+        }
+    }
+    let mut kept = 0;
+    for (start, end) in [(0, lo), (lo, hi), (hi, groups.len())] {
+        let tier = &mut groups[start..end];
+        let k = keep.min(tier.len());
+        if k == 0 {
+            continue;
+        }
+        if k < tier.len() {
+            tier.select_nth_unstable_by(k - 1, cmp);
+        }
+        tier[..k].sort_unstable_by(cmp);
+        // `kept <= start`: earlier tiers kept no more than they held.
+        groups.copy_within(start..start + k, kept);
+        kept += k;
+    }
+    groups.truncate(kept);
 }
 
 /// Where a PID (or AS location) stands from the requester.

@@ -502,3 +502,82 @@ proptest! {
         }
     }
 }
+
+/// Groups of random tiers, keys (with ties), sizes and tie-breaks; as in a swarm, one group at
+/// most is empty (the requester's, when it is alone in it).
+fn random_groups(rng: &mut SmallRng, count: usize) -> Vec<Group> {
+    let empty = rng.random_range(0..count * 2);
+    (0..count)
+        .map(|i| Group {
+            tier: rng.random_range(0..3u8),
+            key: f32::from(rng.random_range(0..20u8)),
+            price: 1.0,
+            tiebreak: rng.random(),
+            start: i,
+            end: i + 1,
+            size: if i == empty {
+                0
+            } else {
+                rng.random_range(1..4usize)
+            },
+            take: 0,
+        })
+        .collect()
+}
+
+fn fully_sorted(groups: &[Group]) -> Vec<Group> {
+    let mut all = groups.to_vec();
+    all.sort_unstable_by(|a, b| {
+        (a.tier.cmp(&b.tier))
+            .then(a.key.total_cmp(&b.key))
+            .then(a.tiebreak.cmp(&b.tiebreak))
+    });
+    all
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Ordering only the groups an answer can use (the first `n + 1` of each tier) hands out
+    /// exactly what ordering all of them does: the same groups, the same numbers of peers.
+    #[test]
+    fn answers_use_only_the_first_groups_of_each_tier(
+        seed in any::<u64>(),
+        count in 1usize..400,
+        n in 1usize..60,
+        seeder in any::<bool>(),
+        counterparts in 0usize..4,
+    ) {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let groups = random_groups(&mut rng, count);
+        let total: usize = groups.iter().map(|g| g.size).sum();
+        let n = n.min(total);
+        prop_assume!(n > 0);
+        let selector = p4p();
+        let req = Requester {
+            pid_index: 0,
+            bucket_id: PidId(0),
+            seeder,
+            families: Families::Both,
+            position: None,
+            numwant: n,
+        };
+        let mut all = fully_sorted(&groups);
+        let mut kept = groups.clone();
+        order_groups(&mut kept, n + 1);
+        let quota_seed = rng.random();
+        selector.quotas(&req, n, counterparts, &mut SmallRng::seed_from_u64(quota_seed), &mut all);
+        selector.quotas(&req, n, counterparts, &mut SmallRng::seed_from_u64(quota_seed), &mut kept);
+        let taken = |gs: &[Group]| -> Vec<(usize, usize)> {
+            gs.iter().filter(|g| g.take > 0).map(|g| (g.start, g.take)).collect()
+        };
+        prop_assert_eq!(taken(&all), taken(&kept));
+        // And what is kept starts with each tier's head, in order (all of it when few).
+        for tier in 0..3u8 {
+            let head: Vec<usize> = all.iter().filter(|g| g.tier == tier).take(n + 1).map(|g| g.start).collect();
+            let got: Vec<usize> = kept.iter().filter(|g| g.tier == tier).map(|g| g.start).collect();
+            prop_assert_eq!(&head[..], &got[..head.len().min(got.len())]);
+            prop_assert!(got.len() >= head.len());
+        }
+    }
+}

@@ -48,6 +48,25 @@ pub struct Params {
     pub loopback_nets: Vec<[u8; 3]>,
 }
 
+/// The size of a synthetic ISP as the bench tools take it on their command line
+/// (`--pids`, `--prefixes`), flattened into each tool's arguments.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct IspSize {
+    /// PIDs in all, internal and external (at least 40).
+    #[arg(long, default_value_t = 2000)]
+    pub pids: usize,
+    /// IPv4 prefixes (and a tenth as many IPv6 ones unless a tool says otherwise).
+    #[arg(long, default_value_t = 250_000)]
+    pub prefixes: usize,
+}
+
+impl IspSize {
+    /// Generator parameters of that size (the other parameters at their defaults).
+    pub fn params(&self) -> Params {
+        Params::new(self.pids, self.prefixes)
+    }
+}
+
 impl Params {
     /// `pids` PIDs and `prefixes` IPv4 prefixes, plus one IPv6 prefix per ten IPv4 ones.
     pub fn new(pids: usize, prefixes: usize) -> Params {

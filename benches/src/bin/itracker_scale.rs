@@ -28,17 +28,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use p4p_benches::synthetic_isp::{generate, Params, SyntheticIsp};
+use p4p_benches::synthetic_isp::{generate, IspSize, SyntheticIsp};
 
 /// Measure the real p4p-itracker binary on a synthetic ISP.
 #[derive(Parser)]
 struct Cli {
-    /// PIDs of the synthetic ISP.
-    #[arg(long, default_value_t = 2000)]
-    pids: usize,
-    /// IPv4 prefixes (plus a tenth as many IPv6).
-    #[arg(long, default_value_t = 250_000)]
-    prefixes: usize,
+    #[command(flatten)]
+    isp: IspSize,
     /// The server binary (default: `p4p-itracker` next to this program).
     #[arg(long)]
     itracker: Option<PathBuf>,
@@ -67,7 +63,7 @@ struct Row(String, String);
 fn run(cli: &Cli, binary: &Path, dir: &Path) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let t = Instant::now();
-    let isp = generate(&Params::new(cli.pids, cli.prefixes))?;
+    let isp = generate(&cli.isp.params())?;
     rows.push(Row(
         "generate".into(),
         format!(

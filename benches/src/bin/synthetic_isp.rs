@@ -6,17 +6,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use p4p_benches::synthetic_isp::{generate, Params};
+use p4p_benches::synthetic_isp::{generate, IspSize};
 
 /// Generate a synthetic ISP (Abilene backbone, metro and access tiers, peers and transit).
 #[derive(Parser)]
 struct Cli {
-    /// PIDs in all, internal and external (at least 40).
-    #[arg(long, default_value_t = 2000)]
-    pids: usize,
-    /// IPv4 prefixes.
-    #[arg(long, default_value_t = 250_000)]
-    prefixes: usize,
+    #[command(flatten)]
+    isp: IspSize,
     /// IPv6 prefixes (default: one per ten IPv4 prefixes).
     #[arg(long)]
     prefixes6: Option<usize>,
@@ -34,7 +30,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut params = Params::new(cli.pids, cli.prefixes);
+    let mut params = cli.isp.params();
     params.seed = cli.seed;
     if let Some(n) = cli.prefixes6 {
         params.prefixes_v6 = n;

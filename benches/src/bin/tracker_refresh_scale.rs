@@ -25,19 +25,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use p4p_benches::synthetic_isp::{generate, Params, SyntheticIsp};
+use p4p_benches::synthetic_isp::{generate, IspSize, SyntheticIsp};
 use p4p_itracker::client::{combine, AltoClient, ClientLimits, FetchOutcome, IspMap};
 use p4p_tracker::topology::TopologyHandle;
 
 /// Measure the tracker's refresh against the real p4p-itracker on a synthetic ISP.
 #[derive(Parser)]
 struct Cli {
-    /// PIDs of the synthetic ISP.
-    #[arg(long, default_value_t = 2000)]
-    pids: usize,
-    /// IPv4 prefixes (plus a tenth as many IPv6).
-    #[arg(long, default_value_t = 250_000)]
-    prefixes: usize,
+    #[command(flatten)]
+    isp: IspSize,
     /// The server binary (default: `p4p-itracker` next to this program).
     #[arg(long)]
     itracker: Option<PathBuf>,
@@ -80,7 +76,7 @@ struct Sample {
 }
 
 fn run(cli: &Cli, binary: &Path, dir: &Path) -> anyhow::Result<()> {
-    let isp = generate(&Params::new(cli.pids, cli.prefixes))?;
+    let isp = generate(&cli.isp.params())?;
     let topo = dir.join("isp.toml");
     std::fs::write(&topo, &isp.toml)?;
     std::fs::write(dir.join("token"), TOKEN)?;
@@ -101,7 +97,7 @@ fn run(cli: &Cli, binary: &Path, dir: &Path) -> anyhow::Result<()> {
     );
     let base = format!("http://{addr}");
     let limits = ClientLimits {
-        max_pids: ClientLimits::default().max_pids.max(cli.pids),
+        max_pids: ClientLimits::default().max_pids.max(cli.isp.pids),
         ..ClientLimits::default()
     };
     let new_client = |gzip: bool| {

@@ -29,7 +29,7 @@ pub mod source;
 
 pub use model::Topology;
 pub use pid::PidId;
-pub use snapshot::{PidInfo, Snapshot, SnapshotBuilder, SnapshotError};
+pub use snapshot::{PidInfo, Preference, Snapshot, SnapshotBuilder, SnapshotError};
 
 /// The embedded default topology's text (`topology-data/default.toml`).
 pub const EMBEDDED_DEFAULT_TOML: &str = include_str!("../../topology-data/default.toml");

@@ -2,7 +2,12 @@
 //! snapshot, the requester, numwant and an RNG (so answers are reproducible under a seed).
 //!
 //! Both policies work bucket by bucket and never scan the swarm: the cost is O(buckets +
-//! numwant). Rules shared by both:
+//! numwant). A swarm spread over thousands of PIDs (an ISP-scale map) has thousands of
+//! buckets, so a store that can find one PID's buckets on demand ([`Buckets::indexed`], the
+//! memory store's large swarms) lets `p4p` walk the snapshot's [`Snapshot::preference`] order
+//! from the requester's PID instead and stop once the answer is decided: the cost is then that
+//! of the PIDs the answer comes from, with the same answers (see [`Selector::group_indexed`]).
+//! Rules shared by both:
 //! - the requester never appears in its own answer, no peer appears twice;
 //! - a seeder is never handed seeders;
 //! - at most `numwant` peers; a swarm smaller than the answer gives everyone.
@@ -73,9 +78,10 @@
 //!   uniform because its sample is.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 
 use p4p_itracker::{PidId, Snapshot};
-use rand::Rng;
+use rand::{Rng, RngCore};
 
 use crate::config::{PolicyKind, SelectionConfig};
 use crate::types::Families;
@@ -104,6 +110,30 @@ pub trait Buckets {
     /// buckets as its samples expect.
     fn adjacent_reads_pay(&self) -> bool {
         false
+    }
+    /// Whether the store finds one PID's buckets on demand ([`Buckets::find`]) and counts the
+    /// swarm's peers ([`Buckets::totals`]). The `p4p` policy then walks the snapshot's
+    /// [`Snapshot::preference`] order from the requester's PID and stops once the answer is
+    /// decided, instead of listing and ranking every bucket: what a swarm spread over
+    /// thousands of PIDs needs. Such a store has no bucket until one is found.
+    fn indexed(&self) -> bool {
+        false
+    }
+    /// The swarm's peers in the allowed families: (seeders, leechers), the requester included.
+    /// Indexed stores only.
+    fn totals(&self, _families: Families) -> (usize, usize) {
+        (0, 0)
+    }
+    /// Makes the buckets of `pid` available and returns their numbers (empty when the swarm
+    /// has none). Indexed stores only; selection asks once per PID and announce.
+    fn find(&self, _pid: PidId) -> Range<usize> {
+        0..0
+    }
+    /// The bucket (PID, seeders, IPv6) of a peer drawn uniformly from the whole swarm, `None`
+    /// when the draw failed. Indexed stores only: it prices a random answer without listing
+    /// the swarm.
+    fn any_peer(&self, _rng: &mut dyn RngCore) -> Option<(PidId, bool, bool)> {
+        None
     }
 }
 
@@ -171,6 +201,60 @@ struct Group {
     take: usize,
 }
 
+impl Group {
+    fn new<R: Rng>(c: &Class, members: Range<usize>, size: usize, rng: &mut R) -> Self {
+        Group {
+            tier: c.tier,
+            key: c.key,
+            price: c.price,
+            tiebreak: rng.random(),
+            start: members.start,
+            end: members.end,
+            size,
+            take: 0,
+        }
+    }
+}
+
+/// Whether the requester may be given the peers of bucket `b`: an allowed family, not
+/// seeders to a seeder, not empty.
+fn eligible<B: Buckets>(buckets: &B, req: &Requester, b: usize) -> bool {
+    req.families.allows(buckets.v6(b)) && !(req.seeder && buckets.seeders(b)) && buckets.size(b) > 0
+}
+
+/// Eligible peers in `members` (the requester left out) and, of them, the requester's
+/// counterparts (seeders for a leecher, leechers for a seeder).
+fn tally<B: Buckets>(buckets: &B, req: &Requester, members: &[usize]) -> (usize, usize) {
+    let (mut size, mut others) = (0, 0);
+    for &b in members {
+        size += buckets.size(b);
+        if req.position.is_some_and(|(rb, _)| rb == b) {
+            size -= 1;
+        }
+        if buckets.seeders(b) != req.seeder {
+            others += buckets.size(b);
+        }
+    }
+    (size, others)
+}
+
+/// What one peer drawn uniformly from the requester's eligible peers costs (the mean cost of
+/// a random answer, estimated from one draw: unbiased, and summed over announces by the
+/// metrics): up to 8 draws from an indexed store, the first eligible one priced; `None` when
+/// none was.
+fn random_price<B: Buckets, R: Rng>(
+    buckets: &B,
+    snap: &Snapshot,
+    req: &Requester,
+    rng: &mut R,
+) -> Option<f32> {
+    (0..8).find_map(|_| {
+        let (pid, seeders, v6) = buckets.any_peer(rng)?;
+        let ok = req.families.allows(v6) && !(req.seeder && seeders);
+        ok.then(|| classify(snap, req, pid).price)
+    })
+}
+
 /// A configured policy, ready to select.
 #[derive(Clone, Debug)]
 pub struct Selector {
@@ -206,17 +290,27 @@ impl Selector {
         if numwant == 0 {
             return stats;
         }
-        let (total, counterparts) = self.group(buckets, snap, req, rng, scratch);
+        let indexed = self.config.policy == PolicyKind::P4p && buckets.indexed();
+        let (total, counterparts) = if indexed {
+            self.group_indexed(buckets, snap, req, rng, scratch)
+        } else {
+            self.group(buckets, snap, req, rng, scratch)
+        };
         let n = numwant.min(total);
         if n == 0 {
             return stats;
         }
-        let weighted: f64 = scratch
-            .groups
-            .iter()
-            .map(|g| f64::from(g.price) * g.size as f64)
-            .sum();
-        stats.random_cost = weighted / total as f64 * n as f64;
+        let price = match indexed.then(|| random_price(buckets, snap, req, rng)) {
+            Some(Some(price)) => f64::from(price),
+            // Every group listed (or no draw was eligible): the mean over the groups at hand.
+            _ => {
+                let (weighted, size) = scratch.groups.iter().fold((0.0, 0), |(w, s), g| {
+                    (w + f64::from(g.price) * g.size as f64, s + g.size)
+                });
+                weighted / size.max(1) as f64
+            }
+        };
+        stats.random_cost = price * n as f64;
         match self.config.policy {
             PolicyKind::Random => {
                 sample_group(
@@ -309,59 +403,142 @@ impl Selector {
         scratch.members.clear();
         scratch.class.clear();
         scratch.class.resize(buckets.count(), (TIER_FAR, 0.0));
-        let eligible = |b: usize| {
-            req.families.allows(buckets.v6(b))
-                && !(req.seeder && buckets.seeders(b))
-                && buckets.size(b) > 0
-        };
         // Buckets of one PID are gathered by sorting bucket indices by PID; the list is short.
-        let start = scratch.members.len();
         scratch
             .members
-            .extend((0..buckets.count()).filter(|&b| eligible(b)));
+            .extend((0..buckets.count()).filter(|&b| eligible(buckets, req, b)));
         // A store whose buckets already come ordered by PID (the memory store's, within a
         // family) is not sorted again: with thousands of PIDs the sort was most of an announce.
-        if !scratch.members[start..].is_sorted_by_key(|&b| buckets.pid(b)) {
-            scratch.members[start..].sort_unstable_by_key(|&b| buckets.pid(b));
+        if !scratch.members.is_sorted_by_key(|&b| buckets.pid(b)) {
+            scratch.members.sort_unstable_by_key(|&b| buckets.pid(b));
         }
         let (mut total, mut counterparts) = (0, 0);
         let mut i = 0;
         while i < scratch.members.len() {
             let pid = buckets.pid(scratch.members[i]);
-            let mut j = i;
-            let (mut size, mut others) = (0, 0);
-            while j < scratch.members.len() && buckets.pid(scratch.members[j]) == pid {
-                let b = scratch.members[j];
-                size += buckets.size(b);
-                if req.position.is_some_and(|(rb, _)| rb == b) {
-                    size -= 1;
-                }
-                if buckets.seeders(b) != req.seeder {
-                    others += buckets.size(b);
-                }
-                j += 1;
-            }
+            let j = i + scratch.members[i..]
+                .iter()
+                .take_while(|&&b| buckets.pid(b) == pid)
+                .count();
             let c = classify(snap, req, pid);
+            let (size, others) = tally(buckets, req, &scratch.members[i..j]);
             if c.tier != TIER_FAR {
                 counterparts += others;
             }
             for &b in &scratch.members[i..j] {
                 scratch.class[b] = (c.tier, c.price);
             }
-            scratch.groups.push(Group {
-                tier: c.tier,
-                key: c.key,
-                price: c.price,
-                tiebreak: rng.random(),
-                start: i,
-                end: j,
-                size,
-                take: 0,
-            });
+            scratch.groups.push(Group::new(&c, i..j, size, rng));
             total += size;
             i = j;
         }
         (total, counterparts)
+    }
+
+    /// [`Selector::group`] for an indexed store ([`Buckets::indexed`]): the requester's own
+    /// PID, then its near PIDs and the far ones, each in [`Snapshot::preference`] order, found
+    /// one by one. A tier's walk stops after the first group at which its PIDs hold `n`
+    /// eligible peers (no answer takes more from a tier) and the rest of that group's cost
+    /// (ties are ordered at random later); so the groups it leaves out are ones
+    /// [`order_groups`] would drop, and answers are those of [`Selector::group`].
+    ///
+    /// The counterparts that decide the far share are counted on the shorter side: over the
+    /// near PIDs until the threshold is reached (or every counterpart of the swarm is found),
+    /// or, when the near PIDs outnumber the far ones (an ISP's map: thousands of its own PIDs,
+    /// a few outside), as the swarm's counterparts minus those in every far PID. (Peers still
+    /// filed under a PID the snapshot no longer has count as near then, until the sweep
+    /// re-files them.) The eligible total comes from the store's counts.
+    fn group_indexed<B: Buckets, R: Rng>(
+        &self,
+        buckets: &B,
+        snap: &Snapshot,
+        req: &Requester,
+        rng: &mut R,
+        scratch: &mut Scratch,
+    ) -> (usize, usize) {
+        scratch.groups.clear();
+        scratch.members.clear();
+        let (seeders, leechers) = buckets.totals(req.families);
+        let (mut total, wanted) = if req.seeder {
+            (leechers, leechers)
+        } else {
+            (seeders + leechers, seeders)
+        };
+        if req.position.is_some_and(|(b, _)| eligible(buckets, req, b)) {
+            total = total.saturating_sub(1);
+        }
+        let n = req.numwant.min(total);
+        let enough = (self.config.seeded_pid_threshold as usize).min(wanted);
+        let from = req.pid_index;
+        let own = classify(snap, req, req.bucket_id);
+        let (mut found, mut counterparts) = self.add_found(buckets, req, &own, rng, scratch);
+        let preference = snap.preference(from);
+        let (order, keys, k) = (&preference.order, &preference.keys, preference.near);
+        let (near, far) = ((&order[..k], &keys[..k]), (&order[k..], &keys[k..]));
+        let count_far = far.0.len() < near.0.len();
+        let mut far_others = 0;
+        let unknown = snap.far_cost(from);
+        for ((order, keys), tier) in [(near, TIER_NEAR), (far, TIER_FAR)] {
+            let mut held = 0;
+            let mut cut = None;
+            for (&to, &key) in order.iter().zip(keys) {
+                if found >= total {
+                    break;
+                }
+                let counting = if tier == TIER_NEAR {
+                    !count_far && counterparts < enough
+                } else {
+                    count_far
+                };
+                if !counting && cut.is_some_and(|c: f32| c != key) {
+                    break;
+                }
+                let c = Class {
+                    tier,
+                    key,
+                    price: if key.is_finite() { key } else { unknown },
+                    pid: snap.id(to),
+                };
+                let (size, others) = self.add_found(buckets, req, &c, rng, scratch);
+                held += size;
+                found += size;
+                if tier == TIER_NEAR {
+                    counterparts += others;
+                } else {
+                    far_others += others;
+                }
+                if cut.is_none() && held >= n {
+                    cut = Some(key);
+                }
+            }
+        }
+        if count_far {
+            counterparts = wanted.saturating_sub(far_others);
+        }
+        (total, counterparts)
+    }
+
+    /// Finds the buckets of `c`'s PID in an indexed store and adds their eligible ones as a
+    /// group; returns its eligible peers and the requester's counterparts among them.
+    fn add_found<B: Buckets, R: Rng>(
+        &self,
+        buckets: &B,
+        req: &Requester,
+        c: &Class,
+        rng: &mut R,
+        scratch: &mut Scratch,
+    ) -> (usize, usize) {
+        let start = scratch.members.len();
+        scratch
+            .members
+            .extend(buckets.find(c.pid).filter(|&b| eligible(buckets, req, b)));
+        let end = scratch.members.len();
+        if start == end {
+            return (0, 0);
+        }
+        let (size, others) = tally(buckets, req, &scratch.members[start..end]);
+        scratch.groups.push(Group::new(c, start..end, size, rng));
+        (size, others)
     }
 
     /// Sets `take` on each group: tier shares first (each rounded probabilistically, so kept
@@ -448,6 +625,7 @@ fn order_groups(groups: &mut Vec<Group>, keep: usize) {
 
 /// Where a PID (or AS location) stands from the requester.
 struct Class {
+    pid: PidId,
     tier: u8,
     /// Rank inside the tier: the known cost, else infinity (unknown is far, never cheap).
     key: f32,
@@ -463,6 +641,7 @@ fn classify(snap: &Snapshot, req: &Requester, pid: PidId) -> Class {
         // An intra-PID cost the map does not give: the cheapest there is.
         let price = known(from).unwrap_or(0.0);
         return Class {
+            pid,
             tier: TIER_OWN,
             key: price,
             price,
@@ -481,11 +660,13 @@ fn classify(snap: &Snapshot, req: &Requester, pid: PidId) -> Class {
     };
     match cost {
         Some(c) => Class {
+            pid,
             tier,
             key: c,
             price: c,
         },
         None => Class {
+            pid,
             tier,
             key: f32::INFINITY,
             price: snap.far_cost(from),

@@ -1,7 +1,10 @@
 //! One address family of a large swarm: a sorted vector while short, hashed past the store's
 //! `sorted_max` (see [`super::MemoryStore`]). Both keep each bucket one contiguous run.
 
-use p4p_itracker::Snapshot;
+use std::ops::Range;
+
+use p4p_itracker::{PidId, Snapshot};
+use rand::{Rng, RngCore};
 
 use super::index::{addr_hash, Index, IndexLoc};
 use super::record::{expired, rekey_in, reserve_one, resolve, shrink, BucketKey, Record};
@@ -24,7 +27,20 @@ pub(super) struct Bucket<P> {
 pub(super) struct Hashed<P> {
     pub(super) buckets: Vec<Bucket<P>>,
     pub(super) index: Index,
+    /// The number of each PID code's first bucket (`u16::MAX`: none), kept from
+    /// [`DIRECTORY_MIN`] buckets on, so that selection finds a PID's buckets in one load
+    /// ([`Family::pid_runs`]); none below, where a binary search is as quick. Boxed: one
+    /// pointer in every large swarm.
+    dir: Option<Box<Directory>>,
 }
+
+/// See [`Hashed::dir`]: bucket numbers by PID code.
+#[derive(Debug, Default)]
+struct Directory(Vec<u16>);
+
+/// Buckets from which a hashed family keeps its directory: one `u16` per PID code up to the
+/// largest in the swarm (4 KB with a 2,000-PID map), beside at least as many peers.
+const DIRECTORY_MIN: usize = 64;
 
 /// The keyed hashes of `addr` and of its source (see [`Index`]).
 fn hashes<P: Record>(addr: P::Addr) -> (u64, u64) {
@@ -44,8 +60,10 @@ impl<P: Record> Hashed<P> {
         let mut hashed = Hashed {
             buckets,
             index: Index::default(),
+            dir: None,
         };
         hashed.reindex();
+        hashed.redirect();
         hashed
     }
 
@@ -65,6 +83,48 @@ impl<P: Record> Hashed<P> {
                 self.index.add_host(host);
             }
         }
+    }
+
+    /// Rebuilds the directory ([`Hashed::dir`]) after buckets were added or dropped.
+    fn redirect(&mut self) {
+        if self.buckets.len() < DIRECTORY_MIN {
+            self.dir = None;
+            return;
+        }
+        let dir = &mut self.dir.get_or_insert_with(Default::default).0;
+        dir.clear();
+        let pid_codes = p4p_itracker::pid::PID_CODES as u16;
+        for (b, bucket) in self.buckets.iter().enumerate().rev() {
+            let code = usize::from(bucket.key.code());
+            if code >= usize::from(pid_codes) {
+                continue;
+            }
+            if dir.len() <= code {
+                dir.resize(code + 1, u16::MAX);
+            }
+            dir[code] = b as u16;
+        }
+    }
+
+    /// The numbers of the buckets whose key has `key`'s code (at most two: leechers, seeders).
+    fn pid_buckets(&self, key: BucketKey) -> Range<usize> {
+        let code = key.code();
+        let start = match &self.dir {
+            // The directory covers every PID code up to the largest present.
+            Some(dir) if u32::from(code) < p4p_itracker::pid::PID_CODES => {
+                match dir.0.get(usize::from(code)) {
+                    Some(&b) if b != u16::MAX => usize::from(b),
+                    _ => return 0..0,
+                }
+            }
+            _ => self.buckets.partition_point(|b| b.key.code() < code),
+        };
+        let len = self.buckets[start..]
+            .iter()
+            .take(2)
+            .take_while(|b| b.key.code() == code)
+            .count();
+        start..start + len
     }
 
     /// Peers of `addr`'s source in the family (may run high, see [`Index`]).
@@ -103,6 +163,7 @@ impl<P: Record> Hashed<P> {
                         l.bucket += 1;
                     }
                 });
+                self.redirect();
                 b
             }
         }
@@ -187,6 +248,9 @@ impl<P: Record> Hashed<P> {
         }
         let len = self.buckets.iter().map(|b| b.recs.len()).sum::<usize>();
         let (dropped, slots) = (self.buckets.len() != before, self.index.cap());
+        if dropped {
+            self.redirect();
+        }
         if moved || dropped || self.index.deleted > 0 || slots > 4 * len + 8 {
             self.reindex();
         }
@@ -366,6 +430,78 @@ impl<P: Record> Family<P> {
             *self = Family::build(all, sorted_max);
         }
         moved
+    }
+
+    /// Appends the runs of `pid`'s non-empty buckets (leechers, then seeders) to `out`; none
+    /// for an id past the codes (its bucket is shared, not `pid`'s alone).
+    pub(super) fn pid_runs(&self, pid: PidId, v6: bool, out: &mut Vec<Run>) {
+        let key = BucketKey::new(pid, false);
+        if !key.holds_only(pid) {
+            return;
+        }
+        match self {
+            Family::Sorted(recs) => {
+                let mut start = recs.partition_point(|p| p.bucket() < key);
+                for run in recs[start..]
+                    .chunk_by(|a, b| a.bucket() == b.bucket())
+                    .take(2)
+                {
+                    if run[0].bucket().code() != key.code() {
+                        break;
+                    }
+                    out.push(Run::new(run[0].bucket(), v6, 0, start, start + run.len()));
+                    start += run.len();
+                }
+            }
+            Family::Hashed(h) => {
+                for b in h.pid_buckets(key) {
+                    let bucket = &h.buckets[b];
+                    if !bucket.recs.is_empty() {
+                        out.push(Run::new(bucket.key, v6, b, 0, bucket.recs.len()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The bucket of a record drawn uniformly from the family; `None` when the family is empty
+    /// or (hashed) 16 random index slots in a row were free (at most 3/4 of them are).
+    pub(super) fn any_bucket(&self, rng: &mut dyn RngCore) -> Option<BucketKey> {
+        match self {
+            Family::Sorted(recs) if recs.is_empty() => None,
+            Family::Sorted(recs) => Some(recs[rng.random_range(0..recs.len())].bucket()),
+            Family::Hashed(h) => {
+                let slots = h.index.table().len();
+                if slots == 0 || h.len() == 0 {
+                    return None;
+                }
+                (0..16).find_map(|_| {
+                    let loc = h.index.entry(rng.random_range(0..slots))?;
+                    Some(h.buckets[usize::from(loc.bucket)].key)
+                })
+            }
+        }
+    }
+
+    /// Seeders in the family (a scan: for the rare large IPv6 family).
+    pub(super) fn seeders(&self) -> usize {
+        match self {
+            Family::Sorted(recs) => recs.iter().filter(|p| p.bucket().seeders()).count(),
+            Family::Hashed(h) => h
+                .buckets
+                .iter()
+                .filter(|b| b.key.seeders())
+                .map(|b| b.recs.len())
+                .sum(),
+        }
+    }
+
+    /// Buckets of a hashed family (0 for a sorted one, whose runs are few).
+    pub(super) fn hashed_buckets(&self) -> usize {
+        match self {
+            Family::Sorted(_) => 0,
+            Family::Hashed(h) => h.buckets.len(),
+        }
     }
 
     /// Appends the family's bucket runs to `out`.

@@ -172,6 +172,15 @@ impl Index {
         Self::loc(self.slots[i])
     }
 
+    /// Where the entry in slot `i` points, `None` for a free slot. Every entry has one slot, so
+    /// a slot drawn at random until one is taken draws an entry uniformly.
+    pub(super) fn entry(&self, i: usize) -> Option<IndexLoc> {
+        match self.slots[i] {
+            EMPTY | DELETED => None,
+            slot => Some(Self::loc(slot)),
+        }
+    }
+
     /// Points the entry in slot `i` at `loc` (same address, so same tag).
     pub(super) fn set(&mut self, i: usize, loc: IndexLoc) {
         self.slots[i] = Self::with_loc(self.slots[i], loc);

@@ -101,12 +101,12 @@ use rand::Rng;
 use self::entry::{Entry, PeerPos};
 use self::record::{reserve_one, shrink, BucketKey};
 use self::shard::{read, search, write, Shard};
-use self::view::{View, RUNS};
+use self::view::{IndexedView, View, RUNS};
 use super::quota::SourceBudget;
 use super::{AnnounceContext, StoreError, StoreTotals, SweepReport};
 use crate::access::UNCHECKED;
 use crate::clock::Clock;
-use crate::config::SwarmConfig;
+use crate::config::{PolicyKind, SwarmConfig};
 use crate::selection::{Requester, SelectionStats};
 use crate::types::{Announce, Event, InfoHash, SwarmStats};
 
@@ -233,24 +233,44 @@ impl MemoryStore {
         if a.numwant == 0 {
             return Ok((stats, SelectionStats::default()));
         }
-        let mut runs = RUNS.take();
-        runs.clear();
-        swarm.runs(&mut runs);
-        let view = View::new(swarm, &runs);
-        let req = Requester {
+        let mut req = Requester {
             pid_index,
             bucket_id: pid,
             seeder: a.is_seeder(),
             families: ctx.families,
-            position: view.run_pos(pos),
+            position: None,
             numwant: a.numwant,
         };
         let sink = ctx.sink;
-        let selection = ctx
-            .selector
-            .select(&view, snap, &req, ctx.rng, ctx.scratch, &mut |p| {
-                sink.push(p)
-            });
+        let mut out = |p| sink.push(p);
+        let runs = RUNS.take();
+        // A swarm over many PIDs is read PID by PID (`p4p` walks the snapshot's preference
+        // order); not with AS locations, which no snapshot order lists.
+        let indexed = ctx.selector.policy() == PolicyKind::P4p && !snap.has_asn();
+        let view = if indexed {
+            IndexedView::of(swarm, runs)
+        } else {
+            Err(runs)
+        };
+        let (selection, runs) = match view {
+            Ok(mut view) => {
+                req.position = view.own(pid, pos);
+                let selection =
+                    ctx.selector
+                        .select(&view, snap, &req, ctx.rng, ctx.scratch, &mut out);
+                (selection, view.into_runs())
+            }
+            Err(mut runs) => {
+                runs.clear();
+                swarm.runs(&mut runs);
+                let view = View::new(swarm, &runs);
+                req.position = view.run_pos(pos);
+                let selection =
+                    ctx.selector
+                        .select(&view, snap, &req, ctx.rng, ctx.scratch, &mut out);
+                (selection, runs)
+            }
+        };
         RUNS.set(runs);
         Ok((stats, selection))
     }

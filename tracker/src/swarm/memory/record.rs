@@ -46,6 +46,17 @@ impl BucketKey {
     pub(super) fn seeders(self) -> bool {
         self.0 & 1 == 1
     }
+
+    /// The PID part of the key: both buckets of one PID share it.
+    pub(super) fn code(self) -> u16 {
+        self.0 >> 1
+    }
+
+    /// Whether the key holds `pid` alone: not for ids past the codes, which share
+    /// [`PID_OVERFLOW`].
+    pub(super) fn holds_only(self, pid: PidId) -> bool {
+        self.pid() == pid
+    }
 }
 
 /// An IPv4 peer: 10 bytes.

@@ -1,5 +1,6 @@
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::ops::Range;
 
 use p4p_itracker::snapshot::PidSpec;
 use p4p_itracker::SnapshotBuilder;
@@ -851,9 +852,9 @@ fn records_and_entries_are_as_small_as_the_docs_say() {
     assert_eq!(std::mem::size_of::<Peers>(), 24);
     assert_eq!(std::mem::size_of::<Entry>(), 48);
     // A hashed IPv4 family lives inside `Large`: one pointer less to chase per announce.
-    assert_eq!(std::mem::size_of::<Family<Peer4>>(), 48);
+    assert_eq!(std::mem::size_of::<Family<Peer4>>(), 56);
     assert!(
-        std::mem::size_of::<Large>() <= 72,
+        std::mem::size_of::<Large>() <= 80,
         "{}",
         std::mem::size_of::<Large>()
     );
@@ -1238,4 +1239,201 @@ mod access {
             "the other node's peer stays"
         );
     }
+}
+
+/// 300 PIDs of one ISP (`10.1.0.0/24` on, every 10th also `fd00:i::/48`) and 20 outside it
+/// (`10.9.i.0/24`), costs `|i - j|`, 1,000 more across the boundary.
+fn many_pids() -> Snapshot {
+    let mut b = SnapshotBuilder::new("many", 5000.0);
+    let isp = b.add_isp("A");
+    for i in 0..320usize {
+        let mut prefixes = vec![if i < 300 {
+            format!("10.{}.{}.0/24", 1 + i / 256, i % 256)
+        } else {
+            format!("10.9.{}.0/24", i - 300)
+        }
+        .parse()
+        .expect("prefix")];
+        if i < 300 && i % 10 == 0 {
+            prefixes.push(format!("fd00:{i:x}::/48").parse().expect("prefix"));
+        }
+        b.add_pid(PidSpec {
+            name: format!("many-{i}"),
+            isp,
+            internal: i < 300,
+            prefixes,
+        });
+    }
+    let costs = (0..320 * 320usize)
+        .map(|x| {
+            let (i, j) = (x / 320, x % 320);
+            i.abs_diff(j) as f32 + if (i < 300) != (j < 300) { 1000.0 } else { 0.0 }
+        })
+        .collect();
+    b.set_cost_matrix(costs);
+    b.build().expect("320 PIDs")
+}
+
+/// The address of peer `k` of a swarm over [`many_pids`]: PID `k % 320`, IPv6 for some.
+fn many_addr(k: usize) -> SocketAddr {
+    let pid = k % 320;
+    let host = (k / 320 + 1) as u16;
+    if (k / 320) % 2 == 0 && pid < 300 && pid % 10 == 0 {
+        return format!("[fd00:{pid:x}::{host:x}]:6881")
+            .parse()
+            .expect("v6");
+    }
+    let (b, c) = if pid < 300 {
+        (1 + pid / 256, pid % 256)
+    } else {
+        (9, pid - 300)
+    };
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::new(10, b as u8, c as u8, host as u8),
+        6881,
+    ))
+}
+
+/// Issue 17: a swarm spread over hundreds of PIDs is read PID by PID ([`IndexedView`]): each
+/// PID's runs are the ones a full listing has, the counts and uniform draws match the records,
+/// and `p4p` answers from it are drawn as from the full listing (per-PID frequencies).
+#[test]
+fn a_swarm_over_many_pids_is_read_pid_by_pid_as_the_full_listing() {
+    let s = store();
+    let mut env = Env::new(many_pids());
+    env.selector = Selector::new(SelectionConfig::default());
+    for k in 0..1600 {
+        let left = u64::from((k / 320) % 5 != 0);
+        let peer = many_addr(k).to_string();
+        env.announce(&s, ann(&peer, left, Event::None))
+            .expect("fill");
+    }
+    check_invariants(&s);
+    let all = contents(&s, &HASH);
+    let shard = read(s.shard(&HASH));
+    let entry = &shard[search(&shard, &HASH).expect("torrent")];
+    let mut runs = Vec::new();
+    entry.runs(&mut runs);
+    let listed = View::new(entry, &runs);
+    let Ok(indexed) = IndexedView::of(entry, Vec::new()) else {
+        panic!("{} runs: the swarm should be read PID by PID", runs.len());
+    };
+    let snap = &env.snap;
+    let run_of = |v: &dyn Fn(usize) -> (PidId, bool, bool, Vec<SocketAddr>), r: Range<usize>| {
+        let mut out: Vec<_> = r.map(v).collect();
+        out.sort();
+        out
+    };
+    for pid in snap.pids() {
+        let found = indexed.find(pid.id);
+        let want: Vec<usize> = (0..listed.count())
+            .filter(|&b| listed.pid(b) == pid.id)
+            .collect();
+        let peers_of = |b: usize, view: &dyn Buckets| -> (PidId, bool, bool, Vec<SocketAddr>) {
+            let mut p: Vec<SocketAddr> = (0..view.size(b)).map(|i| view.peer(b, i)).collect();
+            p.sort();
+            (view.pid(b), view.seeders(b), view.v6(b), p)
+        };
+        let got = run_of(&|b| peers_of(b, &indexed), found);
+        let mut expected: Vec<_> = want.iter().map(|&b| peers_of(b, &listed)).collect();
+        expected.sort();
+        assert_eq!(got, expected, "runs of {}", pid.name);
+    }
+    let count = |v6: Option<bool>, seeder: bool| {
+        all.iter()
+            .filter(|p| p.1 == seeder && v6.is_none_or(|v| p.0.is_ipv6() == v))
+            .count()
+    };
+    for (families, v6) in [
+        (Families::Both, None),
+        (Families::V4, Some(false)),
+        (Families::V6, Some(true)),
+    ] {
+        assert_eq!(
+            indexed.totals(families),
+            (count(v6, true), count(v6, false)),
+            "{families:?}"
+        );
+    }
+    assert!(
+        count(Some(true), false) * count(Some(true), true) > 0,
+        "IPv6 peers of both roles"
+    );
+    let mut rng = SmallRng::seed_from_u64(3);
+    let draws = 4000;
+    let seeders = (0..draws)
+        .map(|_| indexed.any_peer(&mut rng).expect("a draw"))
+        .inspect(|(pid, seeder, _)| {
+            assert!(all.iter().any(|p| p.2 == *pid && p.1 == *seeder));
+        })
+        .filter(|d| d.1)
+        .count();
+    let share = count(None, true) as f64 / all.len() as f64;
+    let drawn = seeders as f64 / f64::from(draws);
+    assert!(
+        (drawn - share).abs() < 0.03,
+        "seeders drawn {drawn}, held {share}"
+    );
+
+    // The same requester through both views: per-PID frequencies of 3,000 answers each.
+    let me = many_addr(325); // a leecher of PID 5
+    let pos = entry.find(me).expect("requester");
+    let mut indexed = IndexedView::of(entry, Vec::new()).unwrap_or_else(|_| unreachable!());
+    let req = |position| Requester {
+        pid_index: snap.locate(me.ip()),
+        bucket_id: snap.pid(snap.locate(me.ip())).id,
+        seeder: false,
+        families: Families::Both,
+        position,
+        numwant: 20,
+    };
+    let at_indexed = req(indexed.own(req(None).bucket_id, pos));
+    let at_listed = req(listed.run_pos(pos));
+    assert!(at_indexed.position.is_some() && at_listed.position.is_some());
+    let pid_of: HashMap<SocketAddr, PidId> = all.iter().map(|p| (p.0, p.2)).collect();
+    let tally = |view: &dyn Fn(&mut SmallRng, &mut Scratch, &mut Vec<SocketAddr>)| {
+        let mut counts: HashMap<PidId, u32> = HashMap::new();
+        let (mut rng, mut scratch) = (SmallRng::seed_from_u64(11), Scratch::default());
+        for _ in 0..3000 {
+            let mut out = Vec::new();
+            view(&mut rng, &mut scratch, &mut out);
+            assert_eq!(out.len(), 20);
+            assert!(!out.contains(&me));
+            assert_eq!(out.iter().collect::<HashSet<_>>().len(), 20);
+            for a in out {
+                *counts.entry(pid_of[&a]).or_default() += 1;
+            }
+        }
+        counts
+    };
+    let sel = &env.selector;
+    let a = tally(&|rng, scratch, out| {
+        sel.select(&indexed, snap, &at_indexed, rng, scratch, &mut |p| {
+            out.push(p)
+        });
+    });
+    let b = tally(&|rng, scratch, out| {
+        sel.select(&listed, snap, &at_listed, rng, scratch, &mut |p| {
+            out.push(p)
+        });
+    });
+    let pids: HashSet<PidId> = a.keys().chain(b.keys()).copied().collect();
+    for pid in pids {
+        let (x, y) = (
+            a.get(&pid).copied().unwrap_or(0),
+            b.get(&pid).copied().unwrap_or(0),
+        );
+        let bound = 5.0 * f64::from(x + y).sqrt() + 10.0;
+        assert!(
+            f64::from(x.abs_diff(y)) <= bound,
+            "PID {pid:?}: {x} picks read PID by PID, {y} from the full listing"
+        );
+    }
+    drop(shard);
+    // And through the store: answers valid and full.
+    env.announce(&s, ann(&me.to_string(), 1, Event::None))
+        .expect("announce");
+    let got = env.peers();
+    assert_eq!(got.len(), 50);
+    assert!(!got.contains(&me));
 }

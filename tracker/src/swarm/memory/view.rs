@@ -2,14 +2,17 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::ops::Range;
 
 use p4p_itracker::PidId;
+use rand::{Rng, RngCore};
 
-use super::entry::{Entry, PeerPos, Peers};
+use super::entry::{Entry, Large, PeerPos, Peers};
 use super::family::Family;
 use super::prefetch::prefetch_record;
 use super::record::{BucketKey, Peer4, Peer6, Record};
 use crate::selection::Buckets;
+use crate::types::Families;
 
 /// One bucket run: what selection sees as a bucket. In a sorted family or a small swarm it is a
 /// range of segment 0; in a hashed family, a whole bucket (segment = bucket number).
@@ -37,41 +40,77 @@ impl Run {
     }
 }
 
-/// A swarm as selection reads it: the entry plus its runs, listed once per announce.
-pub(super) struct View<'a> {
+/// Where a swarm's records are, for reading a run's peers.
+#[derive(Copy, Clone)]
+struct Records<'a> {
     /// A small swarm's peers (empty for a large swarm).
     small: &'a [Peer4],
     v4: Option<&'a Family<Peer4>>,
     v6: Option<&'a Family<Peer6>>,
+}
+
+impl<'a> Records<'a> {
+    fn new(entry: &'a Entry) -> Self {
+        match &entry.peers {
+            Peers::Small(s) => Records {
+                small: s.slice(),
+                v4: None,
+                v6: None,
+            },
+            Peers::Large(l) => Records {
+                small: &[],
+                v4: Some(&l.v4),
+                v6: l.v6.as_deref(),
+            },
+        }
+    }
+
+    fn peer(&self, r: &Run, index: usize) -> SocketAddr {
+        let at = r.start as usize + index;
+        match (r.v6, self.v4, self.v6) {
+            (true, _, Some(f)) => f.seg(r.seg as usize)[at].socket(),
+            (false, Some(f), _) => f.seg(r.seg as usize)[at].socket(),
+            _ => self.small[at].socket(),
+        }
+    }
+
+    fn will_read(&self, r: &Run, index: usize) {
+        let at = r.start as usize + index;
+        match (r.v6, self.v4, self.v6) {
+            (true, _, Some(f)) => prefetch_record(&f.seg(r.seg as usize)[at]),
+            (false, Some(f), _) => prefetch_record(&f.seg(r.seg as usize)[at]),
+            _ => {}
+        }
+    }
+}
+
+/// Where selection sees the peer at `pos` among `runs`: (run, position in the run).
+fn run_pos(runs: &[Run], pos: PeerPos) -> Option<(usize, usize)> {
+    runs.iter().enumerate().find_map(|(b, r)| {
+        let inside = r.v6 == pos.v6
+            && r.seg as usize == pos.seg
+            && (r.start as usize..r.end as usize).contains(&pos.idx);
+        inside.then(|| (b, pos.idx - r.start as usize))
+    })
+}
+
+/// A swarm as selection reads it: the entry plus its runs, listed once per announce.
+pub(super) struct View<'a> {
+    records: Records<'a>,
     runs: &'a [Run],
 }
 
 impl<'a> View<'a> {
     pub(super) fn new(entry: &'a Entry, runs: &'a [Run]) -> Self {
-        match &entry.peers {
-            Peers::Small(s) => View {
-                small: s.slice(),
-                v4: None,
-                v6: None,
-                runs,
-            },
-            Peers::Large(l) => View {
-                small: &[],
-                v4: Some(&l.v4),
-                v6: l.v6.as_deref(),
-                runs,
-            },
+        View {
+            records: Records::new(entry),
+            runs,
         }
     }
 
     /// Where selection sees the peer at `pos`: (run, position in the run).
     pub(super) fn run_pos(&self, pos: PeerPos) -> Option<(usize, usize)> {
-        self.runs.iter().enumerate().find_map(|(b, r)| {
-            let inside = r.v6 == pos.v6
-                && r.seg as usize == pos.seg
-                && (r.start as usize..r.end as usize).contains(&pos.idx);
-            inside.then(|| (b, pos.idx - r.start as usize))
-        })
+        run_pos(self.runs, pos)
     }
 }
 
@@ -93,25 +132,139 @@ impl Buckets for View<'_> {
         (r.end - r.start) as usize
     }
     fn peer(&self, bucket: usize, index: usize) -> SocketAddr {
-        let r = &self.runs[bucket];
-        let at = r.start as usize + index;
-        match (r.v6, self.v4, self.v6) {
-            (true, _, Some(f)) => f.seg(r.seg as usize)[at].socket(),
-            (false, Some(f), _) => f.seg(r.seg as usize)[at].socket(),
-            _ => self.small[at].socket(),
-        }
+        self.records.peer(&self.runs[bucket], index)
     }
     fn will_read(&self, bucket: usize, index: usize) {
-        let r = &self.runs[bucket];
-        let at = r.start as usize + index;
-        match (r.v6, self.v4, self.v6) {
-            (true, _, Some(f)) => prefetch_record(&f.seg(r.seg as usize)[at]),
-            (false, Some(f), _) => prefetch_record(&f.seg(r.seg as usize)[at]),
-            _ => {}
-        }
+        self.records.will_read(&self.runs[bucket], index)
     }
     fn adjacent_reads_pay(&self) -> bool {
         true
+    }
+}
+
+/// Hashed buckets from which a large swarm is read as an [`IndexedView`] (by `p4p`): below,
+/// listing every run costs less than finding PIDs one by one.
+pub(super) const INDEXED_MIN: usize = 128;
+
+/// A large swarm spread over many PIDs as selection reads it: no run is listed until
+/// selection finds its PID ([`Buckets::find`], the family's directory), so an announce costs
+/// what its answer needs, not what the swarm holds.
+pub(super) struct IndexedView<'a> {
+    records: Records<'a>,
+    large: &'a Large,
+    /// Runs found so far; selection's bucket numbers index them.
+    runs: RefCell<Vec<Run>>,
+    /// The requester's PID and its runs, found first ([`IndexedView::own`]).
+    own: Option<(PidId, Range<usize>)>,
+}
+
+impl<'a> IndexedView<'a> {
+    /// A view of `entry` when it is a large swarm with at least [`INDEXED_MIN`] hashed buckets;
+    /// `runs` is working memory (handed back by [`IndexedView::into_runs`]).
+    pub(super) fn of(entry: &'a Entry, mut runs: Vec<Run>) -> Result<Self, Vec<Run>> {
+        let Peers::Large(large) = &entry.peers else {
+            return Err(runs);
+        };
+        let buckets =
+            large.v4.hashed_buckets() + large.v6.as_ref().map_or(0, |f| f.hashed_buckets());
+        if buckets < INDEXED_MIN {
+            return Err(runs);
+        }
+        runs.clear();
+        Ok(IndexedView {
+            records: Records::new(entry),
+            large,
+            runs: RefCell::new(runs),
+            own: None,
+        })
+    }
+
+    /// Finds the requester's PID first and returns where selection sees the requester at
+    /// `pos` (its record is in one of that PID's runs).
+    pub(super) fn own(&mut self, pid: PidId, pos: PeerPos) -> Option<(usize, usize)> {
+        let found = self.find(pid);
+        self.own = Some((pid, found.clone()));
+        let runs = self.runs.borrow();
+        let (b, i) = run_pos(&runs[found.clone()], pos)?;
+        Some((found.start + b, i))
+    }
+
+    pub(super) fn into_runs(self) -> Vec<Run> {
+        self.runs.into_inner()
+    }
+
+    fn run(&self, bucket: usize) -> Run {
+        self.runs.borrow()[bucket]
+    }
+}
+
+impl Buckets for IndexedView<'_> {
+    fn count(&self) -> usize {
+        self.runs.borrow().len()
+    }
+    fn pid(&self, bucket: usize) -> PidId {
+        self.run(bucket).pid
+    }
+    fn seeders(&self, bucket: usize) -> bool {
+        self.run(bucket).seeders
+    }
+    fn v6(&self, bucket: usize) -> bool {
+        self.run(bucket).v6
+    }
+    fn size(&self, bucket: usize) -> usize {
+        let r = self.run(bucket);
+        (r.end - r.start) as usize
+    }
+    fn peer(&self, bucket: usize, index: usize) -> SocketAddr {
+        self.records.peer(&self.run(bucket), index)
+    }
+    fn will_read(&self, bucket: usize, index: usize) {
+        self.records.will_read(&self.run(bucket), index)
+    }
+    fn adjacent_reads_pay(&self) -> bool {
+        true
+    }
+    fn indexed(&self) -> bool {
+        true
+    }
+    fn totals(&self, families: Families) -> (usize, usize) {
+        let (seeders, leechers) = (self.large.seeders as usize, self.large.leechers as usize);
+        let v6 = self.large.v6.as_ref().map_or((0, 0), |f| {
+            let s = f.seeders();
+            (s, f.len() - s)
+        });
+        match families {
+            Families::Both => (seeders, leechers),
+            Families::V4 => (seeders.saturating_sub(v6.0), leechers.saturating_sub(v6.1)),
+            Families::V6 => v6,
+        }
+    }
+    fn find(&self, pid: PidId) -> Range<usize> {
+        if let Some((own, found)) = &self.own {
+            if *own == pid {
+                return found.clone();
+            }
+        }
+        let mut runs = self.runs.borrow_mut();
+        let start = runs.len();
+        self.large.v4.pid_runs(pid, false, &mut runs);
+        if let Some(f) = &self.large.v6 {
+            f.pid_runs(pid, true, &mut runs);
+        }
+        start..runs.len()
+    }
+    fn any_peer(&self, rng: &mut dyn RngCore) -> Option<(PidId, bool, bool)> {
+        let v4 = self.large.v4.len();
+        let v6 = self.large.v6.as_ref().map_or(0, |f| f.len());
+        if v4 + v6 == 0 {
+            return None;
+        }
+        let (key, in_v6) = if rng.random_range(0..v4 + v6) < v4 {
+            (self.large.v4.any_bucket(rng)?, false)
+        } else {
+            (self.large.v6.as_ref()?.any_bucket(rng)?, true)
+        };
+        Some((key.pid(), key.seeders(), in_v6))
     }
 }
 

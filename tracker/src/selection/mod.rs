@@ -442,10 +442,10 @@ impl Selector {
     /// (ties are ordered at random later); so the groups it leaves out are ones
     /// [`order_groups`] would drop, and answers are those of [`Selector::group`].
     ///
-    /// The counterparts that decide the far share are counted on the shorter side: over the
-    /// near PIDs until the threshold is reached (or every counterpart of the swarm is found),
-    /// or, when the near PIDs outnumber the far ones (an ISP's map: thousands of its own PIDs,
-    /// a few outside), as the swarm's counterparts minus those in every far PID. (Peers still
+    /// The counterparts that decide the far share are counted until those found reach the
+    /// threshold (or every counterpart of the swarm is found), on the shorter side: over the
+    /// near PIDs, or, when the near PIDs outnumber the far ones (an ISP's map: thousands of
+    /// its own PIDs, a few outside), as the swarm's counterparts minus those in every far PID. (Peers still
     /// filed under a PID the snapshot no longer has count as near then, until the sweep
     /// re-files them.) The eligible total comes from the store's counts.
     fn group_indexed<B: Buckets, R: Rng>(
@@ -485,11 +485,9 @@ impl Selector {
                 if found >= total {
                     break;
                 }
-                let counting = if tier == TIER_NEAR {
-                    !count_far && counterparts < enough
-                } else {
-                    count_far
-                };
+                // Counterparts found so far are a lower bound: once it reaches `enough`,
+                // nothing left to count changes the far share.
+                let counting = counterparts < enough && (tier == TIER_NEAR) != count_far;
                 if !counting && cut.is_some_and(|c: f32| c != key) {
                     break;
                 }
@@ -512,7 +510,8 @@ impl Selector {
                 }
             }
         }
-        if count_far {
+        if count_far && counterparts < enough {
+            // The far walk went through every far PID (it was counting).
             counterparts = wanted.saturating_sub(far_others);
         }
         (total, counterparts)

@@ -1243,8 +1243,8 @@ mod access {
 
 /// 300 PIDs of one ISP (`10.1.0.0/24` on, every 10th also `fd00:i::/48`) and 20 outside it
 /// (`10.9.i.0/24`), costs `|i - j|`, 1,000 more across the boundary.
-fn many_pids() -> Snapshot {
-    let mut b = SnapshotBuilder::new("many", 5000.0);
+fn many_pids(tag: &str) -> Snapshot {
+    let mut b = SnapshotBuilder::new(tag, 5000.0);
     let isp = b.add_isp("A");
     for i in 0..320usize {
         let mut prefixes = vec![if i < 300 {
@@ -1258,7 +1258,7 @@ fn many_pids() -> Snapshot {
             prefixes.push(format!("fd00:{i:x}::/48").parse().expect("prefix"));
         }
         b.add_pid(PidSpec {
-            name: format!("many-{i}"),
+            name: format!("many-{tag}-{i}"),
             isp,
             internal: i < 300,
             prefixes,
@@ -1300,7 +1300,7 @@ fn many_addr(k: usize) -> SocketAddr {
 #[test]
 fn a_swarm_over_many_pids_is_read_pid_by_pid_as_the_full_listing() {
     let s = store();
-    let mut env = Env::new(many_pids());
+    let mut env = Env::new(many_pids("a"));
     env.selector = Selector::new(SelectionConfig::default());
     for k in 0..1600 {
         let left = u64::from((k / 320) % 5 != 0);
@@ -1436,4 +1436,91 @@ fn a_swarm_over_many_pids_is_read_pid_by_pid_as_the_full_listing() {
     let got = env.peers();
     assert_eq!(got.len(), 50);
     assert!(!got.contains(&me));
+}
+
+/// Every PID's runs read PID by PID are the full listing's (`false` when the swarm is not read
+/// PID by PID).
+fn indexed_matches_listing(store: &MemoryStore, snap: &Snapshot) -> bool {
+    let shard = read(store.shard(&HASH));
+    let entry = &shard[search(&shard, &HASH).expect("torrent")];
+    let mut runs = Vec::new();
+    entry.runs(&mut runs);
+    let listed = View::new(entry, &runs);
+    let Ok(indexed) = IndexedView::of(entry, Vec::new()) else {
+        return false;
+    };
+    let peers_of = |view: &dyn Buckets, b: usize| {
+        let mut p: Vec<SocketAddr> = (0..view.size(b)).map(|i| view.peer(b, i)).collect();
+        p.sort();
+        (view.seeders(b), view.v6(b), p)
+    };
+    for pid in snap.pids() {
+        let mut got: Vec<_> = indexed
+            .find(pid.id)
+            .map(|b| peers_of(&indexed, b))
+            .collect();
+        let mut want: Vec<_> = (0..listed.count())
+            .filter(|&b| listed.pid(b) == pid.id)
+            .map(|b| peers_of(&listed, b))
+            .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "runs of {}", pid.name);
+    }
+    let all: Vec<_> = (0..listed.count()).collect();
+    let count = |seeders: bool| -> usize {
+        all.iter()
+            .filter(|&&b| listed.seeders(b) == seeders)
+            .map(|&b| listed.size(b))
+            .sum()
+    };
+    assert_eq!(indexed.totals(Families::Both), (count(true), count(false)));
+    true
+}
+
+/// The PID directory of a hashed family follows churn: peers leave (buckets emptied, then
+/// dropped by the sweep), complete (new seeder buckets), expire, and a new map files every
+/// peer under other PIDs; after each step every PID's runs read PID by PID are the listing's.
+#[test]
+fn the_pid_directory_follows_churn_and_map_changes() {
+    let s = store();
+    let mut env = Env::new(many_pids("churn"));
+    env.selector = Selector::new(SelectionConfig::default());
+    let role = |k: usize| u64::from((k / 320) % 5 != 0);
+    for k in 0..1600 {
+        env.announce(&s, ann(&many_addr(k).to_string(), role(k), Event::None))
+            .expect("fill");
+    }
+    assert!(indexed_matches_listing(&s, &env.snap), "read PID by PID");
+    // Every peer of a third of PIDs 0..150 leaves.
+    for k in (0..1600).filter(|k| k % 320 < 150 && k % 3 == 0) {
+        env.announce(&s, ann(&many_addr(k).to_string(), role(k), Event::Stopped))
+            .expect("stop");
+    }
+    assert!(indexed_matches_listing(&s, &env.snap));
+    s.sweep(&env.snap);
+    assert!(indexed_matches_listing(&s, &env.snap));
+    // The leechers of PIDs 150..250 complete: seeders' buckets appear.
+    for k in (0..1600).filter(|k| (150..250).contains(&(k % 320)) && role(*k) == 1) {
+        env.announce(&s, ann(&many_addr(k).to_string(), 0, Event::Completed))
+            .expect("complete");
+    }
+    assert!(indexed_matches_listing(&s, &env.snap));
+    // Half the peers announce again; the others expire.
+    s.clock().advance(3000);
+    for k in (0..1600).filter(|k| k % 320 % 2 == 0) {
+        env.announce(&s, ann(&many_addr(k).to_string(), 1, Event::None))
+            .expect("again");
+    }
+    s.clock().advance(1000);
+    s.sweep(&env.snap);
+    check_invariants(&s);
+    assert!(indexed_matches_listing(&s, &env.snap), "still PID by PID");
+    // A new map (other PID names) re-files every peer at the sweep.
+    env.snap = many_pids("churn-2");
+    s.sweep(&env.snap);
+    assert!(indexed_matches_listing(&s, &env.snap), "after the new map");
+    env.announce(&s, ann(&many_addr(2).to_string(), 1, Event::None))
+        .expect("announce");
+    assert_eq!(env.peers().len(), 50);
 }

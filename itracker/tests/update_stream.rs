@@ -571,6 +571,51 @@ fn a_resumed_stream_names_its_tags_and_gets_no_full_map_again() {
     }
 }
 
+/// Issue 17: a stream that broke while the version changed resumes one version behind: the
+/// server sends the merge patch from the version the client names, not the full cost map,
+/// and the client applies it.
+#[test]
+fn a_stream_resumed_one_version_behind_gets_the_patch() {
+    let t = start("loopback.toml", |_| {});
+    let proxy = Proxy::new(t.server.addr());
+    let client = AltoClient::new(proxy.url.clone());
+    let mut s = client.open_stream().expect("open").expect("offered");
+    let first = s.next_map().expect("the first map");
+    proxy.cut();
+    assert!(s.next_map().is_err(), "the cut ends the stream");
+    // The version changes while the client has no stream.
+    let r = post(
+        &format!("{}/admin/link-load", t.base),
+        "application/json",
+        r#"{"links": [{"from": "a1", "to": "a2", "utilisation": 0.95}]}"#,
+        &[("Authorization", &bearer())],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut held = Some(s);
+    let mut s = client
+        .reopen_stream(&mut held)
+        .expect("reopen")
+        .expect("offered");
+    let next = s.next_map().expect("the change, delivered");
+    assert_eq!(next.pids, first.pids);
+    assert!(
+        !next.costs().eq(first.costs()),
+        "the link load changed a cost"
+    );
+    let resumed = proxy.last_stream();
+    assert!(
+        resumed.contains("event: application/merge-patch+json,cm"),
+        "{resumed}"
+    );
+    for full in [
+        "alto-networkmap+json,nm",
+        "alto-costmap+json,cm",
+        "alto-propmap+json,pm",
+    ] {
+        assert!(!resumed.contains(full), "{full} sent again:\n{resumed}");
+    }
+}
+
 /// Issue 17: `/metrics` counts the update streams open.
 #[test]
 fn metrics_count_the_open_update_streams() {

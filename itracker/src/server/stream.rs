@@ -6,13 +6,16 @@
 //! Each change is diffed once, when it is published ([`Hub::publish`], from the writer that
 //! swaps the new version in), and every stream sends the same bytes. A stream that missed a
 //! version (it was slow, or versions came faster than it was scheduled) gets full messages:
-//! the patches only lead from one version to the next. What a client controls is bounded:
+//! the patches only lead from one version to the next. A client resuming a broken stream names
+//! the versions it holds (`tag`): none is sent again when current, and the patch is when the
+//! client is one version behind (patches are kept for every version once a stream has been
+//! opened). What a client controls is bounded:
 //! request size, substreams per stream, concurrent streams, and its reading speed (a stream
 //! whose bounded buffer fills is closed; the client reconnects and gets full messages).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -95,7 +98,15 @@ struct Update {
     served: Arc<Served>,
     /// Merge patches from version `seq - 1`, by resource id. A changed resource without one
     /// is sent in full.
-    patches: HashMap<&'static str, Bytes>,
+    patches: HashMap<&'static str, Patch>,
+}
+
+/// A merge patch and the version (ETag) it leads from: a substream that holds that version,
+/// live or resumed with its tag, gets the patch instead of the full message.
+#[derive(Debug)]
+struct Patch {
+    base: String,
+    body: Bytes,
 }
 
 /// A control request on its way to its stream, with the channel for the answer.
@@ -109,6 +120,9 @@ pub struct Hub {
     open: Arc<AtomicUsize>,
     /// `open`, as the `update_streams` gauge in /metrics.
     open_gauge: Gauge,
+    /// Whether a stream was ever opened: from then on every version gets its patches, so a
+    /// client that lost its stream while the version changed resumes with a patch.
+    subscribed: AtomicBool,
     controls: Mutex<HashMap<String, mpsc::Sender<Control>>>,
     ids: RandomState,
     /// Turns true when the server stops: every stream ends (a graceful stop would otherwise
@@ -129,6 +143,7 @@ impl Hub {
             tx,
             open: Arc::new(AtomicUsize::new(0)),
             open_gauge,
+            subscribed: AtomicBool::new(false),
             controls: Mutex::new(HashMap::new()),
             ids: RandomState::new(),
             closing: watch::channel(false).0,
@@ -141,9 +156,9 @@ impl Hub {
     }
 
     /// Publishes a new version (called by the writer right after the swap). The patches are
-    /// computed here, once, and only while some stream is open.
+    /// computed here, once, and only once some stream was opened (one that broke may resume).
     pub fn publish(&self, old: &Served, new: Arc<Served>) {
-        let patches = if self.open_streams() > 0 {
+        let patches = if self.subscribed.load(Ordering::Relaxed) {
             patches(old, &new)
         } else {
             HashMap::new()
@@ -178,7 +193,7 @@ impl Hub {
 
 /// Merge patches for the resources that changed from `old` to `new`, where one is smaller
 /// than the full message.
-fn patches(old: &Served, new: &Served) -> HashMap<&'static str, Bytes> {
+fn patches(old: &Served, new: &Served) -> HashMap<&'static str, Patch> {
     let mut out = HashMap::new();
     for (id, _) in RESOURCES {
         let (before, after) = (rendered(old, id), rendered(new, id));
@@ -192,7 +207,14 @@ fn patches(old: &Served, new: &Served) -> HashMap<&'static str, Bytes> {
         };
         if let Some(p) = patch.and_then(|p| serde_json::to_vec(&p).ok()) {
             if p.len() < after.body.len() {
-                out.insert(id, Bytes::from(p));
+                let base = before.etag.clone();
+                out.insert(
+                    id,
+                    Patch {
+                        base,
+                        body: Bytes::from(p),
+                    },
+                );
             }
         }
     }
@@ -345,6 +367,7 @@ async fn open_stream(
             "too many update streams open; retry later",
         ));
     }
+    hub.subscribed.store(true, Ordering::Relaxed);
     hub.open_gauge.inc();
     let control_id = hub.new_control_id();
     let guard = OpenGuard {
@@ -401,8 +424,8 @@ fn emit_control(out: &Out, msg: &ControlMessage) -> bool {
     )
 }
 
-/// Sends `id`'s message for `update` (patch when allowed and it leads from what was sent).
-fn emit_sub(out: &Out, id: &str, sub: &mut Sub, update: &Update, follows: bool) -> bool {
+/// Sends `id`'s message for `update` (a patch when allowed and it leads from what was sent).
+fn emit_sub(out: &Out, id: &str, sub: &mut Sub, update: &Update) -> bool {
     let now = rendered(&update.served, sub.resource);
     if sub.sent.as_deref() == Some(now.etag.as_str()) {
         return true;
@@ -410,9 +433,9 @@ fn emit_sub(out: &Out, id: &str, sub: &mut Sub, update: &Update, follows: bool) 
     let patch = update
         .patches
         .get(sub.resource)
-        .filter(|_| follows && sub.incremental && sub.sent.is_some());
+        .filter(|p| sub.incremental && sub.sent.as_deref() == Some(p.base.as_str()));
     let (kind, data) = match patch {
-        Some(p) => (media::MERGE_PATCH, p.clone()),
+        Some(p) => (media::MERGE_PATCH, p.body.clone()),
         None => (
             media_type(sub.resource).unwrap_or(media::COST_MAP),
             now.body.clone(),
@@ -436,12 +459,18 @@ fn add_subs(subs: &mut BTreeMap<String, Sub>, p: &UpdateStreamParams, update: &U
             continue;
         };
         let now = rendered(&update.served, resource);
-        let current = now.etag.trim_matches('"');
-        let sent = r
-            .tag
-            .as_deref()
-            .filter(|t| *t == current)
-            .map(|_| now.etag.clone());
+        let tag = r.tag.as_deref();
+        // Current: nothing to send. One version behind (a stream that broke while the
+        // version changed): the patch from it, when the substream takes patches.
+        let sent = if tag == Some(now.etag.trim_matches('"')) {
+            Some(now.etag.clone())
+        } else {
+            update
+                .patches
+                .get(resource)
+                .filter(|p| tag == Some(p.base.trim_matches('"')))
+                .map(|p| p.base.clone())
+        };
         subs.insert(
             id.clone(),
             Sub {
@@ -499,7 +528,7 @@ async fn run(
         return;
     }
     for (id, sub) in &mut subs {
-        if !emit_sub(&out, id, sub, &update, false) {
+        if !emit_sub(&out, id, sub, &update) {
             return;
         }
     }
@@ -511,11 +540,9 @@ async fn run(
                 if changed.is_err() {
                     return;
                 }
-                let next = updates.borrow_and_update().clone();
-                let follows = next.seq == update.seq + 1;
-                update = next;
+                update = updates.borrow_and_update().clone();
                 for (id, sub) in &mut subs {
-                    if !emit_sub(&out, id, sub, &update, follows) {
+                    if !emit_sub(&out, id, sub, &update) {
                         return;
                     }
                 }
@@ -542,7 +569,7 @@ async fn run(
                 }
                 for id in p.add.keys() {
                     if let Some(sub) = subs.get_mut(id) {
-                        if !emit_sub(&out, id, sub, &update, false) {
+                        if !emit_sub(&out, id, sub, &update) {
                             return;
                         }
                     }

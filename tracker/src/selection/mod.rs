@@ -330,7 +330,11 @@ impl Selector {
                 );
             }
             PolicyKind::P4p => {
-                order_groups(&mut scratch.groups, n + 1);
+                if indexed {
+                    order_ties(&mut scratch.groups);
+                } else {
+                    order_groups(&mut scratch.groups, n + 1);
+                }
                 self.quotas(req, n, counterparts, rng, &mut scratch.groups);
                 for g in scratch.groups.iter().filter(|g| g.take > 0) {
                     let members = &scratch.members[g.start..g.end];
@@ -620,6 +624,17 @@ fn order_groups(groups: &mut Vec<Group>, keep: usize) {
         kept += k;
     }
     groups.truncate(kept);
+}
+
+/// Puts groups found in preference order ([`Selector::group_indexed`]: by tier, then cost)
+/// in [`order_groups`]' order: each run of equal tier and cost by its random tie-break.
+fn order_ties(groups: &mut [Group]) {
+    debug_assert!(groups.is_sorted_by(|a, b| (a.tier, a.key) <= (b.tier, b.key)));
+    for run in groups.chunk_by_mut(|a, b| a.tier == b.tier && a.key == b.key) {
+        if run.len() > 1 {
+            run.sort_unstable_by_key(|g| g.tiebreak);
+        }
+    }
 }
 
 /// Where a PID (or AS location) stands from the requester.

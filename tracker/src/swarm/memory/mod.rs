@@ -69,7 +69,12 @@
 //! - **index slot**: one 8-byte cell of a hashed family's address index, holding a tag and an
 //!   `IndexLoc` (bucket number, index in the bucket). "Slot" means only this.
 //! - **run** (`Run`): a contiguous range of one bucket's records in one segment: what selection
-//!   calls a bucket. The `View` hands a swarm's runs to selection.
+//!   calls a bucket. The `View` hands a swarm's runs to selection. A large swarm with at least
+//!   `INDEXED_MIN` hashed buckets (spread over many PIDs of an ISP-scale map) is handed to
+//!   `p4p` as an `IndexedView` instead: no run is listed until selection asks for a PID's.
+//! - **directory**: a hashed family's table from PID code to its first bucket number (kept from
+//!   64 buckets on, rebuilt when a bucket is added or dropped), how an `IndexedView` finds a
+//!   PID's buckets with one load.
 //! - **entry** (`Entry`): one torrent; **shard** (`Shard`): a lock over entries sorted by info
 //!   hash.
 //!

@@ -449,9 +449,9 @@ impl Selector {
     /// The counterparts that decide the far share are counted until those found reach the
     /// threshold (or every counterpart of the swarm is found), on the shorter side: over the
     /// near PIDs, or, when the near PIDs outnumber the far ones (an ISP's map: thousands of
-    /// its own PIDs, a few outside), as the swarm's counterparts minus those in every far PID. (Peers still
-    /// filed under a PID the snapshot no longer has count as near then, until the sweep
-    /// re-files them.) The eligible total comes from the store's counts.
+    /// its own PIDs, a few outside), as the swarm's counterparts minus those in every far PID
+    /// (peers still filed under a PID the snapshot no longer has count as near then, until
+    /// the sweep re-files them). The eligible total comes from the store's counts.
     fn group_indexed<B: Buckets, R: Rng>(
         &self,
         buckets: &B,

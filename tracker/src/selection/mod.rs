@@ -129,6 +129,12 @@ pub trait Buckets {
     fn find(&self, _pid: PidId) -> Range<usize> {
         0..0
     }
+    /// Makes available every bucket whose id no snapshot's preference order lists (AS
+    /// locations, the overflow id), side by side by id, and returns their numbers. Indexed
+    /// stores only; asked at most once per announce.
+    fn find_unlisted(&self) -> Range<usize> {
+        0..0
+    }
     /// The bucket (PID, seeders, IPv6) of a peer drawn uniformly from the whole swarm, `None`
     /// when the draw failed. Indexed stores only: it prices a random answer without listing
     /// the swarm.
@@ -482,10 +488,24 @@ impl Selector {
         let count_far = far.0.len() < near.0.len();
         let mut far_others = 0;
         let unknown = snap.far_cost(from);
-        for ((order, keys), tier) in [(near, TIER_NEAR), (far, TIER_FAR)] {
+        // The far PIDs the order does not list, one cost class (see `classify`): AS locations
+        // (and the requester's own PID when it has an AS location), placed at their cost.
+        let unlisted = classify(snap, req, PID_UNLISTED);
+        let at = far.1.partition_point(|&k| k <= unlisted.key);
+        let far_order = far.0[..at].iter().map(Some).chain([None]);
+        let far_order = far_order.chain(far.0[at..].iter().map(Some));
+        let far_keys = far.1[..at]
+            .iter()
+            .chain([&unlisted.key])
+            .chain(&far.1[at..]);
+        let mut near_entries = near.0.iter().map(Some).zip(near.1);
+        let mut far_entries = far_order.zip(far_keys);
+        let parts: [(&mut dyn Iterator<Item = Entry>, u8); 2] =
+            [(&mut near_entries, TIER_NEAR), (&mut far_entries, TIER_FAR)];
+        for (entries, tier) in parts {
             let mut held = 0;
             let mut cut = None;
-            for (&to, &key) in order.iter().zip(keys) {
+            for (to, &key) in entries {
                 if found >= total {
                     break;
                 }
@@ -495,13 +515,18 @@ impl Selector {
                 if !counting && cut.is_some_and(|c: f32| c != key) {
                     break;
                 }
-                let c = Class {
-                    tier,
-                    key,
-                    price: if key.is_finite() { key } else { unknown },
-                    pid: snap.id(to),
+                let (size, others) = match to {
+                    Some(&to) => {
+                        let c = Class {
+                            tier,
+                            key,
+                            price: if key.is_finite() { key } else { unknown },
+                            pid: snap.id(to),
+                        };
+                        self.add_found(buckets, req, &c, rng, scratch)
+                    }
+                    None => self.add_unlisted(buckets, snap, req, &unlisted, rng, scratch),
                 };
-                let (size, others) = self.add_found(buckets, req, &c, rng, scratch);
                 held += size;
                 found += size;
                 if tier == TIER_NEAR {
@@ -541,6 +566,46 @@ impl Selector {
         }
         let (size, others) = tally(buckets, req, &scratch.members[start..end]);
         scratch.groups.push(Group::new(c, start..end, size, rng));
+        (size, others)
+    }
+
+    /// Adds the far groups no preference order lists (one cost class, `c`): every AS location
+    /// but the requester's own, one group each, and, for a requester with an AS location, the
+    /// peers of its PID outside that AS. Returns their eligible peers and counterparts.
+    fn add_unlisted<B: Buckets, R: Rng>(
+        &self,
+        buckets: &B,
+        snap: &Snapshot,
+        req: &Requester,
+        c: &Class,
+        rng: &mut R,
+        scratch: &mut Scratch,
+    ) -> (usize, usize) {
+        let own_pid = snap.id(req.pid_index);
+        let (mut size, mut others) = if req.bucket_id != own_pid {
+            self.add_found(buckets, req, &Class { pid: own_pid, ..*c }, rng, scratch)
+        } else {
+            (0, 0)
+        };
+        let start = scratch.members.len();
+        scratch.members.extend(
+            buckets
+                .find_unlisted()
+                .filter(|&b| buckets.pid(b) != req.bucket_id && eligible(buckets, req, b)),
+        );
+        let mut i = start;
+        while i < scratch.members.len() {
+            let pid = buckets.pid(scratch.members[i]);
+            let j = i + scratch.members[i..]
+                .iter()
+                .take_while(|&&b| buckets.pid(b) == pid)
+                .count();
+            let (s, o) = tally(buckets, req, &scratch.members[i..j]);
+            let group = Class { pid, ..*c };
+            scratch.groups.push(Group::new(&group, i..j, s, rng));
+            (size, others) = (size + s, others + o);
+            i = j;
+        }
         (size, others)
     }
 
@@ -637,7 +702,16 @@ fn order_ties(groups: &mut [Group]) {
     }
 }
 
+/// A step of [`Selector::group_indexed`]'s walk: a PID of the preference order (`None`: the
+/// far PIDs no order lists) and its rank key.
+type Entry<'a> = (Option<&'a u16>, &'a f32);
+
+/// An id in no snapshot (ids are interned from 0 up): what [`classify`] says of it is what
+/// it says of every AS location seen from the requester.
+const PID_UNLISTED: PidId = PidId(u32::MAX >> 1);
+
 /// Where a PID (or AS location) stands from the requester.
+#[derive(Copy, Clone)]
 struct Class {
     pid: PidId,
     tier: u8,

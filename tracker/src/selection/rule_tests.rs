@@ -631,6 +631,19 @@ impl Buckets for Indexed<'_> {
         );
         start..end
     }
+    fn find_unlisted(&self) -> Range<usize> {
+        let v = &self.0 .0;
+        let start = v
+            .iter()
+            .position(|b| b.0.is_as_location())
+            .unwrap_or(v.len());
+        assert!(
+            v[start..].iter().all(|b| b.0.is_as_location()),
+            "AS locations last"
+        );
+        assert!(v[start..].is_sorted_by_key(|b| b.0), "by id");
+        start..v.len()
+    }
     fn any_peer(&self, rng: &mut dyn rand::RngCore) -> Option<(PidId, bool, bool)> {
         let v = &self.0 .0;
         let total: usize = v.iter().map(|b| b.2.len()).sum();
@@ -696,6 +709,8 @@ proptest! {
         numwant in prop_oneof![1usize..8, 8usize..60],
         seeder: bool,
         seed: u64,
+        ases in proptest::collection::vec((1u32..40, 0usize..3, 0usize..4), 0..8),
+        located: bool,
     ) {
         let snap = &boundary_maps()[map];
         let mut v = VecBuckets::default();
@@ -713,11 +728,29 @@ proptest! {
                 }
             }
         }
-        // The requester: PID 0's first seeder or leecher, when there is one.
-        let position = v.0.iter().position(|b| b.0 == snap.pid(0).id && b.1 == seeder).map(|b| (b, 0));
+        // AS locations (as with an ASN database), after every PID, by id; with `located` the
+        // requester is in PID 0 but has an AS location of its own (AS 0, one peer of each role).
+        let mut ases: Vec<(PidId, usize, usize)> = ases.iter()
+            .map(|&(asn, s, l)| (PidId::of_asn(asn), s, l))
+            .chain(located.then_some((PidId::of_asn(0), 1, 1)))
+            .collect();
+        ases.sort_by_key(|a| a.0);
+        ases.dedup_by_key(|a| a.0);
+        for (i, &(id, seeds, leechers)) in ases.iter().enumerate() {
+            let host = |h: usize| SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::new(11, i as u8, (h / 250) as u8, (h % 250) as u8 + 1), 6881));
+            for (s, count, base) in [(false, leechers, 0), (true, seeds, 100)] {
+                if count > 0 {
+                    v.0.push((id, s, (0..count).map(|h| host(base + h)).collect()));
+                }
+            }
+        }
+        let bucket_id = if located { PidId::of_asn(0) } else { snap.pid(0).id };
+        // The requester: its bucket's first seeder or leecher, when there is one.
+        let position = v.0.iter().position(|b| b.0 == bucket_id && b.1 == seeder).map(|b| (b, 0));
         let req = Requester {
             pid_index: 0,
-            bucket_id: snap.pid(0).id,
+            bucket_id,
             seeder,
             families: Families::Both,
             position,

@@ -464,6 +464,29 @@ impl<P: Record> Family<P> {
         }
     }
 
+    /// Appends the runs of the non-empty buckets whose code is no PID's (AS locations, the
+    /// overflow code) to `out`: the family's last buckets, by code.
+    pub(super) fn unlisted_runs(&self, v6: bool, out: &mut Vec<Run>) {
+        let unlisted = |key: BucketKey| u32::from(key.code()) >= p4p_itracker::pid::PID_CODES;
+        match self {
+            Family::Sorted(recs) => {
+                let mut start = recs.partition_point(|p| !unlisted(p.bucket()));
+                for run in recs[start..].chunk_by(|a, b| a.bucket() == b.bucket()) {
+                    out.push(Run::new(run[0].bucket(), v6, 0, start, start + run.len()));
+                    start += run.len();
+                }
+            }
+            Family::Hashed(h) => {
+                let first = h.buckets.partition_point(|b| !unlisted(b.key));
+                for (b, bucket) in h.buckets.iter().enumerate().skip(first) {
+                    if !bucket.recs.is_empty() {
+                        out.push(Run::new(bucket.key, v6, b, 0, bucket.recs.len()));
+                    }
+                }
+            }
+        }
+    }
+
     /// The bucket of a record drawn uniformly from the family; `None` when the family is empty
     /// or (hashed) 16 random index slots in a row were free (at most 3/4 of them are).
     pub(super) fn any_bucket(&self, rng: &mut dyn RngCore) -> Option<BucketKey> {

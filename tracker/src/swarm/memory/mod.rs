@@ -250,8 +250,8 @@ impl MemoryStore {
         let mut out = |p| sink.push(p);
         let runs = RUNS.take();
         // A swarm over many PIDs is read PID by PID (`p4p` walks the snapshot's preference
-        // order); not with AS locations, which no snapshot order lists.
-        let indexed = ctx.selector.policy() == PolicyKind::P4p && !snap.has_asn();
+        // order).
+        let indexed = ctx.selector.policy() == PolicyKind::P4p;
         let view = if indexed {
             IndexedView::of(swarm, runs)
         } else {

@@ -1243,7 +1243,19 @@ mod access {
 /// 300 PIDs of one ISP (`10.1.0.0/24` on, every 10th also `fd00:i::/48`) and 20 outside it
 /// (`10.9.i.0/24`), costs `|i - j|`, 1,000 more across the boundary.
 fn many_pids(tag: &str) -> Snapshot {
+    many_pids_with(tag, None)
+}
+
+/// [`many_pids`], with an ASN database for the addresses outside the ISP.
+fn many_pids_with(
+    tag: &str,
+    asn: Option<std::sync::Arc<p4p_itracker::source::asn::AsnDb>>,
+) -> Snapshot {
     let mut b = SnapshotBuilder::new(tag, 5000.0);
+    let with_asn = asn.is_some();
+    if let Some(db) = asn {
+        b = b.with_asn(db, 100.0, 200.0);
+    }
     let isp = b.add_isp("A");
     for i in 0..320usize {
         let mut prefixes = vec![if i < 300 {
@@ -1270,6 +1282,20 @@ fn many_pids(tag: &str) -> Snapshot {
         })
         .collect();
     b.set_cost_matrix(costs);
+    if with_asn {
+        // The rest of the Internet, with costs: its AS locations (cost 10 from it, what the map
+        // says of the default PID itself) come before the ISP's PIDs (1000).
+        let rest = b.add_pid(PidSpec {
+            name: p4p_itracker::pid::DEFAULT_PID_NAME.into(),
+            isp,
+            internal: false,
+            prefixes: Vec::new(),
+        });
+        b.set_cost(rest, rest, 10.0);
+        for to in 0..320 {
+            b.set_cost(rest, to, 1000.0);
+        }
+    }
     b.build().expect("320 PIDs")
 }
 
@@ -1312,9 +1338,6 @@ fn a_swarm_over_many_pids_is_read_pid_by_pid_as_the_full_listing() {
     let all = contents(&s, &HASH);
     let shard = read(s.shard(&HASH));
     let entry = &shard[search(&shard, &HASH).expect("torrent")];
-    let mut runs = Vec::new();
-    entry.runs(&mut runs);
-    let listed = View::new(entry, &runs);
     let indexed = IndexedView::of(entry, Vec::new()).unwrap_or_else(|_| unreachable!());
     let snap = &env.snap;
     let count = |v6: Option<bool>, seeder: bool| {
@@ -1353,61 +1376,11 @@ fn a_swarm_over_many_pids_is_read_pid_by_pid_as_the_full_listing() {
         "seeders drawn {drawn}, held {share}"
     );
 
+    drop(indexed);
+    drop(shard);
     // The same requester through both views: per-PID frequencies of 3,000 answers each.
     let me = many_addr(325); // a leecher of PID 5
-    let pos = entry.find(me).expect("requester");
-    let mut indexed = IndexedView::of(entry, Vec::new()).unwrap_or_else(|_| unreachable!());
-    let req = |position| Requester {
-        pid_index: snap.locate(me.ip()),
-        bucket_id: snap.pid(snap.locate(me.ip())).id,
-        seeder: false,
-        families: Families::Both,
-        position,
-        numwant: 20,
-    };
-    let at_indexed = req(indexed.own(req(None).bucket_id, pos));
-    let at_listed = req(listed.run_pos(pos));
-    assert!(at_indexed.position.is_some() && at_listed.position.is_some());
-    let pid_of: HashMap<SocketAddr, PidId> = all.iter().map(|p| (p.0, p.2)).collect();
-    let tally = |view: &dyn Fn(&mut SmallRng, &mut Scratch, &mut Vec<SocketAddr>)| {
-        let mut counts: HashMap<PidId, u32> = HashMap::new();
-        let (mut rng, mut scratch) = (SmallRng::seed_from_u64(11), Scratch::default());
-        for _ in 0..3000 {
-            let mut out = Vec::new();
-            view(&mut rng, &mut scratch, &mut out);
-            assert_eq!(out.len(), 20);
-            assert!(!out.contains(&me));
-            assert_eq!(out.iter().collect::<HashSet<_>>().len(), 20);
-            for a in out {
-                *counts.entry(pid_of[&a]).or_default() += 1;
-            }
-        }
-        counts
-    };
-    let sel = &env.selector;
-    let a = tally(&|rng, scratch, out| {
-        sel.select(&indexed, snap, &at_indexed, rng, scratch, &mut |p| {
-            out.push(p)
-        });
-    });
-    let b = tally(&|rng, scratch, out| {
-        sel.select(&listed, snap, &at_listed, rng, scratch, &mut |p| {
-            out.push(p)
-        });
-    });
-    let pids: HashSet<PidId> = a.keys().chain(b.keys()).copied().collect();
-    for pid in pids {
-        let (x, y) = (
-            a.get(&pid).copied().unwrap_or(0),
-            b.get(&pid).copied().unwrap_or(0),
-        );
-        let bound = 5.0 * f64::from(x + y).sqrt() + 10.0;
-        assert!(
-            f64::from(x.abs_diff(y)) <= bound,
-            "PID {pid:?}: {x} picks read PID by PID, {y} from the full listing"
-        );
-    }
-    drop(shard);
+    answers_read_pid_by_pid_are_drawn_as_listed(&s, snap, &env.selector, me);
     // And through the store: answers valid and full.
     env.announce(&s, ann(&me.to_string(), 1, Event::None))
         .expect("announce");
@@ -1501,4 +1474,114 @@ fn the_pid_directory_follows_churn_and_map_changes() {
     env.announce(&s, ann(&many_addr(2).to_string(), 1, Event::None))
         .expect("announce");
     assert_eq!(env.peers().len(), 50);
+}
+
+/// `p4p` answers to the swarm's peer `me` (a leecher) through an [`IndexedView`] and through
+/// the full listing: valid, full, and drawn alike (how many of 3,000 answers each PID appears
+/// in, within about 5 standard deviations).
+fn answers_read_pid_by_pid_are_drawn_as_listed(
+    store: &MemoryStore,
+    snap: &Snapshot,
+    sel: &Selector,
+    me: SocketAddr,
+) {
+    let all = contents(store, &HASH);
+    let shard = read(store.shard(&HASH));
+    let entry = &shard[search(&shard, &HASH).expect("torrent")];
+    let mut runs = Vec::new();
+    entry.runs(&mut runs);
+    let listed = View::new(entry, &runs);
+    let pos = entry.find(me).expect("requester");
+    let mut indexed = IndexedView::of(entry, Vec::new()).unwrap_or_else(|_| unreachable!());
+    let (pid_index, bucket_id) = crate::topology::location(snap, me.ip());
+    let req = |position| Requester {
+        pid_index,
+        bucket_id,
+        seeder: false,
+        families: Families::Both,
+        position,
+        numwant: 20,
+    };
+    let at_indexed = req(indexed.own(bucket_id, pos));
+    let at_listed = req(listed.run_pos(pos));
+    assert!(at_indexed.position.is_some() && at_listed.position.is_some());
+    let pid_of: HashMap<SocketAddr, PidId> = all.iter().map(|p| (p.0, p.2)).collect();
+    let tally = |view: &dyn Fn(&mut SmallRng, &mut Scratch, &mut Vec<SocketAddr>)| {
+        let mut counts: HashMap<PidId, u32> = HashMap::new();
+        let (mut rng, mut scratch) = (SmallRng::seed_from_u64(11), Scratch::default());
+        for _ in 0..3000 {
+            let mut out = Vec::new();
+            view(&mut rng, &mut scratch, &mut out);
+            assert_eq!(out.len(), 20);
+            assert!(!out.contains(&me));
+            assert_eq!(out.iter().collect::<HashSet<_>>().len(), 20);
+            // Answers a PID appears in (whole small PIDs are taken at once: counting peers
+            // would add their clustering to the noise).
+            let in_answer: HashSet<PidId> = out.iter().map(|a| pid_of[a]).collect();
+            for pid in in_answer {
+                *counts.entry(pid).or_default() += 1;
+            }
+        }
+        counts
+    };
+    let a = tally(&|rng, scratch, out| {
+        sel.select(&indexed, snap, &at_indexed, rng, scratch, &mut |p| {
+            out.push(p)
+        });
+    });
+    let b = tally(&|rng, scratch, out| {
+        sel.select(&listed, snap, &at_listed, rng, scratch, &mut |p| {
+            out.push(p)
+        });
+    });
+    let pids: HashSet<PidId> = a.keys().chain(b.keys()).copied().collect();
+    for pid in pids {
+        let (x, y) = (
+            a.get(&pid).copied().unwrap_or(0),
+            b.get(&pid).copied().unwrap_or(0),
+        );
+        let bound = 5.0 * f64::from(x + y).sqrt() + 10.0;
+        assert!(
+            f64::from(x.abs_diff(y)) <= bound,
+            "PID {pid:?} ({:?}): in {x} answers read PID by PID, {y} from the full listing \
+             (requester {me})",
+            snap.index_of(pid).map(|i| snap.pid(i).name.clone())
+        );
+    }
+}
+
+/// With an ASN database, public peers are filed under AS locations, which no preference order
+/// lists: read PID by PID, answers still take them as the full listing ranks them (one far
+/// cost class), for a requester inside the ISP and for one with an AS location of its own.
+#[test]
+fn as_locations_are_read_pid_by_pid_as_the_full_listing() {
+    use p4p_itracker::source::asn::AsnDb;
+    let db = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../itracker/testdata/maxmind/GeoLite2-ASN-Test.mmdb"
+    );
+    let asn = std::sync::Arc::new(AsnDb::open(db).expect("test ASN database"));
+    let s = store();
+    let mut env = Env::new(many_pids_with("asn", Some(asn)));
+    env.selector = Selector::new(SelectionConfig::default());
+    for k in 0..1600 {
+        let left = u64::from((k / 320) % 5 != 0);
+        env.announce(&s, ann(&many_addr(k).to_string(), left, Event::None))
+            .expect("fill");
+    }
+    // AS 7018 (12.81.96.0/19) and AS 1221 (1.128.0.0/11): public, outside every PID of the map
+    // but its default one; and the requester of AS 7018.
+    for host in 1..=12u8 {
+        let left = u64::from(host > 3);
+        for net in ["12.81.96", "1.128.0"] {
+            env.announce(&s, ann(&format!("{net}.{host}:6881"), left, Event::None))
+                .expect("public peer");
+        }
+    }
+    let public: SocketAddr = "12.81.93.7:7000".parse().expect("addr");
+    env.announce(&s, ann(&public.to_string(), 1, Event::None))
+        .expect("public requester");
+    assert!(indexed_matches_listing(&s, &env.snap));
+    answers_read_pid_by_pid_are_drawn_as_listed(&s, &env.snap, &env.selector, public);
+    answers_read_pid_by_pid_are_drawn_as_listed(&s, &env.snap, &env.selector, many_addr(325));
 }

@@ -253,6 +253,17 @@ impl Buckets for IndexedView<'_> {
         }
         start..runs.len()
     }
+    fn find_unlisted(&self) -> Range<usize> {
+        let mut runs = self.runs.borrow_mut();
+        let start = runs.len();
+        self.large.v4.unlisted_runs(false, &mut runs);
+        if let Some(f) = &self.large.v6 {
+            f.unlisted_runs(true, &mut runs);
+        }
+        // Side by side by id (each family's come sorted by code, so by id).
+        runs[start..].sort_by_key(|r| r.pid);
+        start..runs.len()
+    }
     fn any_peer(&self, rng: &mut dyn RngCore) -> Option<(PidId, bool, bool)> {
         let v4 = self.large.v4.len();
         let v6 = self.large.v6.as_ref().map_or(0, |f| f.len());

@@ -38,7 +38,11 @@
 //! PID is ever cut off from the rest of the swarm. A tier that runs short passes its shortfall
 //! on in preference order: own PID, near PIDs, far PIDs, each cheapest first. Without a near
 //! PID the near share thus goes back to the own PID. A seeder's shortfall stops at its near
-//! PIDs: it takes far peers only as its far share (unless `seeder_far_fill`).
+//! PIDs: it takes far peers only as its far share (unless `seeder_far_fill`). With
+//! `seeded_fill_cap`, a leecher whose own and near PIDs hold `seeded_pid_threshold` seeders or
+//! more is filled from far PIDs only up to half its answer ([`Selector::far_fill_upto`]); with
+//! `leechers_are_counterparts`, a leecher's counterparts include the leechers on its side
+//! ([`Selector::counterparts`]). Both are off by default (see the settings' doc for why).
 //!
 //! Why: a share applied to every answer puts a distant peer in most small answers (measured
 //! with real clients: about 2x fewer inter-ISP bytes than `random` when each 4-peer answer
@@ -206,7 +210,7 @@ impl Selector {
         if numwant == 0 {
             return stats;
         }
-        let (total, counterparts) = self.group(buckets, snap, req, rng, scratch);
+        let (total, side) = self.group(buckets, snap, req, rng, scratch);
         let n = numwant.min(total);
         if n == 0 {
             return stats;
@@ -237,7 +241,7 @@ impl Selector {
             }
             PolicyKind::P4p => {
                 order_groups(&mut scratch.groups, n + 1);
-                self.quotas(req, n, counterparts, rng, &mut scratch.groups);
+                self.quotas(req, n, side, rng, &mut scratch.groups);
                 for g in scratch.groups.iter().filter(|g| g.take > 0) {
                     let members = &scratch.members[g.start..g.end];
                     sample_group(
@@ -275,6 +279,24 @@ impl Selector {
         }
     }
 
+    /// The requester's counterparts on its side of the boundary, which set its far share: the
+    /// leechers there for a seeder; the seeders for a leecher, and the leechers too with
+    /// `leechers_are_counterparts`.
+    ///
+    /// Why the option: a leecher whose ISP holds no seeder (all seeds elsewhere, or nobody
+    /// finished yet) kept the raised far share however many leechers it had to trade with
+    /// next to it; measured with every seed in one ISP, B's leechers trading with A's leechers
+    /// were 46 % of what crossed, about 4x the one copy that has to cross.
+    fn counterparts(&self, req: &Requester, side: Side) -> usize {
+        if req.seeder {
+            side.leechers
+        } else if self.config.leechers_are_counterparts {
+            side.seeders + side.leechers
+        } else {
+            side.seeders
+        }
+    }
+
     /// The swarm-level share of near peers: `same_isp_share - same_pid_share`.
     fn near_share(&self) -> f64 {
         let c = &self.config;
@@ -295,8 +317,8 @@ impl Selector {
     }
 
     /// Gathers eligible buckets into PID groups in preference order; returns the eligible
-    /// peers and, of them, the requester's counterparts (seeders for a leecher, leechers for a
-    /// seeder) in its own and near PIDs, which set its far share ([`Selector::far_share`]).
+    /// peers and, of them, the seeders and leechers in the requester's own and near PIDs,
+    /// which set its far share and far fill ([`Selector::counterparts`]).
     fn group<B: Buckets, R: Rng>(
         &self,
         buckets: &B,
@@ -304,7 +326,7 @@ impl Selector {
         req: &Requester,
         rng: &mut R,
         scratch: &mut Scratch,
-    ) -> (usize, usize) {
+    ) -> (usize, Side) {
         scratch.groups.clear();
         scratch.members.clear();
         scratch.class.clear();
@@ -324,26 +346,27 @@ impl Selector {
         if !scratch.members[start..].is_sorted_by_key(|&b| buckets.pid(b)) {
             scratch.members[start..].sort_unstable_by_key(|&b| buckets.pid(b));
         }
-        let (mut total, mut counterparts) = (0, 0);
+        let (mut total, mut side) = (0, Side::default());
         let mut i = 0;
         while i < scratch.members.len() {
             let pid = buckets.pid(scratch.members[i]);
             let mut j = i;
-            let (mut size, mut others) = (0, 0);
+            let (mut size, mut seeders) = (0, 0);
             while j < scratch.members.len() && buckets.pid(scratch.members[j]) == pid {
                 let b = scratch.members[j];
                 size += buckets.size(b);
                 if req.position.is_some_and(|(rb, _)| rb == b) {
                     size -= 1;
                 }
-                if buckets.seeders(b) != req.seeder {
-                    others += buckets.size(b);
+                if buckets.seeders(b) {
+                    seeders += buckets.size(b);
                 }
                 j += 1;
             }
             let c = classify(snap, req, pid);
             if c.tier != TIER_FAR {
-                counterparts += others;
+                side.seeders += seeders;
+                side.leechers += size - seeders;
             }
             for &b in &scratch.members[i..j] {
                 scratch.class[b] = (c.tier, c.price);
@@ -361,7 +384,7 @@ impl Selector {
             total += size;
             i = j;
         }
-        (total, counterparts)
+        (total, side)
     }
 
     /// Sets `take` on each group: tier shares first (each rounded probabilistically, so kept
@@ -371,10 +394,11 @@ impl Selector {
         &self,
         req: &Requester,
         n: usize,
-        counterparts: usize,
+        side: Side,
         rng: &mut R,
         groups: &mut [Group],
     ) {
+        let counterparts = self.counterparts(req, side);
         let far = round_probabilistic(n as f64 * self.far_share(counterparts), rng).min(n);
         let near = round_probabilistic(n as f64 * self.near_share(), rng).min(n - far);
         let quota = [n - far - near, near, far];
@@ -385,13 +409,48 @@ impl Selector {
             *q -= g.take;
         }
         let mut short: usize = left.iter().sum();
+        let mut answer = n - short;
+        let far_fill_upto = self.far_fill_upto(req, n, side);
         for g in groups.iter_mut() {
-            if short == 0 || (req.seeder && g.tier == TIER_FAR && !self.config.seeder_far_fill) {
+            if short == 0 {
                 break;
             }
-            let extra = (g.size - g.take).min(short);
+            let mut extra = (g.size - g.take).min(short);
+            if g.tier == TIER_FAR {
+                extra = extra.min(far_fill_upto.saturating_sub(answer));
+            }
             g.take += extra;
             short -= extra;
+            answer += extra;
+        }
+    }
+
+    /// Up to how many peers an answer of `n` is filled from far PIDs when its own and near
+    /// PIDs run short (the far share is taken before, whatever this says):
+    /// - a seeder: not at all (unless `seeder_far_fill`);
+    /// - a leecher whose own and near PIDs hold `seeded_pid_threshold` seeders or more, with
+    ///   `seeded_fill_cap`: up to half of what it asked for (numwant), rounded up;
+    /// - any other leecher: the whole answer.
+    ///
+    /// Why the cap: the first leechers of an ISP, whose PID held only its 2-3 seeds (fewer
+    /// than numwant), had the answer filled up with a far peer, usually a remote original seed
+    /// with nobody else to serve yet, which then sent them data at its full rate: 45-48 % of
+    /// what still crossed (results/locality/next-2x.md). Capped only where the requester's
+    /// side is seeded, so a PID without a seeder near it (all seeds in the other ISP, a lone
+    /// leecher) still gets a full answer from wherever the peers are; half an answer, not
+    /// none, so that a big answer is not cut to a few seeders.
+    fn far_fill_upto(&self, req: &Requester, n: usize, side: Side) -> usize {
+        let c = &self.config;
+        if req.seeder {
+            if c.seeder_far_fill {
+                n
+            } else {
+                0
+            }
+        } else if c.seeded_fill_cap && side.seeders >= c.seeded_pid_threshold as usize {
+            req.numwant.div_ceil(2).min(n)
+        } else {
+            n
         }
     }
 }
@@ -444,6 +503,13 @@ fn order_groups(groups: &mut Vec<Group>, keep: usize) {
         kept += k;
     }
     groups.truncate(kept);
+}
+
+/// Eligible peers in the requester's own and near PIDs (the requester excluded).
+#[derive(Copy, Clone, Debug, Default)]
+struct Side {
+    seeders: usize,
+    leechers: usize,
 }
 
 /// Where a PID (or AS location) stands from the requester.

@@ -244,13 +244,21 @@ fn seeders_take_far_peers_only_as_their_share() {
         "seeds-only PID: far per answer {far}"
     );
     assert_eq!(most, 1);
-    // A leecher's shortfall is still filled from far PIDs: a full answer.
+    // A leecher's shortfall is still filled from far PIDs: up to half its numwant, its side
+    // being seeded (`a_seeded_leechers_far_fill_stops_at_half_the_answer`), and a full answer
+    // without `seeded_fill_cap`.
     let req = Requester {
         seeder: false,
         position: None,
         ..req
     };
     let (p, s) = run(&p4p(), &snap, &seeds_only, &req, 8, &mut rng);
+    assert_eq!((p.len(), s.same_pid, s.remote), (4, 3, 1));
+    let uncapped = Selector::new(SelectionConfig {
+        seeded_fill_cap: false,
+        ..SelectionConfig::default()
+    });
+    let (p, s) = run(&uncapped, &snap, &seeds_only, &req, 8, &mut rng);
     assert_eq!((p.len(), s.same_pid, s.remote), (8, 3, 5));
     // `seeder_far_fill` restores the fill for seeders: full answers.
     let fill = Selector::new(SelectionConfig {
@@ -266,16 +274,17 @@ fn with(config: SelectionConfig) -> Selector {
     Selector::new(config)
 }
 
-/// `seeded_fill_cap`: an ISP's first leecher, whose PID holds only its 3 seeds (fewer than the
-/// 4 it asks for), gets those seeds and no remote peer beyond its far share; a bigger answer is
-/// filled from far PIDs up to half of it. Without the cap (the old rule) the fourth peer comes
-/// from the other ISP. A leecher whose side holds fewer than `seeded_pid_threshold` seeders, or
+/// `seeded_fill_cap` (the default): an ISP's first leecher, whose PID holds only its 3 seeds
+/// (fewer than the 4 it asks for), gets those seeds and no remote peer beyond its far share; a
+/// bigger answer is filled from far PIDs up to half its numwant. Without the cap (the rule
+/// before) the fourth peer comes from the other ISP. A leecher whose side holds fewer than `seeded_pid_threshold` seeders, or
 /// none, is filled in full either way (nobody is cut off).
 #[test]
 fn a_seeded_leechers_far_fill_stops_at_half_the_answer() {
     let snap = snapshot();
-    let cap = with(SelectionConfig {
-        seeded_fill_cap: true,
+    let cap = p4p();
+    let old = with(SelectionConfig {
+        seeded_fill_cap: false,
         ..SelectionConfig::default()
     });
     // The first leecher of a1 (not yet in the swarm); b1 has seeds and leechers.
@@ -289,7 +298,7 @@ fn a_seeded_leechers_far_fill_stops_at_half_the_answer() {
         assert!(s.remote <= 1, "only the far share: {p:?}");
         assert_eq!(p.len(), 3 + s.remote as usize);
         far_capped += s.remote;
-        let (p, s) = run(&p4p(), &snap, &first, &req, 4, &mut rng);
+        let (p, s) = run(&old, &snap, &first, &req, 4, &mut rng);
         assert_eq!((p.len(), s.same_pid, s.remote), (4, 3, 1), "old rule fills: {p:?}");
         far_old += s.remote;
     }

@@ -444,11 +444,13 @@ impl Selector {
     ///
     /// Why the cap: the first leechers of an ISP, whose PID held only its 2-3 seeds (fewer
     /// than numwant), had the answer filled up with a far peer, usually a remote original seed
-    /// with nobody else to serve yet, which then sent them data at its full rate: 45-48 % of
-    /// what still crossed (results/locality/next-2x.md). Capped only where the requester's
-    /// side is seeded, so a PID without a seeder near it (all seeds in the other ISP, a lone
-    /// leecher) still gets a full answer from wherever the peers are; half an answer, not
-    /// none, so that a big answer is not cut to a few seeders.
+    /// with nobody else to serve yet, which then sent them data at its full rate: about half of
+    /// what still crossed (results/locality/next-2x.md; the cap halved it on a standard map at
+    /// the same median download time). Capped only where the requester's side is seeded, so a
+    /// PID without a seeder near it (all seeds in the other ISP, a lone leecher) still gets a
+    /// full answer from wherever the peers are; half an answer, not none, so that a big answer
+    /// is not cut to a few seeders. The cost: an ISP's very first leechers start with fewer
+    /// peers (at 2 seeds per ISP, measured 1.32x random's time for them against 1.02x).
     fn far_fill_upto(&self, req: &Requester, n: usize, side: Side) -> usize {
         let c = &self.config;
         if req.seeder {

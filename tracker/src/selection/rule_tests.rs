@@ -299,7 +299,11 @@ fn a_seeded_leechers_far_fill_stops_at_half_the_answer() {
         assert_eq!(p.len(), 3 + s.remote as usize);
         far_capped += s.remote;
         let (p, s) = run(&old, &snap, &first, &req, 4, &mut rng);
-        assert_eq!((p.len(), s.same_pid, s.remote), (4, 3, 1), "old rule fills: {p:?}");
+        assert_eq!(
+            (p.len(), s.same_pid, s.remote),
+            (4, 3, 1),
+            "old rule fills: {p:?}"
+        );
         far_old += s.remote;
     }
     // The far share at the floor: 0.02 x 4 = 0.08 far peers per answer, against 1.
@@ -317,7 +321,11 @@ fn a_seeded_leechers_far_fill_stops_at_half_the_answer() {
     let (p, s) = run(&cap, &snap, &thin, &req, 4, &mut rng);
     assert_eq!((p.len(), s.same_pid, s.remote), (4, 1, 3), "{p:?}");
     // Seeders of a near PID count toward "seeded" (a2's 2 beside a1's 1): capped.
-    let near = swarm(&[("sel-a1", 1, 1, 0), ("sel-a2", 3, 2, 0), ("sel-b1", 2, 3, 5)]);
+    let near = swarm(&[
+        ("sel-a1", 1, 1, 0),
+        ("sel-a2", 3, 2, 0),
+        ("sel-b1", 2, 3, 5),
+    ]);
     let req = requester(&snap, &near, 1, false);
     for _ in 0..200 {
         let (p, s) = run(&cap, &snap, &near, &req, 4, &mut rng);
@@ -356,7 +364,10 @@ fn leechers_count_as_a_leechers_counterparts_when_asked() {
     };
     let (old, counted) = (share(&p4p()), share(&lc));
     assert!((old - 0.10).abs() < 0.01, "seeders only: far share {old}");
-    assert!((counted - 0.02).abs() < 0.005, "leechers counted: far share {counted}");
+    assert!(
+        (counted - 0.02).abs() < 0.005,
+        "leechers counted: far share {counted}"
+    );
     // One other leecher on the side: below the threshold, the remote share.
     let two = swarm(&[("sel-a1", 1, 0, 2), ("sel-b1", 2, 3, 60)]);
     let req = requester(&snap, &two, 1, false);
@@ -373,7 +384,10 @@ fn leechers_count_as_a_leechers_counterparts_when_asked() {
     let seeds = swarm(&[("sel-a1", 1, 3, 0), ("sel-b1", 2, 0, 60)]);
     let req = requester(&snap, &seeds, 1, true);
     let (far, _) = far_per_answer_with(&lc, &snap, &seeds, &req, 4, 20_000);
-    assert!((far - 0.4).abs() < 0.03, "seeds-only PID: far per answer {far}");
+    assert!(
+        (far - 0.4).abs() < 0.03,
+        "seeds-only PID: far per answer {far}"
+    );
 }
 
 /// Mean far peers per answer of `numwant` to `req` under `sel`, and the most in one answer.

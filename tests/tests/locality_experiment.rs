@@ -10,7 +10,7 @@
 //!   (median over the 3 runs of the per-run ratio);
 //! - the same again with the tracker pointed at a standard RFC 7285 ALTO server
 //!   (`--standard-alto`: a PID per ISP, numerical routingcost, nothing private), with p4p moving
-//!   at most a third of random's inter-ISP bytes.
+//!   at most a quarter of random's inter-ISP bytes.
 //!
 //! Needs: root (network namespaces, nftables), `/usr/bin/python3` with Debian's
 //! `python3-libtorrent`, `nft` (nftables), `ip` (iproute2), and a built tracker:
@@ -28,14 +28,14 @@ use std::time::{Duration, Instant};
 const PYTHON: &str = "/usr/bin/python3";
 /// The whole CI run (3 runs x 2 policies) takes about 2 minutes on 2 cores.
 const TIMEOUT: Duration = Duration::from_secs(480);
-/// Standard-ALTO mode: p4p/random inter-ISP bytes, at most: 3x fewer. Issue 15 asks for 4x at
-/// CI size. With the "costs decide" rule ten CI experiments measured medians of 5.3x, 3.8x,
-/// 5.0x, 4.1x (session 6) and 5.2x, 4.7x, 5.0x, 4.9x, 4.3x, 4.4x (with the later cuts); the
-/// last six's 18 same-run ratios were 3.5x-6.0x, four of them below 4x, so a 4x bound would fail
-/// about one experiment in eight (the median of three runs is below 4x when two are). The test
-/// holds 3x, which the old rule (2.5x) fails and no run of the new one came near. Raise it to
-/// 0.25 once 4x holds with margin.
-const MAX_STANDARD_ALTO_RATIO: f64 = 1.0 / 3.0;
+/// Standard-ALTO mode: p4p/random inter-ISP bytes, at most: 4x fewer (issue 15's CI target).
+/// Before the seeded fill cap (`selection.seeded_fill_cap`), CI experiments measured medians of
+/// 4.1x-5.3x with same-run ratios down to 3.5x, and 4.7x (4.4x-6.4x) again in session 8: the
+/// first leecher of each ISP, whose PID held only its 2 seeds, had its answer filled with 2
+/// peers of the other ISP. With the cap three CI experiments (session 8, same hour) measured
+/// medians of 35.7x, 18.1x and 113x; the lowest of their 9 same-run ratios was 12.5x. The old
+/// rule (2.5x) and the rule without the cap (down to 3.5x) can fail this bound.
+const MAX_STANDARD_ALTO_RATIO: f64 = 0.25;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -120,10 +120,10 @@ fn p4p_moves_at_most_half_the_inter_isp_bytes_of_random() {
 /// The same CI experiment with the tracker pointed (`--alto`) at a standard RFC 7285 server
 /// (`tests/experiment/alto_server.py`: an IRD, one network map with a PID per ISP and a default
 /// PID, one numerical routingcost map; nothing private). Locality must come from the costs
-/// alone: p4p moves at most a third of random's inter-ISP bytes.
+/// alone: p4p moves at most a quarter of random's inter-ISP bytes.
 #[test]
 #[ignore = "needs root, python3-libtorrent, nftables, iproute2, a release p4p-tracker (scripts/test)"]
-fn p4p_with_a_standard_alto_server_moves_at_most_a_third_of_random() {
+fn p4p_with_a_standard_alto_server_moves_at_most_a_quarter_of_random() {
     let median = same_run_ratios("standard", &["--standard-alto"]);
     assert!(
         median <= MAX_STANDARD_ALTO_RATIO,

@@ -190,6 +190,13 @@ pub struct SelectionConfig {
     /// Whether a seeder's answer is filled up from far PIDs when its own and near PIDs run
     /// short (off: a seeder takes far peers only as its far share; see the `selection` module).
     pub seeder_far_fill: bool,
+    /// Whether a leecher whose own and near PIDs hold at least `seeded_pid_threshold` seeders
+    /// is filled from far PIDs only up to half its numwant when its own and near PIDs run short
+    /// (off: filled up to the whole answer, the rule before; see the `selection` module).
+    pub seeded_fill_cap: bool,
+    /// Whether a leecher's counterparts (whose number sets its far share) include the
+    /// leechers in its own and near PIDs, not only the seeders.
+    pub leechers_are_counterparts: bool,
 }
 
 /// Swarm store backend (see `tracker/docs/redis.md` for the Redis store).
@@ -315,6 +322,8 @@ impl Default for SelectionConfig {
             remote_share_floor: 0.02,
             seeded_pid_threshold: 2,
             seeder_far_fill: false,
+            seeded_fill_cap: true,
+            leechers_are_counterparts: false,
         }
     }
 }

@@ -43,7 +43,12 @@
 //! PID is ever cut off from the rest of the swarm. A tier that runs short passes its shortfall
 //! on in preference order: own PID, near PIDs, far PIDs, each cheapest first. Without a near
 //! PID the near share thus goes back to the own PID. A seeder's shortfall stops at its near
-//! PIDs: it takes far peers only as its far share (unless `seeder_far_fill`).
+//! PIDs: it takes far peers only as its far share (unless `seeder_far_fill`). A leecher whose
+//! own and near PIDs hold `seeded_pid_threshold` seeders or more is filled from far PIDs only
+//! up to half its numwant (`seeded_fill_cap`, on by default; [`Selector::far_fill_upto`]);
+//! any other leecher, up to the whole answer. With `leechers_are_counterparts` (off by
+//! default), a leecher's counterparts include the leechers on its side
+//! ([`Selector::counterparts`]).
 //!
 //! Why: a share applied to every answer puts a distant peer in most small answers (measured
 //! with real clients: about 2x fewer inter-ISP bytes than `random` when each 4-peer answer
@@ -51,6 +56,15 @@
 //! plain ALTO map put the other ISP in a per-answer same-ISP tier); and a cost threshold ("near when cheaper than x% of the row's dearest") cannot
 //! tell an ISP's second PoP from the neighbouring ISP when a default PID is far dearer than
 //! both, so nothing is called near without a stated boundary.
+//!
+//! Why the seeded fill cap: an ISP's first leechers, whose PID held only its 2-3 seeds (fewer
+//! than numwant 4), got a far peer to fill the answer, usually a remote original seed with
+//! nobody else to serve yet, which then sent them data at its full rate: 46-59 % of what still
+//! crossed. With the cap they get their seeds (and the far share): measured with real clients
+//! on a standard ALTO map, 15 runs a side, p4p's inter-ISP bytes fell from 15.7 to 10.1 MiB
+//! (median; random/p4p 14.2x -> 20.7x) at the same download time (p4p/random 1.011 -> 0.987).
+//! Why only where the side is seeded: a PID without a seeder near it (every seed in the other
+//! ISP, a lone leecher) must reach the rest of the swarm whatever it costs.
 //!
 //! Why counterparts over own *and near* PIDs: a PID with one seeder beside a near PID with two
 //! is as well served as one with three (measured: such a PID's leechers, on the 0.10 share,
@@ -228,20 +242,19 @@ fn eligible<B: Buckets>(buckets: &B, req: &Requester, b: usize) -> bool {
     req.families.allows(buckets.v6(b)) && !(req.seeder && buckets.seeders(b)) && buckets.size(b) > 0
 }
 
-/// Eligible peers in `members` (the requester left out) and, of them, the requester's
-/// counterparts (seeders for a leecher, leechers for a seeder).
+/// Eligible peers in `members` (the requester left out) and, of them, the seeders.
 fn tally<B: Buckets>(buckets: &B, req: &Requester, members: &[usize]) -> (usize, usize) {
-    let (mut size, mut others) = (0, 0);
+    let (mut size, mut seeders) = (0, 0);
     for &b in members {
         size += buckets.size(b);
         if req.position.is_some_and(|(rb, _)| rb == b) {
             size -= 1;
         }
-        if buckets.seeders(b) != req.seeder {
-            others += buckets.size(b);
+        if buckets.seeders(b) {
+            seeders += buckets.size(b);
         }
     }
-    (size, others)
+    (size, seeders)
 }
 
 /// What one peer drawn uniformly from the requester's eligible peers costs (the mean cost of
@@ -297,7 +310,7 @@ impl Selector {
             return stats;
         }
         let indexed = self.config.policy == PolicyKind::P4p && buckets.indexed();
-        let (total, counterparts) = if indexed {
+        let (total, side) = if indexed {
             self.group_indexed(buckets, snap, req, rng, scratch)
         } else {
             self.group(buckets, snap, req, rng, scratch)
@@ -341,7 +354,7 @@ impl Selector {
                 } else {
                     order_groups(&mut scratch.groups, n + 1);
                 }
-                self.quotas(req, n, counterparts, rng, &mut scratch.groups);
+                self.quotas(req, n, side, rng, &mut scratch.groups);
                 for g in scratch.groups.iter().filter(|g| g.take > 0) {
                     let members = &scratch.members[g.start..g.end];
                     sample_group(
@@ -379,6 +392,24 @@ impl Selector {
         }
     }
 
+    /// The requester's counterparts on its side of the boundary, which set its far share: the
+    /// leechers there for a seeder; the seeders for a leecher, and the leechers too with
+    /// `leechers_are_counterparts`.
+    ///
+    /// Why the option: a leecher whose ISP holds no seeder (all seeds elsewhere, or nobody
+    /// finished yet) kept the raised far share however many leechers it had to trade with
+    /// next to it; measured with every seed in one ISP, B's leechers trading with A's leechers
+    /// were 46 % of what crossed, about 4x the one copy that has to cross.
+    fn counterparts(&self, req: &Requester, side: Side) -> usize {
+        if req.seeder {
+            side.leechers
+        } else if self.config.leechers_are_counterparts {
+            side.seeders + side.leechers
+        } else {
+            side.seeders
+        }
+    }
+
     /// The swarm-level share of near peers: `same_isp_share - same_pid_share`.
     fn near_share(&self) -> f64 {
         let c = &self.config;
@@ -399,8 +430,8 @@ impl Selector {
     }
 
     /// Gathers eligible buckets into PID groups in preference order; returns the eligible
-    /// peers and, of them, the requester's counterparts (seeders for a leecher, leechers for a
-    /// seeder) in its own and near PIDs, which set its far share ([`Selector::far_share`]).
+    /// peers and, of them, the seeders and leechers in the requester's own and near PIDs,
+    /// which set its far share and far fill ([`Selector::counterparts`]).
     fn group<B: Buckets, R: Rng>(
         &self,
         buckets: &B,
@@ -408,7 +439,7 @@ impl Selector {
         req: &Requester,
         rng: &mut R,
         scratch: &mut Scratch,
-    ) -> (usize, usize) {
+    ) -> (usize, Side) {
         scratch.groups.clear();
         scratch.members.clear();
         scratch.class.clear();
@@ -422,7 +453,7 @@ impl Selector {
         if !scratch.members.is_sorted_by_key(|&b| buckets.pid(b)) {
             scratch.members.sort_unstable_by_key(|&b| buckets.pid(b));
         }
-        let (mut total, mut counterparts) = (0, 0);
+        let (mut total, mut side) = (0, Side::default());
         let mut i = 0;
         while i < scratch.members.len() {
             let pid = buckets.pid(scratch.members[i]);
@@ -431,9 +462,10 @@ impl Selector {
                 .take_while(|&&b| buckets.pid(b) == pid)
                 .count();
             let c = classify(snap, req, pid);
-            let (size, others) = tally(buckets, req, &scratch.members[i..j]);
+            let (size, seeders) = tally(buckets, req, &scratch.members[i..j]);
             if c.tier != TIER_FAR {
-                counterparts += others;
+                side.seeders += seeders;
+                side.leechers += size - seeders;
             }
             for &b in &scratch.members[i..j] {
                 scratch.class[b] = (c.tier, c.price);
@@ -442,7 +474,7 @@ impl Selector {
             total += size;
             i = j;
         }
-        (total, counterparts)
+        (total, side)
     }
 
     /// [`Selector::group`] for an indexed store ([`Buckets::indexed`]): the requester's own
@@ -465,28 +497,43 @@ impl Selector {
         req: &Requester,
         rng: &mut R,
         scratch: &mut Scratch,
-    ) -> (usize, usize) {
+    ) -> (usize, Side) {
         scratch.groups.clear();
         scratch.members.clear();
+        // The swarm's eligible peers of each role, the requester left out.
         let (seeders, leechers) = buckets.totals(req.families);
-        let (mut total, wanted) = if req.seeder {
-            (leechers, leechers)
-        } else {
-            (seeders + leechers, seeders)
+        let mut swarm = Side {
+            seeders: if req.seeder { 0 } else { seeders },
+            leechers,
         };
         if req.position.is_some_and(|(b, _)| eligible(buckets, req, b)) {
-            total = total.saturating_sub(1);
+            swarm.leechers = swarm.leechers.saturating_sub(1);
         }
+        let total = swarm.seeders + swarm.leechers;
         let n = req.numwant.min(total);
-        let enough = (self.config.seeded_pid_threshold as usize).min(wanted);
+        // Whether what is found on the requester's side (a lower bound) already decides its
+        // far share and far fill: each count that matters reached the threshold, or all the
+        // swarm holds.
+        let enough = self.config.seeded_pid_threshold as usize;
+        let reached = |have: usize, all: usize| have >= enough.min(all);
+        let decided = |s: &Side| {
+            if req.seeder {
+                reached(s.leechers, swarm.leechers)
+            } else {
+                reached(s.seeders, swarm.seeders)
+                    && (!self.config.leechers_are_counterparts
+                        || reached(s.seeders + s.leechers, total))
+            }
+        };
         let from = req.pid_index;
         let own = classify(snap, req, req.bucket_id);
-        let (mut found, mut counterparts) = self.add_found(buckets, req, &own, rng, scratch);
+        let mut side = self.add_found(buckets, req, &own, rng, scratch);
+        let mut found = side.seeders + side.leechers;
         let preference = snap.preference(from);
         let (order, keys, k) = (&preference.order, &preference.keys, preference.near);
         let (near, far) = ((&order[..k], &keys[..k]), (&order[k..], &keys[k..]));
         let count_far = far.0.len() < near.0.len();
-        let mut far_others = 0;
+        let mut far_side = Side::default();
         let unknown = snap.far_cost(from);
         // The far PIDs the order does not list, one cost class (see `classify`): AS locations
         // (and the requester's own PID when it has an AS location), placed at their cost.
@@ -509,13 +556,11 @@ impl Selector {
                 if found >= total {
                     break;
                 }
-                // Counterparts found so far are a lower bound: once it reaches `enough`,
-                // nothing left to count changes the far share.
-                let counting = counterparts < enough && (tier == TIER_NEAR) != count_far;
+                let counting = !decided(&side) && (tier == TIER_NEAR) != count_far;
                 if !counting && cut.is_some_and(|c: f32| c != key) {
                     break;
                 }
-                let (size, others) = match to {
+                let got = match to {
                     Some(&to) => {
                         let c = Class {
                             tier,
@@ -527,27 +572,33 @@ impl Selector {
                     }
                     None => self.add_unlisted(buckets, snap, req, &unlisted, rng, scratch),
                 };
+                let size = got.seeders + got.leechers;
                 held += size;
                 found += size;
-                if tier == TIER_NEAR {
-                    counterparts += others;
+                let counts = if tier == TIER_NEAR {
+                    &mut side
                 } else {
-                    far_others += others;
-                }
+                    &mut far_side
+                };
+                counts.seeders += got.seeders;
+                counts.leechers += got.leechers;
                 if cut.is_none() && held >= n {
                     cut = Some(key);
                 }
             }
         }
-        if count_far && counterparts < enough {
+        if count_far && !decided(&side) {
             // The far walk went through every far PID (it was counting).
-            counterparts = wanted.saturating_sub(far_others);
+            side = Side {
+                seeders: swarm.seeders.saturating_sub(far_side.seeders),
+                leechers: swarm.leechers.saturating_sub(far_side.leechers),
+            };
         }
-        (total, counterparts)
+        (total, side)
     }
 
     /// Finds the buckets of `c`'s PID in an indexed store and adds their eligible ones as a
-    /// group; returns its eligible peers and the requester's counterparts among them.
+    /// group; returns its eligible peers by role.
     fn add_found<B: Buckets, R: Rng>(
         &self,
         buckets: &B,
@@ -555,23 +606,26 @@ impl Selector {
         c: &Class,
         rng: &mut R,
         scratch: &mut Scratch,
-    ) -> (usize, usize) {
+    ) -> Side {
         let start = scratch.members.len();
         scratch
             .members
             .extend(buckets.find(c.pid).filter(|&b| eligible(buckets, req, b)));
         let end = scratch.members.len();
         if start == end {
-            return (0, 0);
+            return Side::default();
         }
-        let (size, others) = tally(buckets, req, &scratch.members[start..end]);
+        let (size, seeders) = tally(buckets, req, &scratch.members[start..end]);
         scratch.groups.push(Group::new(c, start..end, size, rng));
-        (size, others)
+        Side {
+            seeders,
+            leechers: size - seeders,
+        }
     }
 
     /// Adds the far groups no preference order lists (one cost class, `c`): every AS location
     /// but the requester's own, one group each, and, for a requester with an AS location, the
-    /// peers of its PID outside that AS. Returns their eligible peers and counterparts.
+    /// peers of its PID outside that AS. Returns their eligible peers by role.
     fn add_unlisted<B: Buckets, R: Rng>(
         &self,
         buckets: &B,
@@ -580,12 +634,12 @@ impl Selector {
         c: &Class,
         rng: &mut R,
         scratch: &mut Scratch,
-    ) -> (usize, usize) {
+    ) -> Side {
         let own_pid = snap.id(req.pid_index);
-        let (mut size, mut others) = if req.bucket_id != own_pid {
+        let mut side = if req.bucket_id != own_pid {
             self.add_found(buckets, req, &Class { pid: own_pid, ..*c }, rng, scratch)
         } else {
-            (0, 0)
+            Side::default()
         };
         let start = scratch.members.len();
         scratch.members.extend(
@@ -600,13 +654,14 @@ impl Selector {
                 .iter()
                 .take_while(|&&b| buckets.pid(b) == pid)
                 .count();
-            let (s, o) = tally(buckets, req, &scratch.members[i..j]);
+            let (size, seeders) = tally(buckets, req, &scratch.members[i..j]);
             let group = Class { pid, ..*c };
-            scratch.groups.push(Group::new(&group, i..j, s, rng));
-            (size, others) = (size + s, others + o);
+            scratch.groups.push(Group::new(&group, i..j, size, rng));
+            side.seeders += seeders;
+            side.leechers += size - seeders;
             i = j;
         }
-        (size, others)
+        side
     }
 
     /// Sets `take` on each group: tier shares first (each rounded probabilistically, so kept
@@ -616,10 +671,11 @@ impl Selector {
         &self,
         req: &Requester,
         n: usize,
-        counterparts: usize,
+        side: Side,
         rng: &mut R,
         groups: &mut [Group],
     ) {
+        let counterparts = self.counterparts(req, side);
         let far = round_probabilistic(n as f64 * self.far_share(counterparts), rng).min(n);
         let near = round_probabilistic(n as f64 * self.near_share(), rng).min(n - far);
         let quota = [n - far - near, near, far];
@@ -630,13 +686,50 @@ impl Selector {
             *q -= g.take;
         }
         let mut short: usize = left.iter().sum();
+        let mut answer = n - short;
+        let far_fill_upto = self.far_fill_upto(req, n, side);
         for g in groups.iter_mut() {
-            if short == 0 || (req.seeder && g.tier == TIER_FAR && !self.config.seeder_far_fill) {
+            if short == 0 {
                 break;
             }
-            let extra = (g.size - g.take).min(short);
+            let mut extra = (g.size - g.take).min(short);
+            if g.tier == TIER_FAR {
+                extra = extra.min(far_fill_upto.saturating_sub(answer));
+            }
             g.take += extra;
             short -= extra;
+            answer += extra;
+        }
+    }
+
+    /// Up to how many peers an answer of `n` is filled from far PIDs when its own and near
+    /// PIDs run short (the far share is taken before, whatever this says):
+    /// - a seeder: not at all (unless `seeder_far_fill`);
+    /// - a leecher whose own and near PIDs hold `seeded_pid_threshold` seeders or more, with
+    ///   `seeded_fill_cap`: up to half of what it asked for (numwant), rounded up;
+    /// - any other leecher: the whole answer.
+    ///
+    /// Why the cap: the first leechers of an ISP, whose PID held only its 2-3 seeds (fewer
+    /// than numwant), had the answer filled up with a far peer, usually a remote original seed
+    /// with nobody else to serve yet, which then sent them data at its full rate: about half of
+    /// what still crossed (results/locality/next-2x.md; the cap halved it on a standard map at
+    /// the same median download time). Capped only where the requester's side is seeded, so a
+    /// PID without a seeder near it (all seeds in the other ISP, a lone leecher) still gets a
+    /// full answer from wherever the peers are; half an answer, not none, so that a big answer
+    /// is not cut to a few seeders. The cost: an ISP's very first leechers start with fewer
+    /// peers (at 2 seeds per ISP, measured 1.32x random's time for them against 1.02x).
+    fn far_fill_upto(&self, req: &Requester, n: usize, side: Side) -> usize {
+        let c = &self.config;
+        if req.seeder {
+            if c.seeder_far_fill {
+                n
+            } else {
+                0
+            }
+        } else if c.seeded_fill_cap && side.seeders >= c.seeded_pid_threshold as usize {
+            req.numwant.div_ceil(2).min(n)
+        } else {
+            n
         }
     }
 }
@@ -709,6 +802,13 @@ type Entry<'a> = (Option<&'a u16>, &'a f32);
 /// An id in no snapshot (ids are interned from 0 up): what [`classify`] says of it is what
 /// it says of every AS location seen from the requester.
 const PID_UNLISTED: PidId = PidId(u32::MAX >> 1);
+
+/// Eligible peers in the requester's own and near PIDs (the requester excluded).
+#[derive(Copy, Clone, Debug, Default)]
+struct Side {
+    seeders: usize,
+    leechers: usize,
+}
 
 /// Where a PID (or AS location) stands from the requester.
 #[derive(Copy, Clone)]

@@ -165,7 +165,7 @@ fn an_asn_pid_property_makes_the_pids_of_one_as_near() {
     assert_eq!(f64::from(stats.same_isp) / 80_000.0, near);
 }
 
-/// Mean far peers per answer of `numwant` to `req`, and the most in one answer.
+/// Mean far peers per answer of `numwant` to `req` (default rule), and the most in one answer.
 fn far_per_answer(
     snap: &Snapshot,
     b: &VecBuckets,
@@ -173,14 +173,7 @@ fn far_per_answer(
     numwant: usize,
     answers: u32,
 ) -> (f64, u32) {
-    let mut rng = SmallRng::seed_from_u64(16);
-    let (mut far, mut most) = (0u32, 0u32);
-    for _ in 0..answers {
-        let s = run(&p4p(), snap, b, req, numwant, &mut rng).1;
-        far += s.remote;
-        most = most.max(s.remote);
-    }
-    (f64::from(far) / f64::from(answers), most)
+    far_per_answer_with(&p4p(), snap, b, req, numwant, answers)
 }
 
 /// The seeded threshold counts the seeders of the near PIDs too: a PID holding one seeder next
@@ -251,13 +244,21 @@ fn seeders_take_far_peers_only_as_their_share() {
         "seeds-only PID: far per answer {far}"
     );
     assert_eq!(most, 1);
-    // A leecher's shortfall is still filled from far PIDs: a full answer.
+    // A leecher's shortfall is still filled from far PIDs: up to half its numwant, its side
+    // being seeded (`a_seeded_leechers_far_fill_stops_at_half_the_answer`), and a full answer
+    // without `seeded_fill_cap`.
     let req = Requester {
         seeder: false,
         position: None,
         ..req
     };
     let (p, s) = run(&p4p(), &snap, &seeds_only, &req, 8, &mut rng);
+    assert_eq!((p.len(), s.same_pid, s.remote), (4, 3, 1));
+    let uncapped = Selector::new(SelectionConfig {
+        seeded_fill_cap: false,
+        ..SelectionConfig::default()
+    });
+    let (p, s) = run(&uncapped, &snap, &seeds_only, &req, 8, &mut rng);
     assert_eq!((p.len(), s.same_pid, s.remote), (8, 3, 5));
     // `seeder_far_fill` restores the fill for seeders: full answers.
     let fill = Selector::new(SelectionConfig {
@@ -267,6 +268,145 @@ fn seeders_take_far_peers_only_as_their_share() {
     let req = requester(&snap, &b, 1, true);
     let (p, s) = run(&fill, &snap, &b, &req, 4, &mut rng);
     assert_eq!((p.len(), s.same_pid + s.same_isp), (4, 2));
+}
+
+fn with(config: SelectionConfig) -> Selector {
+    Selector::new(config)
+}
+
+/// `seeded_fill_cap` (the default): an ISP's first leecher, whose PID holds only its 3 seeds
+/// (fewer than the 4 it asks for), gets those seeds and no remote peer beyond its far share; a
+/// bigger answer is filled from far PIDs up to half its numwant. Without the cap (the rule
+/// before) the fourth peer comes from the other ISP. A leecher whose side holds fewer than `seeded_pid_threshold` seeders, or
+/// none, is filled in full either way (nobody is cut off).
+#[test]
+fn a_seeded_leechers_far_fill_stops_at_half_the_answer() {
+    let snap = snapshot();
+    let cap = p4p();
+    let old = with(SelectionConfig {
+        seeded_fill_cap: false,
+        ..SelectionConfig::default()
+    });
+    // The first leecher of a1 (not yet in the swarm); b1 has seeds and leechers.
+    let first = swarm(&[("sel-a1", 1, 3, 0), ("sel-b1", 2, 3, 5)]);
+    let req = requester(&snap, &first, 1, false);
+    let mut rng = SmallRng::seed_from_u64(18);
+    let (mut far_capped, mut far_old) = (0u32, 0u32);
+    for _ in 0..4_000 {
+        let (p, s) = run(&cap, &snap, &first, &req, 4, &mut rng);
+        assert_eq!(s.same_pid, 3, "all own seeds: {p:?}");
+        assert!(s.remote <= 1, "only the far share: {p:?}");
+        assert_eq!(p.len(), 3 + s.remote as usize);
+        far_capped += s.remote;
+        let (p, s) = run(&old, &snap, &first, &req, 4, &mut rng);
+        assert_eq!(
+            (p.len(), s.same_pid, s.remote),
+            (4, 3, 1),
+            "old rule fills: {p:?}"
+        );
+        far_old += s.remote;
+    }
+    // The far share at the floor: 0.02 x 4 = 0.08 far peers per answer, against 1.
+    let mean = f64::from(far_capped) / 4_000.0;
+    assert!((mean - 0.08).abs() < 0.02, "far per capped answer {mean}");
+    assert_eq!(far_old, 4_000);
+    // numwant 10: filled from far up to 5 (3 own + 2 far), whatever the far share drew.
+    for _ in 0..200 {
+        let (p, s) = run(&cap, &snap, &first, &req, 10, &mut rng);
+        assert_eq!((p.len(), s.same_pid, s.remote), (5, 3, 2), "{p:?}");
+    }
+    // One seeder on the side (below the threshold): filled in full.
+    let thin = swarm(&[("sel-a1", 1, 1, 0), ("sel-b1", 2, 3, 5)]);
+    let req = requester(&snap, &thin, 1, false);
+    let (p, s) = run(&cap, &snap, &thin, &req, 4, &mut rng);
+    assert_eq!((p.len(), s.same_pid, s.remote), (4, 1, 3), "{p:?}");
+    // Seeders of a near PID count toward "seeded" (a2's 2 beside a1's 1): capped.
+    let near = swarm(&[
+        ("sel-a1", 1, 1, 0),
+        ("sel-a2", 3, 2, 0),
+        ("sel-b1", 2, 3, 5),
+    ]);
+    let req = requester(&snap, &near, 1, false);
+    for _ in 0..200 {
+        let (p, s) = run(&cap, &snap, &near, &req, 4, &mut rng);
+        assert_eq!((s.same_pid, s.same_isp), (1, 2), "{p:?}");
+        assert_eq!(p.len(), 3 + s.remote as usize);
+    }
+    // A PID of leechers only, no seeder on its side (every seed in ISP B): full answers.
+    let unseeded = swarm(&[("sel-a1", 1, 0, 2), ("sel-b1", 2, 3, 5)]);
+    let req = requester(&snap, &unseeded, 1, false);
+    for _ in 0..200 {
+        let (p, s) = run(&cap, &snap, &unseeded, &req, 4, &mut rng);
+        assert_eq!((p.len(), s.same_pid, s.remote), (4, 1, 3), "{p:?}");
+    }
+}
+
+/// `leechers_are_counterparts`: a leecher whose side holds leechers but no seeder (all seeds
+/// in the other ISP) gets the far share of a seeded side (the floor, 0.02) once it has
+/// `seeded_pid_threshold` of them, instead of the raised share (0.10); alone, it keeps the
+/// raised share and a full answer from far PIDs.
+#[test]
+fn leechers_count_as_a_leechers_counterparts_when_asked() {
+    let snap = snapshot();
+    let lc = with(SelectionConfig {
+        leechers_are_counterparts: true,
+        ..SelectionConfig::default()
+    });
+    // ISP A: leechers only; ISP B: the seeds and more leechers.
+    let b = swarm(&[("sel-a1", 1, 0, 60), ("sel-b1", 2, 3, 60)]);
+    let req = requester(&snap, &b, 1, false);
+    let share = |sel: &Selector| {
+        let mut rng = SmallRng::seed_from_u64(19);
+        let far: u32 = (0..4_000)
+            .map(|_| run(sel, &snap, &b, &req, 20, &mut rng).1.remote)
+            .sum();
+        f64::from(far) / 80_000.0
+    };
+    let (old, counted) = (share(&p4p()), share(&lc));
+    assert!((old - 0.10).abs() < 0.01, "seeders only: far share {old}");
+    assert!(
+        (counted - 0.02).abs() < 0.005,
+        "leechers counted: far share {counted}"
+    );
+    // One other leecher on the side: below the threshold, the remote share.
+    let two = swarm(&[("sel-a1", 1, 0, 2), ("sel-b1", 2, 3, 60)]);
+    let req = requester(&snap, &two, 1, false);
+    let mut rng = SmallRng::seed_from_u64(20);
+    let far: u32 = (0..4_000)
+        .map(|_| {
+            let (p, s) = run(&lc, &snap, &two, &req, 4, &mut rng);
+            assert_eq!((p.len(), s.same_pid), (4, 1), "full answer: {p:?}");
+            s.remote
+        })
+        .sum();
+    assert_eq!(far, 3 * 4_000, "the shortfall is filled from far PIDs");
+    // A seeder's counterparts are leechers whatever the option.
+    let seeds = swarm(&[("sel-a1", 1, 3, 0), ("sel-b1", 2, 0, 60)]);
+    let req = requester(&snap, &seeds, 1, true);
+    let (far, _) = far_per_answer_with(&lc, &snap, &seeds, &req, 4, 20_000);
+    assert!(
+        (far - 0.4).abs() < 0.03,
+        "seeds-only PID: far per answer {far}"
+    );
+}
+
+/// Mean far peers per answer of `numwant` to `req` under `sel`, and the most in one answer.
+fn far_per_answer_with(
+    sel: &Selector,
+    snap: &Snapshot,
+    b: &VecBuckets,
+    req: &Requester,
+    numwant: usize,
+    answers: u32,
+) -> (f64, u32) {
+    let mut rng = SmallRng::seed_from_u64(16);
+    let (mut far, mut most) = (0u32, 0u32);
+    for _ in 0..answers {
+        let s = run(sel, snap, b, req, numwant, &mut rng).1;
+        far += s.remote;
+        most = most.max(s.remote);
+    }
+    (f64::from(far) / f64::from(answers), most)
 }
 
 /// Builder snapshot of PIDs `r0..r4` (127.1..5/16) with no boundary, costs from `cost`.
@@ -546,14 +686,21 @@ proptest! {
         count in 1usize..400,
         n in 1usize..60,
         seeder in any::<bool>(),
-        counterparts in 0usize..4,
+        seeders in 0usize..4,
+        leechers in 0usize..4,
+        cap in any::<bool>(),
     ) {
         let mut rng = SmallRng::seed_from_u64(seed);
         let groups = random_groups(&mut rng, count);
         let total: usize = groups.iter().map(|g| g.size).sum();
         let n = n.min(total);
         prop_assume!(n > 0);
-        let selector = p4p();
+        let selector = Selector::new(SelectionConfig {
+            seeded_fill_cap: cap,
+            leechers_are_counterparts: cap,
+            ..SelectionConfig::default()
+        });
+        let side = Side { seeders, leechers };
         let req = Requester {
             pid_index: 0,
             bucket_id: PidId(0),
@@ -566,8 +713,8 @@ proptest! {
         let mut kept = groups.clone();
         order_groups(&mut kept, n + 1);
         let quota_seed = rng.random();
-        selector.quotas(&req, n, counterparts, &mut SmallRng::seed_from_u64(quota_seed), &mut all);
-        selector.quotas(&req, n, counterparts, &mut SmallRng::seed_from_u64(quota_seed), &mut kept);
+        selector.quotas(&req, n, side, &mut SmallRng::seed_from_u64(quota_seed), &mut all);
+        selector.quotas(&req, n, side, &mut SmallRng::seed_from_u64(quota_seed), &mut kept);
         let taken = |gs: &[Group]| -> Vec<(usize, usize)> {
             gs.iter().filter(|g| g.take > 0).map(|g| (g.start, g.take)).collect()
         };
@@ -697,7 +844,7 @@ proptest! {
     /// An indexed store's walk ([`Selector::group_indexed`]) finds every group an answer can
     /// take: per tier, all groups up to and including the cost at which the tier holds `n`
     /// peers (ties included) as the full listing ranks them, with the same sizes; the same
-    /// eligible total; and counterparts on the same side of the far-share thresholds.
+    /// eligible total; and the same far share and far fill from what it counted.
     #[test]
     fn the_indexed_walk_finds_every_group_an_answer_can_take(
         map in 0usize..3,
@@ -711,6 +858,7 @@ proptest! {
         seed: u64,
         ases in proptest::collection::vec((1u32..40, 0usize..3, 0usize..4), 0..8),
         located: bool,
+        leechers_are_counterparts: bool,
     ) {
         let snap = &boundary_maps()[map];
         let mut v = VecBuckets::default();
@@ -756,15 +904,22 @@ proptest! {
             position,
             numwant,
         };
-        let sel = p4p();
+        let sel = Selector::new(SelectionConfig {
+            leechers_are_counterparts,
+            ..SelectionConfig::default()
+        });
         let mut rng = SmallRng::seed_from_u64(seed);
         let (mut listed, mut walked) = (Scratch::default(), Scratch::default());
-        let (total, counterparts) = sel.group(&v, snap, &req, &mut rng, &mut listed);
-        let (w_total, w_counterparts) = sel.group_indexed(&Indexed(&v), snap, &req, &mut rng, &mut walked);
+        let (total, side) = sel.group(&v, snap, &req, &mut rng, &mut listed);
+        let (w_total, w_side) = sel.group_indexed(&Indexed(&v), snap, &req, &mut rng, &mut walked);
         prop_assert_eq!(total, w_total);
-        prop_assert_eq!(sel.far_share(counterparts), sel.far_share(w_counterparts),
-            "counterparts {} listed, {} walked", counterparts, w_counterparts);
         let n = numwant.min(total);
+        prop_assert_eq!(
+            sel.far_share(sel.counterparts(&req, side)),
+            sel.far_share(sel.counterparts(&req, w_side)),
+            "side {:?} listed, {:?} walked", side, w_side);
+        prop_assert_eq!(sel.far_fill_upto(&req, n, side), sel.far_fill_upto(&req, n, w_side),
+            "side {:?} listed, {:?} walked", side, w_side);
         let groups = |s: &Scratch| -> HashMap<PidId, (u8, u32, usize)> {
             s.groups.iter().map(|g| {
                 (v.pid(s.members[g.start]), (g.tier, g.key.to_bits(), g.size))
@@ -790,15 +945,13 @@ proptest! {
                 }
             }
         }
-        // And whole answers from the walk are valid and full.
+        // And whole answers from the walk are valid (their size is the quotas', shared).
         let mut out = Vec::new();
         sel.select(&Indexed(&v), snap, &req, &mut rng, &mut Scratch::default(), &mut |a| out.push(a));
         let unique: HashSet<SocketAddr> = out.iter().copied().collect();
         prop_assert_eq!(unique.len(), out.len());
         let me = position.map(|(b, i)| v.peer(b, i));
         prop_assert!(me.is_none_or(|m| !unique.contains(&m)));
-        if !seeder {
-            prop_assert_eq!(out.len(), n);
-        }
+        prop_assert!(out.len() <= n);
     }
 }

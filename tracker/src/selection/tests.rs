@@ -376,6 +376,8 @@ proptest! {
         numwant in 0usize..60,
         seed: u64,
         use_random: bool,
+        seeded_fill_cap: bool,
+        leechers_are_counterparts: bool,
     ) {
         let names = [("sel-a1", 1u8), ("sel-a2", 3), ("sel-b1", 2), ("sel-a3", 5)];
         let mut spec: Vec<(&str, u8, usize, usize)> = Vec::new();
@@ -388,7 +390,15 @@ proptest! {
         let b = swarm(&spec);
         let req = requester(&snap, &b, net, seeder);
         let me = if seeder { addr(net, 1000) } else { addr(net, 1) };
-        let sel = if use_random { random() } else { p4p() };
+        let sel = if use_random {
+            random()
+        } else {
+            Selector::new(SelectionConfig {
+                seeded_fill_cap,
+                leechers_are_counterparts,
+                ..SelectionConfig::default()
+            })
+        };
         let (peers, _) = run(&sel, &snap, &b, &req, numwant, &mut SmallRng::seed_from_u64(seed));
         let eligible: HashSet<SocketAddr> = b.0.iter()
             .filter(|(_, s, _)| !(seeder && *s))
@@ -396,18 +406,30 @@ proptest! {
             .filter(|p| *p != me)
             .collect();
         prop_assert!(peers.len() <= numwant);
+        // The requester's side: its own ISP's PIDs (own and near; 127.9 is in none).
+        let side: &[u8] = match net {
+            1 | 3 | 5 => &[1, 3, 5],
+            2 => &[2],
+            _ => &[],
+        };
+        let on_side = |p: &&SocketAddr| {
+            matches!(p.ip(), std::net::IpAddr::V4(v) if side.contains(&v.octets()[1]))
+        };
+        let side_peers = eligible.iter().filter(on_side).count();
+        let side_seeders = b.0.iter()
+            .filter(|(_, s, _)| *s)
+            .flat_map(|(_, _, p)| p.iter())
+            .filter(on_side)
+            .count();
         if seeder && !use_random {
-            // A seeder's answer is full from its own ISP's PIDs (own and near; 127.9 is in
-            // none), far peers only as its share (see `seeders_take_far_peers_only_as_their_share`).
-            let side: &[u8] = match net {
-                1 | 3 | 5 => &[1, 3, 5],
-                2 => &[2],
-                _ => &[],
-            };
-            let on_side = eligible.iter()
-                .filter(|p| matches!(p.ip(), std::net::IpAddr::V4(v) if side.contains(&v.octets()[1])))
-                .count();
-            prop_assert!(peers.len() >= numwant.min(on_side), "full from its side");
+            // A seeder's answer is full from its side, far peers only as its share (see
+            // `seeders_take_far_peers_only_as_their_share`).
+            prop_assert!(peers.len() >= numwant.min(side_peers), "full from its side");
+        } else if seeded_fill_cap && !use_random && side_seeders >= 2 {
+            // A seeded leecher: full from its side, far PIDs fill up to half the answer (see
+            // `a_seeded_leechers_far_fill_stops_at_half_the_answer`).
+            let least = numwant.min(side_peers).max(numwant.div_ceil(2).min(eligible.len()));
+            prop_assert!(peers.len() >= least, "{} peers, want at least {}", peers.len(), least);
         } else {
             prop_assert_eq!(peers.len(), numwant.min(eligible.len()), "full answer when peers exist");
         }

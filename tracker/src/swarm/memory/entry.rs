@@ -100,6 +100,9 @@ pub(super) struct Large {
     pub(super) v6: Option<Box<Family<Peer6>>>,
     pub(super) seeders: u32,
     pub(super) leechers: u32,
+    /// Of `seeders`, those in the IPv6 family: an IPv4-only answer counts its eligible peers
+    /// without a walk over the IPv6 buckets.
+    pub(super) v6_seeders: u32,
     /// Snapshot generation the peers' PIDs were resolved under (low 32 bits).
     generation: u32,
     /// The access-list generation the torrent was last admitted under (in what was padding).
@@ -121,18 +124,22 @@ impl Large {
             v6: None,
             seeders,
             leechers,
+            v6_seeders: 0,
             generation: snap.generation() as u32,
             admitted: small.admitted,
         }
     }
 
-    fn count(&mut self, seeder: bool, delta: i32) {
+    fn count(&mut self, seeder: bool, v6: bool, delta: i32) {
         let c = if seeder {
             &mut self.seeders
         } else {
             &mut self.leechers
         };
         *c = c.saturating_add_signed(delta);
+        if seeder && v6 {
+            self.v6_seeders = self.v6_seeders.saturating_add_signed(delta);
+        }
     }
 
     fn v6_mut(&mut self) -> &mut Family<Peer6> {
@@ -315,8 +322,8 @@ impl Entry {
                 PeerPos::new(false, (0, rekey_in(s.slice_mut(), pos.idx, rec)))
             }
             Peers::Large(l) => {
-                l.count(old.seeders(), -1);
-                l.count(bucket.seeders(), 1);
+                l.count(old.seeders(), pos.v6, -1);
+                l.count(bucket.seeders(), pos.v6, 1);
                 if pos.v6 {
                     rekey_family(l.v6_mut(), pos, bucket, expires)
                 } else {
@@ -336,7 +343,7 @@ impl Entry {
                 } else {
                     l.v4.remove(pos.seg, pos.idx).bucket
                 };
-                l.count(bucket.seeders(), -1);
+                l.count(bucket.seeders(), pos.v6, -1);
                 bucket
             }
         }
@@ -364,7 +371,7 @@ impl Entry {
         let Peers::Large(l) = &mut self.peers else {
             unreachable!("the swarm was made large above")
         };
-        l.count(bucket.seeders(), 1);
+        l.count(bucket.seeders(), peer.is_ipv6(), 1);
         match peer {
             SocketAddr::V4(a) => {
                 let rec = Peer4::new(Peer4::addr_of(a), expires, bucket);
@@ -398,6 +405,7 @@ impl Entry {
                 let b = l.v6.as_mut().map_or((0, 0), |f| f.expire(now, sorted_max));
                 l.seeders = l.seeders.saturating_sub(a.0 + b.0);
                 l.leechers = l.leechers.saturating_sub(a.1 + b.1);
+                l.v6_seeders = l.v6_seeders.saturating_sub(b.0);
                 (a.0 + b.0, a.1 + b.1)
             }
         }

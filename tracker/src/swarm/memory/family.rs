@@ -506,19 +506,6 @@ impl<P: Record> Family<P> {
         }
     }
 
-    /// Seeders in the family (a scan: for the rare large IPv6 family).
-    pub(super) fn seeders(&self) -> usize {
-        match self {
-            Family::Sorted(recs) => recs.iter().filter(|p| p.bucket().seeders()).count(),
-            Family::Hashed(h) => h
-                .buckets
-                .iter()
-                .filter(|b| b.key.seeders())
-                .map(|b| b.recs.len())
-                .sum(),
-        }
-    }
-
     /// Buckets of a hashed family (0 for a sorted one, whose runs are few).
     pub(super) fn hashed_buckets(&self) -> usize {
         match self {

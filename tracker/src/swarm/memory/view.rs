@@ -230,8 +230,8 @@ impl Buckets for IndexedView<'_> {
     fn totals(&self, families: Families) -> (usize, usize) {
         let (seeders, leechers) = (self.large.seeders as usize, self.large.leechers as usize);
         let v6 = self.large.v6.as_ref().map_or((0, 0), |f| {
-            let s = f.seeders();
-            (s, f.len() - s)
+            let s = self.large.v6_seeders as usize;
+            (s, f.len().saturating_sub(s))
         });
         match families {
             Families::Both => (seeders, leechers),

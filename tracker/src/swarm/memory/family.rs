@@ -476,6 +476,8 @@ impl<P: Record> Family<P> {
                     start += run.len();
                 }
             }
+            // Buckets come sorted by code: none is unlisted unless the last one is.
+            Family::Hashed(h) if !h.buckets.last().is_some_and(|b| unlisted(b.key)) => {}
             Family::Hashed(h) => {
                 let first = h.buckets.partition_point(|b| !unlisted(b.key));
                 for (b, bucket) in h.buckets.iter().enumerate().skip(first) {

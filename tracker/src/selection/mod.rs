@@ -366,12 +366,13 @@ impl Selector {
             let (mut size, mut seeders) = (0, 0);
             while j < scratch.members.len() && buckets.pid(scratch.members[j]) == pid {
                 let b = scratch.members[j];
-                size += buckets.size(b);
+                let mut in_bucket = buckets.size(b);
                 if req.position.is_some_and(|(rb, _)| rb == b) {
-                    size -= 1;
+                    in_bucket -= 1;
                 }
+                size += in_bucket;
                 if buckets.seeders(b) {
-                    seeders += buckets.size(b);
+                    seeders += in_bucket;
                 }
                 j += 1;
             }

@@ -728,3 +728,24 @@ proptest! {
         }
     }
 }
+
+/// A leecher whose own record still sits in a seeders bucket (announced `left > 0` after it
+/// was stored as a seeder) is not counted among its side's seeders, and counting its side
+/// does not underflow when its PID holds no leecher.
+#[test]
+fn a_requester_is_never_its_own_counterpart() {
+    let snap = snapshot();
+    let b = swarm(&[("sel-a1", 1, 2, 0), ("sel-b1", 2, 3, 5)]);
+    // Leecher at the first seeder's position: one other seeder on its side (below the
+    // threshold of 2), so no cap and a full answer: 1 own + 3 far.
+    let req = Requester {
+        seeder: false,
+        ..requester(&snap, &b, 1, true)
+    };
+    assert_eq!(req.position, Some((0, 0)));
+    let mut rng = SmallRng::seed_from_u64(21);
+    for _ in 0..100 {
+        let (p, s) = run(&p4p(), &snap, &b, &req, 4, &mut rng);
+        assert_eq!((p.len(), s.same_pid, s.remote), (4, 1, 3), "{p:?}");
+    }
+}

@@ -839,7 +839,7 @@ fn boundary_maps() -> &'static [Snapshot; 3] {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(1500))]
 
     /// An indexed store's walk ([`Selector::group_indexed`]) finds every group an answer can
     /// take: per tier, all groups up to and including the cost at which the tier holds `n`
@@ -859,6 +859,7 @@ proptest! {
         ases in proptest::collection::vec((1u32..40, 0usize..3, 0usize..4), 0..8),
         located: bool,
         leechers_are_counterparts: bool,
+        stale_role: bool,
     ) {
         let snap = &boundary_maps()[map];
         let mut v = VecBuckets::default();
@@ -894,8 +895,10 @@ proptest! {
             }
         }
         let bucket_id = if located { PidId::of_asn(0) } else { snap.pid(0).id };
-        // The requester: its bucket's first seeder or leecher, when there is one.
-        let position = v.0.iter().position(|b| b.0 == bucket_id && b.1 == seeder).map(|b| (b, 0));
+        // The requester: its bucket's first seeder or leecher, when there is one; with
+        // `stale_role`, a leecher still stored among its PID's seeders.
+        let stored_as_seeder = seeder || (stale_role && !seeder);
+        let position = v.0.iter().position(|b| b.0 == bucket_id && b.1 == stored_as_seeder).map(|b| (b, 0));
         let req = Requester {
             pid_index: 0,
             bucket_id,
@@ -953,5 +956,26 @@ proptest! {
         let me = position.map(|(b, i)| v.peer(b, i));
         prop_assert!(me.is_none_or(|m| !unique.contains(&m)));
         prop_assert!(out.len() <= n);
+    }
+}
+
+/// A leecher whose own record still sits in a seeders bucket (announced `left > 0` after it
+/// was stored as a seeder) is not counted among its side's seeders, and counting its side
+/// does not underflow when its PID holds no leecher.
+#[test]
+fn a_requester_is_never_its_own_counterpart() {
+    let snap = snapshot();
+    let b = swarm(&[("sel-a1", 1, 2, 0), ("sel-b1", 2, 3, 5)]);
+    // Leecher at the first seeder's position: one other seeder on its side (below the
+    // threshold of 2), so no cap and a full answer: 1 own + 3 far.
+    let req = Requester {
+        seeder: false,
+        ..requester(&snap, &b, 1, true)
+    };
+    assert_eq!(req.position, Some((0, 0)));
+    let mut rng = SmallRng::seed_from_u64(21);
+    for _ in 0..100 {
+        let (p, s) = run(&p4p(), &snap, &b, &req, 4, &mut rng);
+        assert_eq!((p.len(), s.same_pid, s.remote), (4, 1, 3), "{p:?}");
     }
 }

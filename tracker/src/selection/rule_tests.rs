@@ -897,7 +897,7 @@ proptest! {
         let bucket_id = if located { PidId::of_asn(0) } else { snap.pid(0).id };
         // The requester: its bucket's first seeder or leecher, when there is one; with
         // `stale_role`, a leecher still stored among its PID's seeders.
-        let stored_as_seeder = seeder || (stale_role && !seeder);
+        let stored_as_seeder = seeder || stale_role;
         let position = v.0.iter().position(|b| b.0 == bucket_id && b.1 == stored_as_seeder).map(|b| (b, 0));
         let req = Requester {
             pid_index: 0,

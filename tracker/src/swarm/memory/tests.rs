@@ -860,14 +860,18 @@ fn records_and_entries_are_as_small_as_the_docs_say() {
     );
 }
 
-#[test]
-fn with_an_asn_database_public_peers_of_the_requesters_as_come_first() {
-    use p4p_itracker::source::asn::AsnDb;
+/// MaxMind's GeoLite2-ASN test database (the iTracker's test copy).
+fn test_asn_db() -> std::sync::Arc<p4p_itracker::source::asn::AsnDb> {
     let db = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../itracker/testdata/maxmind/GeoLite2-ASN-Test.mmdb"
     );
-    let asn = std::sync::Arc::new(AsnDb::open(db).expect("test ASN database"));
+    std::sync::Arc::new(p4p_itracker::source::asn::AsnDb::open(db).expect("test ASN database"))
+}
+
+#[test]
+fn with_an_asn_database_public_peers_of_the_requesters_as_come_first() {
+    let asn = test_asn_db();
     let snap = p4p_itracker::embedded_default().snapshot_with_asn(Some(asn));
     let store = store();
     let mut env = Env::new(snap);
@@ -1565,12 +1569,7 @@ fn answers_read_pid_by_pid_are_drawn_as_listed(
 /// cost class), for a requester inside the ISP and for one with an AS location of its own.
 #[test]
 fn as_locations_are_read_pid_by_pid_as_the_full_listing() {
-    use p4p_itracker::source::asn::AsnDb;
-    let db = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../itracker/testdata/maxmind/GeoLite2-ASN-Test.mmdb"
-    );
-    let asn = std::sync::Arc::new(AsnDb::open(db).expect("test ASN database"));
+    let asn = test_asn_db();
     let s = store();
     let mut env = Env::new(many_pids_with("asn", Some(asn)));
     env.selector = Selector::new(SelectionConfig::default());

@@ -3,9 +3,16 @@
 //!
 //! `announce_map_scale` (issue 17, item 3): the same path with `p4p` on an ISP-scale map (the
 //! synthetic 2,000-PID / 250,000-prefix ISP of `p4p_benches::synthetic_isp`) against a 2-PID
-//! map, on the same swarm: the same peers, every address inside one of the big map's internal
-//! prefixes (so each announce's IP -> PID lookup walks the 250 k-prefix trie), spread over all
-//! of them. `cargo bench -p p4p-benches --bench announce -- announce_map_scale`.
+//! map whose line runs through the middle of its internal prefixes (`two_pid_snapshot_of`), on
+//! the same swarm, every address inside one of the big map's internal prefixes (so each
+//! announce's IP -> PID lookup walks the 250 k-prefix trie), in two layouts:
+//! - `in_2_pids`: the peers in two of the big map's PIDs, one in each half of the address
+//!   space, so that the swarm has the same shape under both maps (what the big map's lookups
+//!   cost, the answers being alike);
+//! - `spread`: the peers dealt over all the big map's PIDs (under the big map an answer then
+//!   comes from tens of PIDs, under the 2-PID map from two, each holding about half).
+//!
+//! `cargo bench -p p4p-benches --bench announce -- announce_map_scale`.
 
 use std::hint::black_box;
 
@@ -14,7 +21,8 @@ use std::net::SocketAddr;
 
 use p4p_benches::synthetic_isp::{generate, Params};
 use p4p_benches::{
-    addresses_in, announce, fill_order, loopback_snapshot, peer_addr, two_pid_snapshot,
+    addresses_in, addresses_in_two_pids, announce, fill_order, loopback_snapshot, peer_addr,
+    two_pid_snapshot_of,
 };
 use p4p_itracker::model::Topology;
 use p4p_itracker::snapshot::Snapshot;
@@ -158,7 +166,7 @@ fn bench_map_scale(c: &mut Criterion) {
     let isp = generate(&Params::new(2_000, 250_000)).expect("synthetic ISP");
     let topology = Topology::from_toml_str(&isp.toml).expect("synthetic topology");
     let maps = [
-        ("2_pids", two_pid_snapshot()),
+        ("2_pids", two_pid_snapshot_of(&topology)),
         ("2000_pids_250k_prefixes", topology.snapshot()),
     ];
     let selector = Selector::new(SelectionConfig {
@@ -171,12 +179,24 @@ fn bench_map_scale(c: &mut Criterion) {
     group.measurement_time(std::time::Duration::from_secs(3));
     group.warm_up_time(std::time::Duration::from_secs(1));
     for &peers in &[1_000u32, 100_000] {
-        let addrs = addresses_in(&topology, peers);
-        let at = |i: u32| addrs[i as usize];
-        for (name, snap) in &maps {
-            let store = filled_store_at((0..peers).collect(), &selector, snap, at);
-            let id = BenchmarkId::new(*name, peers);
-            announce_loop(&mut group, id, snap, &selector, &store, peers, at);
+        let layouts = [
+            ("spread", addresses_in(&topology, peers)),
+            ("in_2_pids", addresses_in_two_pids(&topology, peers)),
+        ];
+        for (layout, addrs) in &layouts {
+            assert_eq!(addrs.len(), peers as usize, "{layout}: addresses");
+            let at = |i: u32| addrs[i as usize];
+            for (name, snap) in &maps {
+                if *layout == "in_2_pids" {
+                    // The same shape under both maps: two PIDs, half the swarm each.
+                    let pids: std::collections::BTreeSet<u16> =
+                        addrs.iter().map(|a| snap.locate(a.ip())).collect();
+                    assert_eq!(pids.len(), 2, "{name}: PIDs of the {layout} swarm");
+                }
+                let store = filled_store_at((0..peers).collect(), &selector, snap, at);
+                let id = BenchmarkId::new(format!("{name}/{layout}"), peers);
+                announce_loop(&mut group, id, snap, &selector, &store, peers, at);
+            }
         }
     }
     group.finish();

@@ -4,8 +4,8 @@ pub mod synthetic_isp;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use ipnetwork::IpNetwork;
-use p4p_itracker::model::{PidKind, Topology};
+use ipnetwork::{IpNetwork, Ipv4Network};
+use p4p_itracker::model::{Pid, PidKind, Topology};
 use p4p_itracker::snapshot::PidSpec;
 use p4p_itracker::{Snapshot, SnapshotBuilder};
 use p4p_tracker::types::{Announce, Event, InfoHash};
@@ -51,9 +51,21 @@ pub fn loopback_snapshot() -> Snapshot {
 
 /// A 2-PID map covering all of IPv4 (one half each, one ISP, costs 0 and 5).
 pub fn two_pid_snapshot() -> Snapshot {
+    two_pid_snapshot_split(&["0.0.0.0/1", "128.0.0.0/1"])
+}
+
+/// A 2-PID map covering all of IPv4 that splits `topology`'s internal IPv4 prefixes in two
+/// (see [`middle_block`]): PID `half-0` holds that block, `half-1` the rest (`0.0.0.0/0`);
+/// one ISP, costs 0 and 5. The small map to compare a big one with on the same swarm: both
+/// its PIDs hold peers, as two of the big map's would.
+pub fn two_pid_snapshot_of(topology: &Topology) -> Snapshot {
+    two_pid_snapshot_split(&[&middle_block(topology).to_string(), "0.0.0.0/0"])
+}
+
+fn two_pid_snapshot_split(prefixes: &[&str; 2]) -> Snapshot {
     let mut b = SnapshotBuilder::new("two-pids", 100.0);
     let isp = b.add_isp("small");
-    let ids: Vec<usize> = ["0.0.0.0/1", "128.0.0.0/1"]
+    let ids: Vec<usize> = prefixes
         .iter()
         .enumerate()
         .map(|(i, prefix)| {
@@ -73,20 +85,96 @@ pub fn two_pid_snapshot() -> Snapshot {
     b.build().expect("two-PID snapshot")
 }
 
+/// The IPv4 block (a CIDR prefix) around the median of `topology`'s internal IPv4 prefixes
+/// that holds the share of them nearest one half: a line through the middle of its address
+/// space.
+pub fn middle_block(topology: &Topology) -> Ipv4Network {
+    let mut nets: Vec<u32> = internal(topology)
+        .flat_map(v4_prefixes)
+        .map(|(net, _)| net)
+        .collect();
+    nets.sort_unstable();
+    let Some(&median) = nets.get(nets.len() / 2) else {
+        return Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 1).expect("/1");
+    };
+    let share = |len: u8| {
+        let block = Ipv4Network::new(Ipv4Addr::from(median), len).expect("length <= 32");
+        let inside = nets.iter().filter(|&&n| block.contains(n.into())).count();
+        (inside as f64 / nets.len() as f64 - 0.5).abs()
+    };
+    let len = (1..=24u8)
+        .min_by(|&a, &b| share(a).total_cmp(&share(b)))
+        .unwrap_or(1);
+    let block = Ipv4Network::new(Ipv4Addr::from(median), len).expect("length <= 32");
+    Ipv4Network::new(block.network(), len).expect("length <= 32")
+}
+
 /// `n` peer addresses inside the internal IPv4 prefixes of `topology`, dealt over all of them
 /// (peer `i` in prefix `i * 7919 mod prefixes`, a stride coprime with nearly any count), a
-/// different host and port each, sorted (filling a swarm in address order appends).
+/// different address each (host, then port), sorted (filling a swarm in address order appends).
 pub fn addresses_in(topology: &Topology, n: u32) -> Vec<SocketAddr> {
-    let prefixes: Vec<(u32, u32)> = topology
+    let prefixes: Vec<(u32, u32)> = internal(topology).flat_map(v4_prefixes).collect();
+    deal(&prefixes, n)
+}
+
+/// `n` peer addresses in two internal PIDs of `topology`, half each, the first PID's inside
+/// [`middle_block`] and the other's outside it: the swarm of [`addresses_in`] gathered in two
+/// PIDs, so that it has the same shape (two PIDs, half the peers each) under the big map and
+/// under [`two_pid_snapshot_of`]. Empty when no two such PIDs exist.
+pub fn addresses_in_two_pids(topology: &Topology, n: u32) -> Vec<SocketAddr> {
+    let block = middle_block(topology);
+    let inside = |net: &(u32, u32)| block.contains(net.0.into());
+    let internal: Vec<&Pid> = internal(topology).collect();
+    let Some(a) = internal
+        .iter()
+        .position(|p| v4_prefixes(p).iter().any(inside))
+    else {
+        return Vec::new();
+    };
+    let Some(b) = internal
+        .iter()
+        .rposition(|p| v4_prefixes(p).iter().any(|net| !inside(net)))
+    else {
+        return Vec::new();
+    };
+    if a == b {
+        return Vec::new();
+    }
+    let first: Vec<(u32, u32)> = v4_prefixes(internal[a])
+        .into_iter()
+        .filter(inside)
+        .collect();
+    let second: Vec<(u32, u32)> = v4_prefixes(internal[b])
+        .into_iter()
+        .filter(|net| !inside(net))
+        .collect();
+    let mut out = deal(&first, n / 2);
+    out.extend(deal(&second, n - n / 2));
+    out.sort_unstable();
+    out
+}
+
+/// The internal PIDs of `topology`.
+fn internal(topology: &Topology) -> impl Iterator<Item = &Pid> {
+    topology
         .pids()
         .iter()
         .filter(|p| p.kind == PidKind::Internal)
-        .flat_map(|p| p.prefixes.iter())
+}
+
+/// The (network, size) of each IPv4 prefix of `pid`.
+fn v4_prefixes(pid: &Pid) -> Vec<(u32, u32)> {
+    pid.prefixes
+        .iter()
         .filter_map(|net| match net {
             IpNetwork::V4(v4) => Some((u32::from(v4.network()), v4.size())),
             IpNetwork::V6(_) => None,
         })
-        .collect();
+        .collect()
+}
+
+/// `n` addresses dealt over `prefixes` (see [`addresses_in`]), sorted.
+fn deal(prefixes: &[(u32, u32)], n: u32) -> Vec<SocketAddr> {
     if prefixes.is_empty() {
         return Vec::new();
     }
@@ -94,9 +182,11 @@ pub fn addresses_in(topology: &Topology, n: u32) -> Vec<SocketAddr> {
     let mut out: Vec<SocketAddr> = (0..u64::from(n))
         .map(|i| {
             let (base, size) = prefixes[((i * 7919) % len) as usize];
-            let host = 1 + (i / len) as u32 % size.saturating_sub(2).max(1);
+            let hosts = u64::from(size.saturating_sub(2).max(1));
+            let host = 1 + ((i / len) % hosts) as u32;
             let ip = Ipv4Addr::from(base + host);
-            SocketAddr::new(IpAddr::V4(ip), 6881 + (i % 1000) as u16)
+            // Another port each time the prefix's hosts wrap round: every address distinct.
+            SocketAddr::new(IpAddr::V4(ip), 6881 + (i / len / hosts % 1000) as u16)
         })
         .collect();
     out.sort_unstable();

@@ -144,15 +144,18 @@ pub struct Snapshot {
     index_by_id: Vec<u16>,
     v4: PrefixMap<Ipv4Network, u16>,
     v6: PrefixMap<Ipv6Network, u16>,
-    /// Row-major `n * n` costs, `costs[from * n + to]`.
+    /// Row-major `n * n` costs, `costs[from * n + to]`; a cost the map did not give is stored
+    /// as the default cost with the sign bit set ([`unknown`]; costs are never negative), so
+    /// that one load tells a cost and whether it is known ([`Snapshot::known_cost`]).
     costs: Vec<f32>,
+    /// The diagonal of `costs` (what a PID's peers cost each other, same encoding): asked on
+    /// every announce, kept apart so that it is not a load from a row of the matrix.
+    own: Box<[f32]>,
     /// For each PID, every other PID in ascending cost order (ties keep insertion order).
     by_cost: Vec<Vec<u16>>,
     /// For each PID, its [`Preference`], built on first use: a tracker asks for the PIDs its
     /// announcers sit in, and `n * n` entries built up front would cost every refresh.
     preferences: Box<[OnceLock<Preference>]>,
-    /// Bit `from * n + to` set when the map gave that cost (not the default cost).
-    known: Vec<u64>,
     /// For each PID, the price of an unknown destination: the largest of its known costs and
     /// the default cost, so that an unknown PID never looks cheaper than a known one.
     far: Vec<f32>,
@@ -289,15 +292,9 @@ impl SnapshotBuilder {
                 boundary: boundaries[i],
             });
         }
-        let mut costs = vec![self.default_cost as f32; n * n];
-        let mut known = vec![0u64; (n * n).div_ceil(64)];
+        let mut costs = vec![unknown(self.default_cost as f32); n * n];
         if let Some((k, matrix)) = self.matrix.take() {
             self.copy_matrix(k, &matrix, &mut costs)?;
-            for from in 0..k {
-                for to in 0..k {
-                    known[(from * n + to) / 64] |= 1 << ((from * n + to) % 64);
-                }
-            }
         }
         for &(from, to, cost) in &self.costs {
             if !usable(cost) {
@@ -307,10 +304,9 @@ impl SnapshotBuilder {
                     cost,
                 });
             }
-            costs[from * n + to] = cost as f32;
-            known[(from * n + to) / 64] |= 1 << ((from * n + to) % 64);
+            costs[from * n + to] = known(cost as f32);
         }
-        let far = far_costs(&costs, &known, n, self.default_cost as f32);
+        let far = far_costs(&costs, n, self.default_cost as f32);
         let by_cost = sorted_by_cost(&costs, n);
         Ok(Snapshot {
             version: self.version,
@@ -321,10 +317,10 @@ impl SnapshotBuilder {
             index_by_id,
             v4,
             v6,
+            own: diagonal(&costs, n),
             costs,
             by_cost,
             preferences: (0..n).map(|_| OnceLock::new()).collect(),
-            known,
             far,
             asn: self.asn,
         })
@@ -352,7 +348,9 @@ impl SnapshotBuilder {
                     cost: f64::from(row[to]),
                 });
             }
-            costs[from * n..from * n + k].copy_from_slice(row);
+            for (to, &c) in row.iter().enumerate() {
+                costs[from * n + to] = known(c);
+            }
         }
         Ok(())
     }
@@ -385,25 +383,41 @@ impl SnapshotBuilder {
 /// For each PID, every other PID in ascending cost order (ties keep index order).
 /// For each PID, the price of an unknown destination: the largest known cost of its row, at
 /// least `default`.
-fn far_costs(costs: &[f32], known: &[u64], n: usize, default: f32) -> Vec<f32> {
-    (0..n)
-        .map(|from| {
-            (0..n)
-                .filter(|&to| known[(from * n + to) / 64] & (1 << ((from * n + to) % 64)) != 0)
-                .map(|to| costs[from * n + to])
-                .fold(default, f32::max)
+fn far_costs(costs: &[f32], n: usize, default: f32) -> Vec<f32> {
+    costs
+        .chunks_exact(n.max(1))
+        .map(|row| {
+            row.iter()
+                .filter(|c| c.is_sign_positive())
+                .fold(default, |m, &c| m.max(c))
         })
         .collect()
+}
+
+/// How `costs` holds a cost the map gave: as itself (a `-0.0` given becomes `0.0`).
+fn known(cost: f32) -> f32 {
+    cost.abs()
+}
+
+/// How `costs` holds a cost the map did not give, `default`: with the sign bit set.
+fn unknown(default: f32) -> f32 {
+    -default.abs()
+}
+
+/// The diagonal of the `n * n` matrix `costs`.
+fn diagonal(costs: &[f32], n: usize) -> Box<[f32]> {
+    (0..n).map(|i| costs[i * n + i]).collect()
 }
 
 fn sorted_by_cost(costs: &[f32], n: usize) -> Vec<Vec<u16>> {
     (0..n)
         .map(|from| {
             let row = &costs[from * n..(from + 1) * n];
+            let cost = |to: u16| row[usize::from(to)].abs();
             let mut others: Vec<u16> = (0..n as u16)
                 .filter(|&to| usize::from(to) != from)
                 .collect();
-            others.sort_by(|&a, &b| row[usize::from(a)].total_cmp(&row[usize::from(b)]));
+            others.sort_by(|&a, &b| cost(a).total_cmp(&cost(b)));
             others
         })
         .collect()
@@ -466,6 +480,8 @@ impl Snapshot {
                 cost: f64::from(costs[i]),
             });
         }
+        // Every cost given.
+        let costs: Vec<f32> = costs.into_iter().map(known).collect();
         Ok(Snapshot {
             version: version.into(),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
@@ -481,7 +497,7 @@ impl Snapshot {
                 .chunks_exact(n.max(1))
                 .map(|row| row.iter().copied().fold(0.0, f32::max))
                 .collect(),
-            known: vec![u64::MAX; (n * n).div_ceil(64)],
+            own: diagonal(&costs, n),
             costs,
             asn: self.asn.clone(),
         })
@@ -555,13 +571,25 @@ impl Snapshot {
 
     /// Directional cost (p-distance) from one PID to another.
     pub fn cost(&self, from: u16, to: u16) -> f32 {
-        self.costs[usize::from(from) * self.pids.len() + usize::from(to)]
+        self.stored(from, to).abs()
     }
 
     /// Whether the map gave the cost from one PID to another (else it is the default cost).
     pub fn cost_known(&self, from: u16, to: u16) -> bool {
-        let bit = usize::from(from) * self.pids.len() + usize::from(to);
-        self.known[bit / 64] & (1 << (bit % 64)) != 0
+        self.stored(from, to).is_sign_positive()
+    }
+
+    /// The cost from one PID to another if the map gave it (one load: what selection asks).
+    pub fn known_cost(&self, from: u16, to: u16) -> Option<f32> {
+        let c = self.stored(from, to);
+        c.is_sign_positive().then_some(c)
+    }
+
+    fn stored(&self, from: u16, to: u16) -> f32 {
+        if from == to {
+            return self.own[usize::from(from)];
+        }
+        self.costs[usize::from(from) * self.pids.len() + usize::from(to)]
     }
 
     /// What a destination the map gives no cost for is worth from `from`: the largest known
@@ -784,6 +812,51 @@ mod tests {
         assert_eq!(s.cost(x, z), 10.0);
         assert_eq!(s.far_cost(x), 40.0, "the dearest known cost of the row");
         assert_eq!(s.far_cost(y), 10.0, "at least the default cost");
+    }
+
+    /// One load tells a cost and whether the map gave it, on and off the diagonal, for a zero
+    /// default cost and a zero cost given (even as `-0.0`), from a matrix or pair by pair.
+    #[test]
+    fn known_costs_are_told_apart_from_the_default_in_one_load() {
+        let mut b = SnapshotBuilder::new("v", 0.0);
+        let isp = b.add_isp("isp");
+        let mut pid = |name: &str, prefix: &str| {
+            b.add_pid(PidSpec {
+                name: name.into(),
+                isp,
+                internal: true,
+                prefixes: vec![net(prefix)],
+            })
+        };
+        let (x, y, z) = (
+            pid("one-load-x", "10.1.0.0/16"),
+            pid("one-load-y", "10.2.0.0/16"),
+            pid("one-load-z", "10.3.0.0/16"),
+        );
+        b.set_cost_matrix(vec![-0.0, 3.0, 7.0, 0.0]);
+        b.set_cost(z, z, 2.5);
+        b.set_cost(z, x, -0.0);
+        let s = b.build().expect("valid");
+        let (x, y, z) = (x as u16, y as u16, z as u16);
+        let given = [((x, x), 0.0), ((x, y), 3.0), ((y, x), 7.0), ((y, y), 0.0)];
+        let given = given.into_iter().chain([((z, z), 2.5), ((z, x), 0.0)]);
+        let given: std::collections::HashMap<(u16, u16), f32> = given.collect();
+        for from in [x, y, z] {
+            for to in [x, y, z] {
+                let want = given.get(&(from, to)).copied();
+                assert_eq!(s.known_cost(from, to), want, "{from} -> {to}");
+                assert_eq!(s.cost_known(from, to), want.is_some(), "{from} -> {to}");
+                let cost = s.cost(from, to);
+                assert_eq!(cost, want.unwrap_or(0.0), "{from} -> {to}");
+                assert!(cost.is_sign_positive(), "{from} -> {to}: {cost}");
+            }
+        }
+        // A new cost matrix gives every cost.
+        let all = s
+            .with_costs("v2", vec![-0.0; s.len() * s.len()])
+            .expect("valid costs");
+        assert_eq!(all.known_cost(z, y), Some(0.0));
+        assert!(all.known_cost(y, y).is_some_and(|c| c.is_sign_positive()));
     }
 
     #[test]

@@ -23,13 +23,7 @@ impl Snapshot {
     /// built on the first call for `from` (a sort of the row), then shared.
     pub fn preference(&self, from: u16) -> &Preference {
         self.preferences[usize::from(from)].get_or_init(|| {
-            let known = |to: u16| {
-                if self.cost_known(from, to) {
-                    self.cost(from, to)
-                } else {
-                    f32::INFINITY
-                }
-            };
+            let known = |to: u16| self.known_cost(from, to).unwrap_or(f32::INFINITY);
             let mut order: Vec<u16> = (0..self.pids.len() as u16)
                 .filter(|&to| to != from)
                 .collect();

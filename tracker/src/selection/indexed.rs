@@ -101,8 +101,6 @@ impl Selector {
                     break;
                 }
                 let got = match to {
-                    // Most PIDs of a big map hold no peer of a given swarm.
-                    Some(&to) if !buckets.may_hold(snap.id(to)) => Side::default(),
                     Some(&to) => {
                         let c = Class {
                             tier,

@@ -144,11 +144,6 @@ pub trait Buckets {
     fn find(&self, _pid: PidId) -> Range<usize> {
         0..0
     }
-    /// Whether the swarm may hold peers of `pid` (`false`: [`Buckets::find`] would find none).
-    /// Indexed stores only: a quick look before a walk step finds a PID's buckets.
-    fn may_hold(&self, _pid: PidId) -> bool {
-        true
-    }
     /// Makes available every bucket whose id no snapshot's preference order lists (AS
     /// locations, the overflow id), side by side by id, and returns their numbers. Indexed
     /// stores only; asked at most once per announce.
@@ -611,7 +606,7 @@ struct Class {
 /// Tier, rank key and price of a bucket's PID (or AS location), from the requester.
 fn classify(snap: &Snapshot, req: &Requester, pid: PidId) -> Class {
     let from = req.pid_index;
-    let known = |to: u16| snap.known_cost(from, to);
+    let known = |to: u16| snap.cost_known(from, to).then(|| snap.cost(from, to));
     if pid == req.bucket_id {
         // An intra-PID cost the map does not give: the cheapest there is.
         let price = known(from).unwrap_or(0.0);

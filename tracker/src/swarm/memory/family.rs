@@ -127,18 +127,6 @@ impl<P: Record> Hashed<P> {
         start..start + len
     }
 
-    /// Whether the family has a bucket of `key`'s code: one load from the directory, a binary
-    /// search without one.
-    fn may_hold(&self, key: BucketKey) -> bool {
-        let code = key.code();
-        match &self.dir {
-            Some(dir) if u32::from(code) < p4p_itracker::pid::PID_CODES => {
-                dir.0.get(usize::from(code)).is_some_and(|&b| b != u16::MAX)
-            }
-            _ => !self.pid_buckets(key).is_empty(),
-        }
-    }
-
     /// Peers of `addr`'s source in the family (may run high, see [`Index`]).
     fn host_peers(&self, addr: P::Addr) -> u32 {
         self.index.host_count(addr_hash(&P::host(addr)))
@@ -472,24 +460,6 @@ impl<P: Record> Family<P> {
                         out.push(Run::new(bucket.key, v6, b, 0, bucket.recs.len()));
                     }
                 }
-            }
-        }
-    }
-
-    /// Whether the family may hold records of `pid` (`false`: [`Family::pid_runs`] appends
-    /// nothing; `true` for a hashed family's buckets left empty until the sweep): one load
-    /// from a hashed family's directory, a binary search in a sorted family.
-    pub(super) fn may_hold(&self, pid: PidId) -> bool {
-        let key = BucketKey::new(pid, false);
-        if !key.holds_only(pid) {
-            return false;
-        }
-        match self {
-            Family::Hashed(h) => h.may_hold(key),
-            Family::Sorted(recs) => {
-                let start = recs.partition_point(|p| p.bucket() < key);
-                recs.get(start)
-                    .is_some_and(|p| p.bucket().code() == key.code())
             }
         }
     }

@@ -1339,7 +1339,7 @@ fn a_swarm_over_many_pids_is_read_pid_by_pid_as_the_full_listing() {
             .expect("fill");
     }
     check_invariants(&s);
-    assert!(indexed_matches_listing(&s, &env.snap, 0), "read PID by PID");
+    assert!(indexed_matches_listing(&s, &env.snap), "read PID by PID");
     let all = contents(&s, &HASH);
     let shard = read(s.shard(&HASH));
     let entry = &shard[search(&shard, &HASH).expect("torrent")];
@@ -1394,11 +1394,9 @@ fn a_swarm_over_many_pids_is_read_pid_by_pid_as_the_full_listing() {
     assert!(!got.contains(&me));
 }
 
-/// Every PID's runs read PID by PID are the full listing's, and the quick look
-/// ([`Buckets::may_hold`]) says no to every PID without runs but at most `empty_buckets`
-/// (PIDs whose buckets wait for the sweep), and to none with runs (`false` when the swarm is
-/// not read PID by PID).
-fn indexed_matches_listing(store: &MemoryStore, snap: &Snapshot, empty_buckets: usize) -> bool {
+/// Every PID's runs read PID by PID are the full listing's (`false` when the swarm is not read
+/// PID by PID).
+fn indexed_matches_listing(store: &MemoryStore, snap: &Snapshot) -> bool {
     let shard = read(store.shard(&HASH));
     let entry = &shard[search(&shard, &HASH).expect("torrent")];
     let mut runs = Vec::new();
@@ -1407,7 +1405,6 @@ fn indexed_matches_listing(store: &MemoryStore, snap: &Snapshot, empty_buckets: 
     let Ok(indexed) = IndexedView::of(entry, Vec::new()) else {
         return false;
     };
-    let mut said_yes_to_none = 0;
     let peers_of = |view: &dyn Buckets, b: usize| {
         let mut p: Vec<SocketAddr> = (0..view.size(b)).map(|i| view.peer(b, i)).collect();
         p.sort();
@@ -1425,12 +1422,7 @@ fn indexed_matches_listing(store: &MemoryStore, snap: &Snapshot, empty_buckets: 
         got.sort();
         want.sort();
         assert_eq!(got, want, "runs of {}", pid.name);
-        // The quick look never says no to a PID with peers, and says yes to a PID without
-        // only for its buckets left empty until the sweep.
-        assert!(indexed.may_hold(pid.id) || want.is_empty(), "{}", pid.name);
-        said_yes_to_none += usize::from(indexed.may_hold(pid.id) && want.is_empty());
     }
-    assert!(said_yes_to_none <= empty_buckets, "{said_yes_to_none}");
     let all: Vec<_> = (0..listed.count()).collect();
     let count = |seeders: bool| -> usize {
         all.iter()
@@ -1455,21 +1447,21 @@ fn the_pid_directory_follows_churn_and_map_changes() {
         env.announce(&s, ann(&many_addr(k).to_string(), role(k), Event::None))
             .expect("fill");
     }
-    assert!(indexed_matches_listing(&s, &env.snap, 0), "read PID by PID");
+    assert!(indexed_matches_listing(&s, &env.snap), "read PID by PID");
     // Every peer of a third of PIDs 0..150 leaves.
     for k in (0..1600).filter(|k| k % 320 < 150 && k % 3 == 0) {
         env.announce(&s, ann(&many_addr(k).to_string(), role(k), Event::Stopped))
             .expect("stop");
     }
-    assert!(indexed_matches_listing(&s, &env.snap, usize::MAX));
+    assert!(indexed_matches_listing(&s, &env.snap));
     s.sweep(&env.snap);
-    assert!(indexed_matches_listing(&s, &env.snap, 0));
+    assert!(indexed_matches_listing(&s, &env.snap));
     // The leechers of PIDs 150..250 complete: seeders' buckets appear.
     for k in (0..1600).filter(|k| (150..250).contains(&(k % 320)) && role(*k) == 1) {
         env.announce(&s, ann(&many_addr(k).to_string(), 0, Event::Completed))
             .expect("complete");
     }
-    assert!(indexed_matches_listing(&s, &env.snap, usize::MAX));
+    assert!(indexed_matches_listing(&s, &env.snap));
     // Half the peers announce again; the others expire.
     s.clock().advance(3000);
     for k in (0..1600).filter(|k| k % 320 % 2 == 0) {
@@ -1479,17 +1471,11 @@ fn the_pid_directory_follows_churn_and_map_changes() {
     s.clock().advance(1000);
     s.sweep(&env.snap);
     check_invariants(&s);
-    assert!(
-        indexed_matches_listing(&s, &env.snap, 0),
-        "still PID by PID"
-    );
+    assert!(indexed_matches_listing(&s, &env.snap), "still PID by PID");
     // A new map (other PID names) re-files every peer at the sweep.
     env.snap = many_pids("churn-2");
     s.sweep(&env.snap);
-    assert!(
-        indexed_matches_listing(&s, &env.snap, 0),
-        "after the new map"
-    );
+    assert!(indexed_matches_listing(&s, &env.snap), "after the new map");
     env.announce(&s, ann(&many_addr(2).to_string(), 1, Event::None))
         .expect("announce");
     assert_eq!(env.peers().len(), 50);
@@ -1604,7 +1590,7 @@ fn as_locations_are_read_pid_by_pid_as_the_full_listing() {
     let public: SocketAddr = "12.81.93.7:7000".parse().expect("addr");
     env.announce(&s, ann(&public.to_string(), 1, Event::None))
         .expect("public requester");
-    assert!(indexed_matches_listing(&s, &env.snap, 0));
+    assert!(indexed_matches_listing(&s, &env.snap));
     answers_read_pid_by_pid_are_drawn_as_listed(&s, &env.snap, &env.selector, public);
     answers_read_pid_by_pid_are_drawn_as_listed(&s, &env.snap, &env.selector, many_addr(325));
 }

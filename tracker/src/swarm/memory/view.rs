@@ -253,9 +253,6 @@ impl Buckets for IndexedView<'_> {
         }
         start..runs.len()
     }
-    fn may_hold(&self, pid: PidId) -> bool {
-        self.large.v4.may_hold(pid) || self.large.v6.as_ref().is_some_and(|f| f.may_hold(pid))
-    }
     fn find_unlisted(&self) -> Range<usize> {
         let mut runs = self.runs.borrow_mut();
         let start = runs.len();

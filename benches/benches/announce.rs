@@ -1,14 +1,15 @@
 //! The HTTP announce path end to end, minus sockets: parse the query, update the store, select,
 //! encode. Swarms of 10 to 1 M peers, `random` versus `p4p` on the same swarm.
 //!
-//! `announce_map_scale` (issue 17, item 3): the same path with `p4p` on an ISP-scale map (the
-//! synthetic 2,000-PID / 250,000-prefix ISP of `p4p_benches::synthetic_isp`) against a 2-PID
-//! map whose line runs through the middle of its internal prefixes (`two_pid_snapshot_of`), on
-//! the same swarm, every address inside one of the big map's internal prefixes (so each
-//! announce's IP -> PID lookup walks the 250 k-prefix trie), in two layouts:
-//! - `in_2_pids`: the peers in two of the big map's PIDs, one in each half of the address
-//!   space, so that the swarm has the same shape under both maps (what the big map's lookups
-//!   cost, the answers being alike);
+//! `announce_map_scale` (issue 17, item 3): the same path, `p4p` then `random`, on an ISP-scale
+//! map (the synthetic 2,000-PID / 250,000-prefix ISP of `p4p_benches::synthetic_isp`) against a
+//! 2-PID map whose line runs through the middle of its internal prefixes
+//! (`two_pid_snapshot_of`), on the same swarm, every address inside one of the big map's
+//! internal prefixes (so each announce's IP -> PID lookup walks the 250 k-prefix trie), in two
+//! layouts:
+//! - `in_2_pids`: the peers in two of the big map's PIDs, one on each side of that line, so
+//!   that the swarm has the same shape under both maps (what the big map's lookups cost, the
+//!   answers being alike);
 //! - `spread`: the peers dealt over all the big map's PIDs (under the big map an answer then
 //!   comes from tens of PIDs, under the 2-PID map from two, each holding about half).
 //!
@@ -169,33 +170,36 @@ fn bench_map_scale(c: &mut Criterion) {
         ("2_pids", two_pid_snapshot_of(&topology)),
         ("2000_pids_250k_prefixes", topology.snapshot()),
     ];
-    let selector = Selector::new(SelectionConfig {
-        policy: PolicyKind::P4p,
-        ..SelectionConfig::default()
-    });
     let mut group = c.benchmark_group("announce_map_scale");
     group.throughput(Throughput::Elements(1));
     group.sample_size(30);
     group.measurement_time(std::time::Duration::from_secs(3));
     group.warm_up_time(std::time::Duration::from_secs(1));
-    for &peers in &[1_000u32, 100_000] {
-        let layouts = [
-            ("spread", addresses_in(&topology, peers)),
-            ("in_2_pids", addresses_in_two_pids(&topology, peers)),
-        ];
-        for (layout, addrs) in &layouts {
-            assert_eq!(addrs.len(), peers as usize, "{layout}: addresses");
-            let at = |i: u32| addrs[i as usize];
-            for (name, snap) in &maps {
-                if *layout == "in_2_pids" {
-                    // The same shape under both maps: two PIDs, half the swarm each.
-                    let pids: std::collections::BTreeSet<u16> =
-                        addrs.iter().map(|a| snap.locate(a.ip())).collect();
-                    assert_eq!(pids.len(), 2, "{name}: PIDs of the {layout} swarm");
+    for policy in [PolicyKind::P4p, PolicyKind::Random] {
+        let selector = Selector::new(SelectionConfig {
+            policy,
+            ..SelectionConfig::default()
+        });
+        let policy = format!("{policy:?}").to_lowercase();
+        for &peers in &[1_000u32, 100_000] {
+            let layouts = [
+                ("spread", addresses_in(&topology, peers)),
+                ("in_2_pids", addresses_in_two_pids(&topology, peers)),
+            ];
+            for (layout, addrs) in &layouts {
+                assert_eq!(addrs.len(), peers as usize, "{layout}: addresses");
+                let at = |i: u32| addrs[i as usize];
+                for (name, snap) in &maps {
+                    if *layout == "in_2_pids" {
+                        // The same shape under both maps: two PIDs, half the swarm each.
+                        let pids: std::collections::BTreeSet<u16> =
+                            addrs.iter().map(|a| snap.locate(a.ip())).collect();
+                        assert_eq!(pids.len(), 2, "{name}: PIDs of the {layout} swarm");
+                    }
+                    let store = filled_store_at((0..peers).collect(), &selector, snap, at);
+                    let id = BenchmarkId::new(format!("{policy}/{name}/{layout}"), peers);
+                    announce_loop(&mut group, id, snap, &selector, &store, peers, at);
                 }
-                let store = filled_store_at((0..peers).collect(), &selector, snap, at);
-                let id = BenchmarkId::new(format!("{name}/{layout}"), peers);
-                announce_loop(&mut group, id, snap, &selector, &store, peers, at);
             }
         }
     }

@@ -2,12 +2,14 @@
 //! of PIDs is not listed; selection walks the requester's [`Snapshot::preference`] order and
 //! finds each PID's buckets on demand, with the answers of [`Selector::group`].
 
+use std::net::SocketAddr;
+
 use p4p_itracker::{PidId, Snapshot};
 use rand::Rng;
 
 use super::{
-    classify, eligible, tally, Buckets, Class, Group, Requester, Scratch, Selector, Side, TIER_FAR,
-    TIER_NEAR,
+    classify, eligible, tally, Buckets, Class, Group, Requester, Scratch, SelectionStats, Selector,
+    Side, TIER_FAR, TIER_NEAR,
 };
 
 impl Selector {
@@ -239,4 +241,63 @@ pub(super) fn random_price<B: Buckets, R: Rng>(
         let ok = req.families.allows(v6) && !(req.seeder && seeders);
         ok.then(|| classify(snap, req, pid).price)
     })
+}
+
+/// The `random` policy for an indexed store ([`Buckets::indexed`]): `numwant` distinct
+/// eligible peers, each subset equally likely, drawn one by one from the whole swarm
+/// ([`Buckets::draw`]), the requester, repeats and (for a seeder) seeders refused. `None`, with
+/// nothing output, when drawing would not pay: the answer wants more than half the eligible
+/// peers, they are under a quarter of the swarm's, or the draws ran out (then the swarm is
+/// read as a listing). The random answer's cost for the metrics is the answer's own.
+pub(super) fn sample_indexed<B: Buckets, R: Rng>(
+    buckets: &B,
+    snap: &Snapshot,
+    req: &Requester,
+    rng: &mut R,
+    scratch: &mut Scratch,
+    out: &mut impl FnMut(SocketAddr),
+) -> Option<SelectionStats> {
+    let (seeders, leechers) = buckets.totals(req.families);
+    let all = seeders + leechers;
+    let mut candidates = if req.seeder { leechers } else { all };
+    if req.position.is_some_and(|(b, _)| eligible(buckets, req, b)) {
+        candidates = candidates.saturating_sub(1);
+    }
+    let n = req.numwant.min(candidates);
+    if n == 0 {
+        return Some(SelectionStats::default());
+    }
+    if 2 * n > candidates || 4 * candidates < all {
+        return None;
+    }
+    // About four times the draws expected (at most 16 n + 64: the candidates are a quarter of
+    // the swarm or more, the answer half of them or less).
+    let budget = 4 * n * all / candidates + 64;
+    scratch.drawn.reset(n + 1);
+    if let Some((b, i)) = req.position {
+        scratch.drawn.insert(buckets.record_id(b, i));
+    }
+    scratch.draws.clear();
+    for _ in 0..budget {
+        if scratch.draws.len() == n {
+            break;
+        }
+        match buckets.draw(req.families, rng) {
+            Some(d) if !(req.seeder && d.seeder) && scratch.drawn.insert(d.id) => {
+                scratch.draws.push(d)
+            }
+            _ => {}
+        }
+    }
+    if scratch.draws.len() < n {
+        return None;
+    }
+    let mut stats = SelectionStats::default();
+    for d in &scratch.draws {
+        let c = classify(snap, req, d.pid);
+        stats.count(c.tier, c.price);
+        out(d.addr);
+    }
+    stats.random_cost = stats.cost;
+    Some(stats)
 }

@@ -97,7 +97,7 @@ use std::ops::Range;
 use p4p_itracker::{PidId, Snapshot};
 use rand::{Rng, RngCore};
 
-use self::indexed::{order_ties, random_price};
+use self::indexed::{order_ties, random_price, sample_indexed};
 use crate::config::{PolicyKind, SelectionConfig};
 use crate::types::Families;
 
@@ -156,6 +156,31 @@ pub trait Buckets {
     fn any_peer(&self, _rng: &mut dyn RngCore) -> Option<(PidId, bool, bool)> {
         None
     }
+    /// A peer drawn uniformly from the swarm's peers in `families`, `None` when the draw
+    /// failed. Indexed stores only: `random` samples a large swarm without listing it.
+    fn draw(&self, _families: Families, _rng: &mut dyn RngCore) -> Option<Draw> {
+        None
+    }
+    /// The [`Draw::id`] of the peer at a position of a bucket. Indexed stores only.
+    fn record_id(&self, _bucket: usize, _index: usize) -> usize {
+        0
+    }
+    /// Makes every bucket available, after those found so far, except those of the PIDs
+    /// found so far (so each bucket is listed once): selection can then read the swarm as a
+    /// listing. Indexed stores only.
+    fn list_rest(&self) {}
+}
+
+/// A peer drawn by [`Buckets::draw`].
+#[derive(Copy, Clone, Debug)]
+pub struct Draw {
+    /// Distinct for distinct peers of the swarm during one announce.
+    pub id: usize,
+    /// Its bucket's PID.
+    pub pid: PidId,
+    /// Whether it is a seeder.
+    pub seeder: bool,
+    pub addr: SocketAddr,
 }
 
 /// Who asks.
@@ -199,6 +224,8 @@ pub struct Scratch {
     members: Vec<usize>,
     /// (bucket, position) of the peers drawn from one group, before any is read.
     picks: Vec<(usize, usize)>,
+    /// The peers drawn from an indexed store by `random` ([`indexed::sample_indexed`]).
+    draws: Vec<Draw>,
     /// Positions already drawn from a group (see [`Drawn`]).
     drawn: Drawn,
     /// Tier and price of each eligible bucket (its group's), by bucket index: the random
@@ -294,6 +321,13 @@ impl Selector {
         let numwant = req.numwant;
         if numwant == 0 {
             return stats;
+        }
+        if self.config.policy == PolicyKind::Random && buckets.indexed() {
+            if let Some(stats) = sample_indexed(buckets, snap, req, rng, scratch, out) {
+                return stats;
+            }
+            // Too few eligible peers to draw them: read the swarm as a listing.
+            buckets.list_rest();
         }
         let indexed = self.config.policy == PolicyKind::P4p && buckets.indexed();
         let (total, side) = if indexed {

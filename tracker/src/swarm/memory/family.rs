@@ -508,6 +508,35 @@ impl<P: Record> Family<P> {
         }
     }
 
+    /// A record drawn uniformly from the family: (bucket key, segment, position, address),
+    /// the segment and position as its runs give them (a sorted family's records are segment
+    /// 0); `None` when the family is empty or (hashed) 16 random index slots in a row were
+    /// free.
+    pub(super) fn any_record(
+        &self,
+        rng: &mut dyn RngCore,
+    ) -> Option<(BucketKey, usize, usize, std::net::SocketAddr)> {
+        match self {
+            Family::Sorted(recs) if recs.is_empty() => None,
+            Family::Sorted(recs) => {
+                let i = rng.random_range(0..recs.len());
+                Some((recs[i].bucket(), 0, i, recs[i].socket()))
+            }
+            Family::Hashed(h) => {
+                let slots = h.index.table().len();
+                if slots == 0 || h.len() == 0 {
+                    return None;
+                }
+                (0..16).find_map(|_| {
+                    let loc = h.index.entry(rng.random_range(0..slots))?;
+                    let (b, i) = (usize::from(loc.bucket), loc.idx as usize);
+                    let bucket = &h.buckets[b];
+                    Some((bucket.key, b, i, bucket.recs[i].socket()))
+                })
+            }
+        }
+    }
+
     /// Buckets of a hashed family (0 for a sorted one, whose runs are few).
     pub(super) fn hashed_buckets(&self) -> usize {
         match self {

@@ -111,7 +111,7 @@ use super::quota::SourceBudget;
 use super::{AnnounceContext, StoreError, StoreTotals, SweepReport};
 use crate::access::UNCHECKED;
 use crate::clock::Clock;
-use crate::config::{PolicyKind, SwarmConfig};
+use crate::config::SwarmConfig;
 use crate::selection::{Requester, SelectionStats};
 use crate::types::{Announce, Event, InfoHash, SwarmStats};
 
@@ -249,14 +249,9 @@ impl MemoryStore {
         let sink = ctx.sink;
         let mut out = |p| sink.push(p);
         let runs = RUNS.take();
-        // A swarm over many PIDs is read PID by PID (`p4p` walks the snapshot's preference
-        // order).
-        let indexed = ctx.selector.policy() == PolicyKind::P4p;
-        let view = if indexed {
-            IndexedView::of(swarm, runs)
-        } else {
-            Err(runs)
-        };
+        // A swarm over many PIDs is not listed: `p4p` reads it PID by PID along the
+        // snapshot's preference order, `random` draws from it.
+        let view = IndexedView::of(swarm, runs);
         let (selection, runs) = match view {
             Ok(mut view) => {
                 req.position = view.own(pid, pos);

@@ -1564,6 +1564,91 @@ fn answers_read_pid_by_pid_are_drawn_as_listed(
     }
 }
 
+/// `random` on a swarm spread over hundreds of PIDs draws its answers from the whole swarm
+/// without listing it (the view lists nothing past the requester's PID), each answer valid
+/// (distinct peers, not the requester, no seeder for a seeder, only the asked family), drawn
+/// as from the full listing (per-PID frequencies); an answer that wants more than half the
+/// eligible peers is read from the listing instead.
+#[test]
+fn random_draws_from_a_swarm_over_many_pids_as_from_the_full_listing() {
+    let s = store();
+    let mut env = Env::new(many_pids("rnd"));
+    let random = Selector::new(SelectionConfig {
+        policy: PolicyKind::Random,
+        ..SelectionConfig::default()
+    });
+    env.selector = random.clone();
+    for k in 0..1600 {
+        let left = u64::from((k / 320) % 5 != 0);
+        env.announce(&s, ann(&many_addr(k).to_string(), left, Event::None))
+            .expect("fill");
+    }
+    let all = contents(&s, &HASH);
+    let role: HashMap<SocketAddr, bool> = all.iter().map(|p| (p.0, p.1)).collect();
+    let snap = &env.snap;
+    let answer = |me: SocketAddr, seeder: bool, families: Families, numwant: usize| {
+        let shard = read(s.shard(&HASH));
+        let entry = &shard[search(&shard, &HASH).expect("torrent")];
+        let mut indexed = IndexedView::of(entry, Vec::new()).unwrap_or_else(|_| unreachable!());
+        let (pid_index, bucket_id) = crate::topology::location(snap, me.ip());
+        let pos = entry.find(me).expect("requester");
+        let req = Requester {
+            pid_index,
+            bucket_id,
+            seeder,
+            families,
+            position: indexed.own(bucket_id, pos),
+            numwant,
+        };
+        assert!(req.position.is_some());
+        let (mut rng, mut scratch) = (SmallRng::seed_from_u64(5), Scratch::default());
+        let mut out = Vec::new();
+        random.select(&indexed, snap, &req, &mut rng, &mut scratch, &mut |p| {
+            out.push(p)
+        });
+        (out, indexed.count())
+    };
+    let leecher = many_addr(325);
+    let seeder = many_addr(5);
+    assert!(!role[&leecher] && role[&seeder]);
+    for (me, is_seeder, families) in [
+        (leecher, false, Families::Both),
+        (seeder, true, Families::Both),
+        (leecher, false, Families::V4),
+        (many_addr(650), false, Families::V6),
+    ] {
+        let (out, listed) = answer(me, is_seeder, families, 30);
+        assert_eq!(out.len(), 30, "{me}");
+        assert!(
+            listed <= 4,
+            "{me}: {listed} runs listed, none past its own PID's"
+        );
+        assert_eq!(
+            out.iter().collect::<HashSet<_>>().len(),
+            30,
+            "{me}: repeats"
+        );
+        assert!(!out.contains(&me));
+        assert!(out.iter().all(|p| role.contains_key(p)), "{me}: not a peer");
+        assert!(
+            !is_seeder || out.iter().all(|p| !role[p]),
+            "{me}: a seeder got seeders"
+        );
+        match families {
+            Families::V4 => assert!(out.iter().all(|p| p.is_ipv4())),
+            Families::V6 => assert!(out.iter().all(|p| p.is_ipv6())),
+            Families::Both => {}
+        }
+    }
+    // More than half the eligible peers (the 1,280 leechers, for a seeder): from the listing.
+    let (out, listed) = answer(seeder, true, Families::Both, 1000);
+    assert_eq!(out.len(), 1000);
+    assert!(listed >= 128, "{listed} runs listed");
+    assert_eq!(out.iter().collect::<HashSet<_>>().len(), 1000);
+    assert!(out.iter().all(|p| !role[p]) && !out.contains(&seeder));
+    answers_read_pid_by_pid_are_drawn_as_listed(&s, snap, &random, leecher);
+}
+
 /// With an ASN database, public peers are filed under AS locations, which no preference order
 /// lists: read PID by PID, answers still take them as the full listing ranks them (one far
 /// cost class), for a requester inside the ISP and for one with an AS location of its own.

@@ -11,7 +11,7 @@ use super::entry::{Entry, Large, PeerPos, Peers};
 use super::family::Family;
 use super::prefetch::prefetch_record;
 use super::record::{BucketKey, Peer4, Peer6, Record};
-use crate::selection::Buckets;
+use crate::selection::{Buckets, Draw};
 use crate::types::Families;
 
 /// One bucket run: what selection sees as a bucket. In a sorted family or a small swarm it is a
@@ -264,6 +264,54 @@ impl Buckets for IndexedView<'_> {
         runs[start..].sort_by_key(|r| r.pid);
         start..runs.len()
     }
+    fn draw(&self, families: Families, rng: &mut dyn RngCore) -> Option<Draw> {
+        let v4 = if families.allows(false) {
+            self.large.v4.len()
+        } else {
+            0
+        };
+        let v6 = match &self.large.v6 {
+            Some(f) if families.allows(true) => f.len(),
+            _ => 0,
+        };
+        if v4 + v6 == 0 {
+            return None;
+        }
+        let in_v6 = rng.random_range(0..v4 + v6) >= v4;
+        let (key, seg, index, addr) = if in_v6 {
+            self.large.v6.as_ref()?.any_record(rng)?
+        } else {
+            self.large.v4.any_record(rng)?
+        };
+        Some(Draw {
+            id: record_id(in_v6, seg, index),
+            pid: key.pid(),
+            seeder: key.seeders(),
+            addr,
+        })
+    }
+    fn record_id(&self, bucket: usize, index: usize) -> usize {
+        let r = self.run(bucket);
+        record_id(r.v6, r.seg as usize, r.start as usize + index)
+    }
+    fn list_rest(&self) {
+        let mut runs = self.runs.borrow_mut();
+        let found = runs.len();
+        self.large.v4.runs(false, &mut runs);
+        if let Some(f) = &self.large.v6 {
+            f.runs(true, &mut runs);
+        }
+        // Keep the new runs of PIDs not found before (few: the requester's, by `random`).
+        let mut kept = found;
+        for i in found..runs.len() {
+            let r = runs[i];
+            if !runs[..found].iter().any(|f| f.pid == r.pid) {
+                runs[kept] = r;
+                kept += 1;
+            }
+        }
+        runs.truncate(kept);
+    }
     fn any_peer(&self, rng: &mut dyn RngCore) -> Option<(PidId, bool, bool)> {
         let v4 = self.large.v4.len();
         let v6 = self.large.v6.as_ref().map_or(0, |f| f.len());
@@ -277,6 +325,11 @@ impl Buckets for IndexedView<'_> {
         };
         Some((key.pid(), key.seeders(), in_v6))
     }
+}
+
+/// A record's [`Draw::id`]: its family, segment (a hashed family's bucket) and position.
+fn record_id(v6: bool, seg: usize, index: usize) -> usize {
+    (usize::from(v6) << 63) | (seg << 32) | index
 }
 
 thread_local! {

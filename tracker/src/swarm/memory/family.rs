@@ -489,38 +489,21 @@ impl<P: Record> Family<P> {
         }
     }
 
-    /// The bucket of a record drawn uniformly from the family; `None` when the family is empty
-    /// or (hashed) 16 random index slots in a row were free (at most 3/4 of them are).
+    /// The bucket of a record drawn uniformly from the family (see [`Family::any_record`]).
     pub(super) fn any_bucket(&self, rng: &mut dyn RngCore) -> Option<BucketKey> {
-        match self {
-            Family::Sorted(recs) if recs.is_empty() => None,
-            Family::Sorted(recs) => Some(recs[rng.random_range(0..recs.len())].bucket()),
-            Family::Hashed(h) => {
-                let slots = h.index.table().len();
-                if slots == 0 || h.len() == 0 {
-                    return None;
-                }
-                (0..16).find_map(|_| {
-                    let loc = h.index.entry(rng.random_range(0..slots))?;
-                    Some(h.buckets[usize::from(loc.bucket)].key)
-                })
-            }
-        }
+        self.any_record(rng).map(|(key, _, _)| key)
     }
 
-    /// A record drawn uniformly from the family: (bucket key, segment, position, address),
-    /// the segment and position as its runs give them (a sorted family's records are segment
-    /// 0); `None` when the family is empty or (hashed) 16 random index slots in a row were
-    /// free.
-    pub(super) fn any_record(
-        &self,
-        rng: &mut dyn RngCore,
-    ) -> Option<(BucketKey, usize, usize, std::net::SocketAddr)> {
+    /// Where a record drawn uniformly from the family is: (bucket key, segment, position), as
+    /// [`Family::seg`] and the family's runs give them (a sorted family's records are segment
+    /// 0); the record itself is not read. `None` when the family is empty or (hashed) 16
+    /// random index slots in a row were free (at most 3/4 of them are).
+    pub(super) fn any_record(&self, rng: &mut dyn RngCore) -> Option<(BucketKey, usize, usize)> {
         match self {
             Family::Sorted(recs) if recs.is_empty() => None,
             Family::Sorted(recs) => {
                 let i = rng.random_range(0..recs.len());
-                Some((recs[i].bucket(), 0, i, recs[i].socket()))
+                Some((recs[i].bucket(), 0, i))
             }
             Family::Hashed(h) => {
                 let slots = h.index.table().len();
@@ -529,9 +512,8 @@ impl<P: Record> Family<P> {
                 }
                 (0..16).find_map(|_| {
                     let loc = h.index.entry(rng.random_range(0..slots))?;
-                    let (b, i) = (usize::from(loc.bucket), loc.idx as usize);
-                    let bucket = &h.buckets[b];
-                    Some((bucket.key, b, i, bucket.recs[i].socket()))
+                    let b = usize::from(loc.bucket);
+                    Some((h.buckets[b].key, b, loc.idx as usize))
                 })
             }
         }

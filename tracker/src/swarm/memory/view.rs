@@ -278,10 +278,16 @@ impl Buckets for IndexedView<'_> {
             return None;
         }
         let in_v6 = rng.random_range(0..v4 + v6) >= v4;
-        let (key, seg, index, addr) = if in_v6 {
-            self.large.v6.as_ref()?.any_record(rng)?
-        } else {
-            self.large.v4.any_record(rng)?
+        let (key, seg, index, addr) = match &self.large.v6 {
+            Some(f) if in_v6 => {
+                let (key, seg, index) = f.any_record(rng)?;
+                (key, seg, index, f.seg(seg)[index].socket())
+            }
+            _ => {
+                let f = &self.large.v4;
+                let (key, seg, index) = f.any_record(rng)?;
+                (key, seg, index, f.seg(seg)[index].socket())
+            }
         };
         Some(Draw {
             id: record_id(in_v6, seg, index),

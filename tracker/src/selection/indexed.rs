@@ -80,15 +80,13 @@ impl Selector {
         // The far PIDs the order does not list, one cost class (see `classify`): AS locations
         // (and the requester's own PID when it has an AS location), placed at their cost.
         let unlisted = classify(snap, req, PID_UNLISTED);
-        let at = far.1.partition_point(|&k| k <= unlisted.key);
-        let far_order = far.0[..at].iter().map(Some).chain([None]);
-        let far_order = far_order.chain(far.0[at..].iter().map(Some));
-        let far_keys = far.1[..at]
-            .iter()
-            .chain([&unlisted.key])
-            .chain(&far.1[at..]);
         let mut near_entries = near.0.iter().map(Some).zip(near.1);
-        let mut far_entries = far_order.zip(far_keys);
+        let mut far_entries = FarEntries {
+            order: far.0,
+            keys: far.1,
+            next: 0,
+            unlisted: Some(&unlisted.key),
+        };
         let parts: [(&mut dyn Iterator<Item = Entry>, u8); 2] =
             [(&mut near_entries, TIER_NEAR), (&mut far_entries, TIER_FAR)];
         for (entries, tier) in parts {
@@ -221,6 +219,33 @@ pub(super) fn order_ties(groups: &mut [Group]) {
 /// A step of [`Selector::group_indexed`]'s walk: a PID of the preference order (`None`: the
 /// far PIDs no order lists) and its rank key.
 type Entry<'a> = (Option<&'a u16>, &'a f32);
+
+/// The far part of a preference order with the unlisted PIDs' step (`None`) placed before the
+/// first PID that ranks after them, found as the walk goes: the walk reads the keys in order
+/// anyway, where a binary search for the place would read a row out of the caches at random.
+struct FarEntries<'a> {
+    order: &'a [u16],
+    keys: &'a [f32],
+    next: usize,
+    /// The unlisted PIDs' key, until their step is taken.
+    unlisted: Option<&'a f32>,
+}
+
+impl<'a> Iterator for FarEntries<'a> {
+    type Item = Entry<'a>;
+
+    fn next(&mut self) -> Option<Entry<'a>> {
+        if let Some(key) = self.unlisted {
+            if self.keys.get(self.next).is_none_or(|k| k > key) {
+                self.unlisted = None;
+                return Some((None, key));
+            }
+        }
+        let step = (Some(self.order.get(self.next)?), self.keys.get(self.next)?);
+        self.next += 1;
+        Some(step)
+    }
+}
 
 /// An id in no snapshot (ids are interned from 0 up): what [`classify`] says of it is what
 /// it says of every AS location seen from the requester.

@@ -640,7 +640,7 @@ struct Class {
 /// Tier, rank key and price of a bucket's PID (or AS location), from the requester.
 fn classify(snap: &Snapshot, req: &Requester, pid: PidId) -> Class {
     let from = req.pid_index;
-    let known = |to: u16| snap.cost_known(from, to).then(|| snap.cost(from, to));
+    let known = |to: u16| snap.known_cost(from, to);
     if pid == req.bucket_id {
         // An intra-PID cost the map does not give: the cheapest there is.
         let price = known(from).unwrap_or(0.0);

@@ -148,9 +148,6 @@ pub struct Snapshot {
     /// as the default cost with the sign bit set ([`unknown`]; costs are never negative), so
     /// that one load tells a cost and whether it is known ([`Snapshot::known_cost`]).
     costs: Vec<f32>,
-    /// The diagonal of `costs` (what a PID's peers cost each other, same encoding): asked on
-    /// every announce, kept apart so that it is not a load from a row of the matrix.
-    own: Box<[f32]>,
     /// For each PID, every other PID in ascending cost order (ties keep insertion order).
     by_cost: Vec<Vec<u16>>,
     /// For each PID, its [`Preference`], built on first use: a tracker asks for the PIDs its
@@ -317,7 +314,6 @@ impl SnapshotBuilder {
             index_by_id,
             v4,
             v6,
-            own: diagonal(&costs, n),
             costs,
             by_cost,
             preferences: (0..n).map(|_| OnceLock::new()).collect(),
@@ -402,11 +398,6 @@ fn known(cost: f32) -> f32 {
 /// How `costs` holds a cost the map did not give, `default`: with the sign bit set.
 fn unknown(default: f32) -> f32 {
     -default.abs()
-}
-
-/// The diagonal of the `n * n` matrix `costs`.
-fn diagonal(costs: &[f32], n: usize) -> Box<[f32]> {
-    (0..n).map(|i| costs[i * n + i]).collect()
 }
 
 fn sorted_by_cost(costs: &[f32], n: usize) -> Vec<Vec<u16>> {
@@ -497,7 +488,6 @@ impl Snapshot {
                 .chunks_exact(n.max(1))
                 .map(|row| row.iter().copied().fold(0.0, f32::max))
                 .collect(),
-            own: diagonal(&costs, n),
             costs,
             asn: self.asn.clone(),
         })
@@ -586,9 +576,6 @@ impl Snapshot {
     }
 
     fn stored(&self, from: u16, to: u16) -> f32 {
-        if from == to {
-            return self.own[usize::from(from)];
-        }
         self.costs[usize::from(from) * self.pids.len() + usize::from(to)]
     }
 
@@ -782,25 +769,27 @@ mod tests {
         }
     }
 
+    /// A builder with one ISP and three internal PIDs, `{tag}-x`, `-y`, `-z`
+    /// (10.1-3.0.0/16), costs not set being `default`.
+    fn three_internal_pids(default: f64, tag: &str) -> (SnapshotBuilder, [usize; 3]) {
+        let mut b = SnapshotBuilder::new("v", default);
+        let isp = b.add_isp("isp");
+        let pids = std::array::from_fn(|i| {
+            b.add_pid(PidSpec {
+                name: format!("{tag}-{}", ["x", "y", "z"][i]),
+                isp,
+                internal: true,
+                prefixes: vec![net(&format!("10.{}.0.0/16", i + 1))],
+            })
+        });
+        (b, pids)
+    }
+
     /// Issue 15: nearness needs a stated boundary; a cost the map leaves out is known to be
     /// unknown and priced at the row's dearest known cost.
     #[test]
     fn boundaries_are_stated_and_unknown_costs_are_far() {
-        let mut b = SnapshotBuilder::new("v", 10.0);
-        let isp = b.add_isp("isp");
-        let mut pid = |name: &str, prefix: &str| {
-            b.add_pid(PidSpec {
-                name: name.into(),
-                isp,
-                internal: true,
-                prefixes: vec![net(prefix)],
-            })
-        };
-        let (x, y, z) = (
-            pid("bnd-x", "10.1.0.0/16"),
-            pid("bnd-y", "10.2.0.0/16"),
-            pid("bnd-z", "10.3.0.0/16"),
-        );
+        let (mut b, [x, y, z]) = three_internal_pids(10.0, "bnd");
         b.set_cost(x, y, 40.0);
         b.set_boundary(z, None);
         let s = b.build().expect("valid");
@@ -818,21 +807,7 @@ mod tests {
     /// default cost and a zero cost given (even as `-0.0`), from a matrix or pair by pair.
     #[test]
     fn known_costs_are_told_apart_from_the_default_in_one_load() {
-        let mut b = SnapshotBuilder::new("v", 0.0);
-        let isp = b.add_isp("isp");
-        let mut pid = |name: &str, prefix: &str| {
-            b.add_pid(PidSpec {
-                name: name.into(),
-                isp,
-                internal: true,
-                prefixes: vec![net(prefix)],
-            })
-        };
-        let (x, y, z) = (
-            pid("one-load-x", "10.1.0.0/16"),
-            pid("one-load-y", "10.2.0.0/16"),
-            pid("one-load-z", "10.3.0.0/16"),
-        );
+        let (mut b, [x, y, z]) = three_internal_pids(0.0, "one-load");
         b.set_cost_matrix(vec![-0.0, 3.0, 7.0, 0.0]);
         b.set_cost(z, z, 2.5);
         b.set_cost(z, x, -0.0);

@@ -489,11 +489,6 @@ impl<P: Record> Family<P> {
         }
     }
 
-    /// The bucket of a record drawn uniformly from the family (see [`Family::any_record`]).
-    pub(super) fn any_bucket(&self, rng: &mut dyn RngCore) -> Option<BucketKey> {
-        self.any_record(rng).map(|(key, _, _)| key)
-    }
-
     /// Where a record drawn uniformly from the family is: (bucket key, segment, position), as
     /// [`Family::seg`] and the family's runs give them (a sorted family's records are segment
     /// 0); the record itself is not read. `None` when the family is empty or (hashed) 16

@@ -189,6 +189,30 @@ impl<'a> IndexedView<'a> {
         Some((found.start + b, i))
     }
 
+    /// Where a record drawn uniformly from the swarm's peers in `families` is, as a run of
+    /// that one record (its bucket, family and segment); the family is chosen by its size.
+    /// The record itself is not read.
+    fn any_record(&self, families: Families, rng: &mut dyn RngCore) -> Option<Run> {
+        let v4 = if families.allows(false) {
+            self.large.v4.len()
+        } else {
+            0
+        };
+        let v6 = match &self.large.v6 {
+            Some(f) if families.allows(true) => f.len(),
+            _ => 0,
+        };
+        if v4 + v6 == 0 {
+            return None;
+        }
+        let in_v6 = rng.random_range(0..v4 + v6) >= v4;
+        let (key, seg, index) = match &self.large.v6 {
+            Some(f) if in_v6 => f.any_record(rng)?,
+            _ => self.large.v4.any_record(rng)?,
+        };
+        Some(Run::new(key, in_v6, seg, index, index + 1))
+    }
+
     pub(super) fn into_runs(self) -> Vec<Run> {
         self.runs.into_inner()
     }
@@ -265,35 +289,12 @@ impl Buckets for IndexedView<'_> {
         start..runs.len()
     }
     fn draw(&self, families: Families, rng: &mut dyn RngCore) -> Option<Draw> {
-        let v4 = if families.allows(false) {
-            self.large.v4.len()
-        } else {
-            0
-        };
-        let v6 = match &self.large.v6 {
-            Some(f) if families.allows(true) => f.len(),
-            _ => 0,
-        };
-        if v4 + v6 == 0 {
-            return None;
-        }
-        let in_v6 = rng.random_range(0..v4 + v6) >= v4;
-        let (key, seg, index, addr) = match &self.large.v6 {
-            Some(f) if in_v6 => {
-                let (key, seg, index) = f.any_record(rng)?;
-                (key, seg, index, f.seg(seg)[index].socket())
-            }
-            _ => {
-                let f = &self.large.v4;
-                let (key, seg, index) = f.any_record(rng)?;
-                (key, seg, index, f.seg(seg)[index].socket())
-            }
-        };
+        let run = self.any_record(families, rng)?;
         Some(Draw {
-            id: record_id(in_v6, seg, index),
-            pid: key.pid(),
-            seeder: key.seeders(),
-            addr,
+            id: record_id(run.v6, run.seg as usize, run.start as usize),
+            pid: run.pid,
+            seeder: run.seeders,
+            addr: self.records.peer(&run, 0),
         })
     }
     fn record_id(&self, bucket: usize, index: usize) -> usize {
@@ -319,17 +320,8 @@ impl Buckets for IndexedView<'_> {
         runs.truncate(kept);
     }
     fn any_peer(&self, rng: &mut dyn RngCore) -> Option<(PidId, bool, bool)> {
-        let v4 = self.large.v4.len();
-        let v6 = self.large.v6.as_ref().map_or(0, |f| f.len());
-        if v4 + v6 == 0 {
-            return None;
-        }
-        let (key, in_v6) = if rng.random_range(0..v4 + v6) < v4 {
-            (self.large.v4.any_bucket(rng)?, false)
-        } else {
-            (self.large.v6.as_ref()?.any_bucket(rng)?, true)
-        };
-        Some((key.pid(), key.seeders(), in_v6))
+        let run = self.any_record(Families::Both, rng)?;
+        Some((run.pid, run.seeders, run.v6))
     }
 }
 
